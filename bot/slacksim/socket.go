@@ -1,0 +1,651 @@
+package slacksim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+)
+
+const (
+	maxConnections     = 10
+	maxAckBytes        = 20 * 1024 // Slack drops ack frames of this size or more
+	maxRedeliveries    = 3
+	maxWaitingFrames   = 1000
+	connQueueSize      = 256
+	maxLateAcks        = 10000
+	ticketLifetime     = 30 * time.Second
+	maxIncomingFrame   = 1 << 20
+	socketWriteTimeout = 10 * time.Second
+	// How long a connection stays open after a disconnect message: a warning comes
+	// ahead of a refresh, other reasons close it soon.
+	warningGrace    = 3 * time.Second
+	disconnectGrace = 500 * time.Millisecond
+)
+
+// ErrAckRefused is returned by AwaitAck when the bot's ack frame was too large.
+var ErrAckRefused = errors.New("slacksim: ack refused: 20,480 bytes or more")
+
+// socket is the Socket Mode side: connections, envelopes and acks.
+type socket struct {
+	conns            []*socketConn
+	nextConn         int
+	tickets          map[string]time.Time
+	waiting          []outFrame   // envelopes sent while no connection could take them
+	waitingCount     atomic.Int64 // len(waiting), for writers to check without the lock
+	totalConnections int
+	envelopes        map[string]*envelope
+	envelopeOrder    []string
+	lateAcks         []string
+	protocolErrors   []string
+}
+
+func newSocket() socket {
+	return socket{tickets: map[string]time.Time{}, envelopes: map[string]*envelope{}}
+}
+
+type outFrame struct {
+	data       []byte
+	envelopeID string // "" for hello and disconnect
+}
+
+type socketConn struct {
+	server       *Server
+	id           int
+	ws           *websocket.Conn
+	out          chan outFrame
+	done         chan struct{}
+	closeOnce    sync.Once
+	pingsStopped atomic.Bool
+	draining     bool // guarded by server.mu: takes no new envelopes
+}
+
+// envelopeOrigin is what a user did to cause an envelope.
+type envelopeOrigin struct {
+	interaction string // "slash_command", "block_actions", "view_submission", "event"
+	user        string
+	channel     string
+	command     string
+	viewID      string
+}
+
+type envelope struct {
+	id              string
+	kind            string // "slash_commands", "interactive", "events_api"
+	payload         json.RawMessage
+	acceptsResponse bool
+	origin          envelopeOrigin
+	deliveries      []*delivery
+	acks            []Ack
+	refused         bool
+	late            bool
+	failureShown    bool
+}
+
+type delivery struct {
+	attempt int
+	sentAt  time.Time
+	acked   bool
+}
+
+var upgrader = websocket.Upgrader{
+	// slack-go sends Origin https://api.slack.com; any origin is fine on loopback.
+	CheckOrigin: func(*http.Request) bool { return true },
+}
+
+func (s *Server) appsConnectionsOpenLocked(_ *apiRequest) (map[string]any, *apiError) {
+	if len(s.conns) >= maxConnections {
+		return nil, slackError("too_many_websockets")
+	}
+	now := time.Now()
+	for ticket, expires := range s.tickets {
+		if now.After(expires) {
+			delete(s.tickets, ticket)
+		}
+	}
+	ticket := randomHex(16)
+	s.tickets[ticket] = now.Add(ticketLifetime)
+	url := "ws" + s.baseURL[len("http"):] + "/link/?ticket=" + ticket + "&app_id=" + appID
+	return map[string]any{"url": url}, nil
+}
+
+func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
+	if status, reason := s.admitTicket(r.URL.Query().Get("ticket")); status != http.StatusOK {
+		http.Error(w, reason, status)
+		return
+	}
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	ws.SetReadLimit(maxIncomingFrame)
+	c := &socketConn{server: s, ws: ws, out: make(chan outFrame, connQueueSize), done: make(chan struct{})}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.conns) >= maxConnections {
+		_ = ws.Close()
+		return
+	}
+	s.totalConnections++
+	c.id = s.totalConnections
+	s.conns = append(s.conns, c)
+	c.out <- outFrame{data: s.helloFrameLocked()}
+	s.flushWaitingLocked()
+	s.wg.Add(2)
+	go c.writeLoop()
+	go c.readLoop()
+	s.notifyLocked()
+}
+
+// admitTicket checks the single-use ticket apps.connections.open handed out.
+func (s *Server) admitTicket(ticket string) (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	expires, ok := s.tickets[ticket]
+	delete(s.tickets, ticket)
+	switch {
+	case s.closed:
+		return http.StatusServiceUnavailable, "closed"
+	case !ok || time.Now().After(expires):
+		return http.StatusUnauthorized, "invalid or used ticket"
+	case len(s.conns) >= maxConnections:
+		return http.StatusTooManyRequests, "too many websockets"
+	}
+	return http.StatusOK, ""
+}
+
+func (s *Server) helloFrameLocked() []byte {
+	data, _ := json.Marshal(map[string]any{
+		"type":            "hello",
+		"num_connections": len(s.conns),
+		"debug_info": map[string]any{
+			"host":                        "applink-sim",
+			"build_number":                1,
+			"approximate_connection_time": 18060,
+		},
+		"connection_info": map[string]any{"app_id": appID},
+	})
+	return data
+}
+
+func (c *socketConn) writeLoop() {
+	defer c.server.wg.Done()
+	defer c.shutdown()
+	ticker := time.NewTicker(c.server.opts.PingInterval)
+	defer ticker.Stop()
+	// A first PING at once: slack-go counts from the moment it connected.
+	if !c.ping() {
+		return
+	}
+	for {
+		select {
+		case <-c.done:
+			return
+		case frame := <-c.out:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(socketWriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, frame.data); err != nil {
+				c.server.requeue(frame)
+				return
+			}
+			if c.server.waitingCount.Load() > 0 {
+				c.server.flushWaiting()
+			}
+		case <-ticker.C:
+			if !c.ping() {
+				return
+			}
+		}
+	}
+}
+
+func (c *socketConn) ping() bool {
+	if c.pingsStopped.Load() {
+		return true
+	}
+	return c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(socketWriteTimeout)) == nil
+}
+
+func (c *socketConn) readLoop() {
+	defer c.server.wg.Done()
+	defer c.shutdown()
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		c.server.handleFrame(c, data)
+	}
+}
+
+// shutdown closes the connection and hands its unsent envelopes to other connections.
+func (c *socketConn) shutdown() {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		_ = c.ws.Close()
+		c.server.removeConn(c)
+	})
+}
+
+func (s *Server) removeConn(c *socketConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	index := slices.Index(s.conns, c)
+	if index < 0 {
+		return
+	}
+	s.conns = slices.Delete(s.conns, index, index+1)
+	for {
+		select {
+		case frame := <-c.out:
+			if frame.envelopeID != "" {
+				s.waiting = append(s.waiting, frame)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	s.flushWaitingLocked()
+	s.notifyLocked()
+}
+
+// requeue takes back an envelope frame a dying connection could not write.
+func (s *Server) requeue(frame outFrame) {
+	if frame.envelopeID == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.waiting = append(s.waiting, frame)
+	s.flushWaitingLocked()
+}
+
+func (s *Server) liveConnsLocked() []*socketConn {
+	return slices.Clone(s.conns)
+}
+
+// sendFrameLocked hands a frame to the next connection that takes envelopes, round
+// robin, or keeps it until one does.
+func (s *Server) sendFrameLocked(frame outFrame) error {
+	if s.offerLocked(frame) {
+		return nil
+	}
+	if len(s.waiting) >= maxWaitingFrames {
+		return fmt.Errorf("slacksim: %d envelopes already wait for a connection", len(s.waiting))
+	}
+	s.waiting = append(s.waiting, frame)
+	s.waitingCount.Store(int64(len(s.waiting)))
+	return nil
+}
+
+func (s *Server) offerLocked(frame outFrame) bool {
+	for range s.conns {
+		c := s.conns[s.nextConn%len(s.conns)]
+		s.nextConn++
+		if c.draining {
+			continue
+		}
+		select {
+		case c.out <- frame:
+			return true
+		default:
+		}
+	}
+	return false
+}
+
+func (s *Server) flushWaitingLocked() {
+	for len(s.waiting) > 0 && s.offerLocked(s.waiting[0]) {
+		s.waiting = s.waiting[1:]
+	}
+	if len(s.waiting) == 0 {
+		s.waiting = nil
+	}
+	s.waitingCount.Store(int64(len(s.waiting)))
+}
+
+// flushWaiting moves waiting envelopes to connections that have room again.
+func (s *Server) flushWaiting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flushWaitingLocked()
+}
+
+// sendEnvelopeLocked creates an envelope and delivers it for the first time.
+func (s *Server) sendEnvelopeLocked(kind string, payload any, acceptsResponse bool, origin envelopeOrigin) (*envelope, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("slacksim: encode %s payload: %w", kind, err)
+	}
+	env := &envelope{id: uuid.NewString(), kind: kind, payload: data, acceptsResponse: acceptsResponse, origin: origin}
+	if err := s.deliverLocked(env, 0, "", true); err != nil {
+		return nil, err
+	}
+	s.envelopes[env.id] = env
+	s.envelopeOrder = append(s.envelopeOrder, env.id)
+	s.pruneEnvelopesLocked()
+	return env, nil
+}
+
+func (s *Server) pruneEnvelopesLocked() {
+	if len(s.envelopeOrder) <= maxEnvelopes {
+		return
+	}
+	drop := len(s.envelopeOrder) - maxEnvelopes*9/10
+	for _, id := range s.envelopeOrder[:drop] {
+		delete(s.envelopes, id)
+	}
+	s.envelopeOrder = slices.Clone(s.envelopeOrder[drop:])
+}
+
+// deliverLocked sends env (again) and arms the ack deadline and, for automatic
+// deliveries, the redelivery timer.
+func (s *Server) deliverLocked(env *envelope, attempt int, reason string, automatic bool) error {
+	frame, err := json.Marshal(map[string]any{
+		"envelope_id":              env.id,
+		"type":                     env.kind,
+		"payload":                  env.payload,
+		"accepts_response_payload": env.acceptsResponse,
+		"retry_attempt":            attempt,
+		"retry_reason":             reason,
+	})
+	if err != nil {
+		return fmt.Errorf("slacksim: encode envelope: %w", err)
+	}
+	if err := s.sendFrameLocked(outFrame{data: frame, envelopeID: env.id}); err != nil {
+		return err
+	}
+	d := &delivery{attempt: attempt, sentAt: time.Now()}
+	env.deliveries = append(env.deliveries, d)
+	s.afterFuncLocked(s.opts.AckTimeout, func() { s.ackDeadlinePassedLocked(env, d) })
+	if automatic && s.opts.RedeliverAfter > 0 && attempt < maxRedeliveries {
+		s.afterFuncLocked(s.opts.RedeliverAfter, func() {
+			if !d.acked && !env.refused {
+				if err := s.deliverLocked(env, attempt+1, "timeout", true); err != nil {
+					s.logger.Warn("slacksim: redeliver", "envelope", env.id, "err", err)
+				}
+			}
+		})
+	}
+	s.notifyLocked()
+	return nil
+}
+
+func (s *Server) ackDeadlinePassedLocked(env *envelope, d *delivery) {
+	if d.acked {
+		return
+	}
+	s.markLateLocked(env)
+	s.showFailureLocked(env, "operation_timeout")
+}
+
+func (s *Server) markLateLocked(env *envelope) {
+	if env.late {
+		return
+	}
+	env.late = true
+	s.lateAcks = append(s.lateAcks, env.id)
+	if len(s.lateAcks) > maxLateAcks {
+		s.lateAcks = slices.Clone(s.lateAcks[len(s.lateAcks)-maxLateAcks/2:])
+	}
+	s.notifyLocked()
+}
+
+// showFailureLocked shows the user what Slack shows when a slash command gets no
+// usable ack.
+func (s *Server) showFailureLocked(env *envelope, slackErr string) {
+	if env.failureShown || env.origin.interaction != "slash_command" {
+		return
+	}
+	env.failureShown = true
+	text := fmt.Sprintf("%s didn't respond: failed with the error \"%s\"", env.origin.command, slackErr)
+	s.postEphemeralLocked(env.origin.channel, env.origin.user, "", messageContent{text: text}, "slack")
+}
+
+// handleFrame reads what the bot sent on the websocket: acks.
+func (s *Server) handleFrame(c *socketConn, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	var ack struct {
+		EnvelopeID string          `json:"envelope_id"`
+		Payload    json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(data, &ack); err != nil || ack.EnvelopeID == "" {
+		s.protocolErrorLocked("connection %d: unreadable frame (%d bytes): %.200s", c.id, len(data), data)
+		return
+	}
+	env, ok := s.envelopes[ack.EnvelopeID]
+	if !ok {
+		s.protocolErrorLocked("connection %d: ack for unknown envelope %s", c.id, ack.EnvelopeID)
+		return
+	}
+	if len(data) >= maxAckBytes {
+		s.protocolErrorLocked("envelope %s: ack of %d bytes refused (Slack drops acks of %d bytes or more)", env.id, len(data), maxAckBytes)
+		env.refused = true
+		s.markLateLocked(env)
+		s.showFailureLocked(env, "dispatch_failed")
+		return
+	}
+	s.acceptAckLocked(env, ack.Payload)
+}
+
+func (s *Server) acceptAckLocked(env *envelope, payload json.RawMessage) {
+	now := time.Now()
+	var answered *delivery
+	for _, d := range env.deliveries {
+		if d.acked {
+			continue
+		}
+		if answered == nil {
+			answered = d
+		}
+		d.acked = true
+	}
+	if answered == nil {
+		s.protocolErrorLocked("envelope %s: acked again", env.id)
+		return
+	}
+	ack := Ack{EnvelopeID: env.id, Latency: now.Sub(answered.sentAt)}
+	if !isNull(payload) {
+		ack.Payload = slices.Clone(payload)
+	}
+	env.acks = append(env.acks, ack)
+	if ack.Latency > s.opts.AckTimeout {
+		s.markLateLocked(env)
+	}
+	if !env.late || env.origin.interaction != "slash_command" {
+		s.applyAckPayloadLocked(env, ack.Payload)
+	}
+	s.notifyLocked()
+}
+
+func isNull(payload json.RawMessage) bool {
+	return len(payload) == 0 || string(payload) == "null"
+}
+
+// applyAckPayloadLocked does what Slack does with an ack's payload.
+func (s *Server) applyAckPayloadLocked(env *envelope, payload json.RawMessage) {
+	switch env.origin.interaction {
+	case "slash_command":
+		s.applySlashCommandAckLocked(env, payload)
+	case "view_submission":
+		s.applyViewSubmissionAckLocked(env, payload)
+	}
+}
+
+// applySlashCommandAckLocked shows a slash command's ack payload: to the user alone,
+// or in the channel for response_type "in_channel".
+func (s *Server) applySlashCommandAckLocked(env *envelope, payload json.RawMessage) {
+	if isEmptyPayload(payload) {
+		return
+	}
+	var body responseMessage
+	if err := json.Unmarshal(payload, &body); err != nil {
+		s.protocolErrorLocked("envelope %s: slash command ack payload is not a message: %v", env.id, err)
+		return
+	}
+	content, err := parseContent(body.Text, true, body.Blocks, !isEmptyPayload(body.Blocks))
+	if err != nil {
+		s.protocolErrorLocked("envelope %s: slash command ack payload refused: %v", env.id, err)
+		s.showFailureLocked(env, err.code)
+		return
+	}
+	if content.empty() {
+		return
+	}
+	if body.ResponseType == "in_channel" {
+		s.postInChannelLocked(env.origin.channel, "", content, "ack")
+		return
+	}
+	s.postEphemeralLocked(env.origin.channel, env.origin.user, "", content, "ack")
+}
+
+// AwaitAck waits (ctx-bounded) for the first ack of an envelope.
+func (s *Server) AwaitAck(ctx context.Context, envelopeID string) (Ack, error) {
+	return s.awaitAckNumber(ctx, envelopeID, 0)
+}
+
+// awaitAckNumber waits for the envelope's ack number n (0 is the first).
+func (s *Server) awaitAckNumber(ctx context.Context, envelopeID string, n int) (Ack, error) {
+	var ack Ack
+	var failure error
+	err := s.WaitUntil(ctx, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		env, ok := s.envelopes[envelopeID]
+		switch {
+		case !ok:
+			failure = fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
+		case len(env.acks) > n:
+			ack = env.acks[n]
+		case env.refused:
+			failure = ErrAckRefused
+		default:
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return Ack{}, fmt.Errorf("await ack of envelope %s: %w", envelopeID, err)
+	}
+	return ack, failure
+}
+
+// Redeliver sends an envelope again as it was, with retry_attempt 1 and retry_reason
+// "timeout", and waits (ctx-bounded) for the ack of that delivery: a bot must
+// acknowledge the duplicate and not act on it twice.
+func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) {
+	s.mu.Lock()
+	env, ok := s.envelopes[envelopeID]
+	if !ok {
+		s.mu.Unlock()
+		return Ack{}, fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
+	}
+	previousAcks := len(env.acks)
+	err := ErrClosed
+	if !s.closed {
+		err = s.deliverLocked(env, 1, "timeout", false)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return Ack{}, err
+	}
+	return s.awaitAckNumber(ctx, envelopeID, previousAcks)
+}
+
+// LateAcks lists envelopes that were not acked within the ack timeout (3 s), or whose
+// ack Slack refused.
+func (s *Server) LateAcks() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.lateAcks)
+}
+
+// Connections is the number of open websockets.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// TotalConnections counts every websocket ever accepted, to see reconnects.
+func (s *Server) TotalConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.totalConnections
+}
+
+// WaitConnected waits (ctx-bounded) until at least one websocket is open.
+func (s *Server) WaitConnected(ctx context.Context) error {
+	return s.WaitUntil(ctx, func() bool { return s.Connections() > 0 })
+}
+
+// Disconnect sends every open connection a disconnect message with reason
+// ("warning", "refresh_requested", "link_disabled", ...) and closes it a moment
+// later; after a "warning" the connection keeps taking envelopes until then.
+func (s *Server) Disconnect(reason string) {
+	frame, _ := json.Marshal(map[string]any{
+		"type":       "disconnect",
+		"reason":     reason,
+		"debug_info": map[string]any{"host": "applink-sim"},
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	grace := disconnectGrace
+	if reason == "warning" {
+		grace = warningGrace
+	}
+	for _, c := range s.conns {
+		if reason != "warning" {
+			c.draining = true
+		}
+		select {
+		case c.out <- outFrame{data: frame}:
+		default:
+		}
+		s.afterFuncLocked(grace, func() {
+			_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, reason), time.Now().Add(time.Second))
+			_ = c.ws.Close()
+		})
+	}
+	s.flushWaitingLocked()
+}
+
+// DropConnections closes every websocket at once, without a close frame, as a
+// network failure would.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	conns := s.liveConnsLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.ws.Close()
+	}
+}
+
+// StopPings stops the PING frames on the connections open now (new connections get
+// them again), so that slack-go's ping timeout makes it reconnect.
+func (s *Server) StopPings() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.pingsStopped.Store(true)
+	}
+}
