@@ -1,0 +1,233 @@
+// Package config reads gpubot's settings from the environment, checks every one
+// of them before the bot starts, and prints them without leaking secrets.
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Instance types fal offers; the only values APPROVAL_REQUIRED and
+// HOURLY_PRICES may name.
+const (
+	instanceType1xH100 = "gpu_1x_h100_sxm5"
+	instanceType8xH100 = "gpu_8x_h100_sxm5"
+)
+
+// Config is the validated configuration. Load is the only way to get one from
+// the environment; tests of other packages may build one directly.
+type Config struct {
+	SlackBotToken    string             // SLACK_BOT_TOKEN, "xoxb-…"
+	SlackAppToken    string             // SLACK_APP_TOKEN, "xapp-…"
+	SlackAPIURL      string             // SLACK_API_URL, always ends in "/api/"
+	FalAdminAPIKey   string             // FAL_ADMIN_API_KEY
+	FalAPIURL        string             // FAL_API_URL, without a trailing "/"
+	DBPath           string             // DB_PATH
+	ApprovalChannel  string             // APPROVAL_CHANNEL, a channel ID; set whenever ApprovalRequired is non-empty
+	NotifyChannel    string             // NOTIFY_CHANNEL, a channel ID or "" (no notices)
+	Approvers        []string           // APPROVERS, user IDs
+	Admins           []string           // ADMINS, user IDs
+	ApprovalRequired []string           // APPROVAL_REQUIRED, instance types; empty when it is "none"
+	DefaultLifetime  time.Duration      // DEFAULT_LIFETIME, in (0, MaxLifetime]
+	MaxLifetime      time.Duration      // MAX_LIFETIME, > 0
+	ReminderBefore   time.Duration      // REMINDER_BEFORE, > 0: how long before expiry the owner is reminded
+	HourlyPrices     map[string]float64 // HOURLY_PRICES, USD per hour by instance type; empty means no costs are shown
+	PollInterval     time.Duration      // POLL_INTERVAL, >= 10ms
+	HTTPAddr         string             // HTTP_ADDR, host:port, or "" when it is "off"
+	LogLevel         string             // LOG_LEVEL: debug, info, warn or error
+}
+
+// Error is every problem Load found, one line each, so an operator can fix
+// them all in one go. main exits with status 2 on it.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	noun := "problems"
+	if len(e.Problems) == 1 {
+		noun = "problem"
+	}
+	return fmt.Sprintf("configuration has %d %s:\n  %s", len(e.Problems), noun, strings.Join(e.Problems, "\n  "))
+}
+
+// Load reads and checks every setting through getenv (os.Getenv in
+// production). Because getenv cannot tell an unset variable from an empty one,
+// an empty value means "use the default": APPROVAL_REQUIRED=none and
+// HTTP_ADDR=off are the ways to switch those features off. Surrounding
+// whitespace is ignored. On failure the error is an *Error naming every
+// variable that is wrong.
+func Load(getenv func(string) string) (Config, error) {
+	var spec settings
+	problems, failed := decodeEnvironment(&spec, getenv)
+	problems = append(problems, spec.crossCheck(failed)...)
+	if len(problems) > 0 {
+		return Config{}, &Error{Problems: problems}
+	}
+	return spec.config(), nil
+}
+
+// Usage writes a table of every variable with its default and meaning, for
+// help output and for an operator facing a configuration error.
+func Usage(w io.Writer) error {
+	const format = "VARIABLE\tDEFAULT\tREQUIRED\tMEANING\n" +
+		"{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_required .}}\t{{usage_description .}}\n{{end}}"
+	table := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if err := envconfig.Usagef("", &settings{}, table, format); err != nil {
+		return fmt.Errorf("write settings table: %w", err)
+	}
+	if err := table.Flush(); err != nil {
+		return fmt.Errorf("write settings table: %w", err)
+	}
+	return nil
+}
+
+// NeedsApproval reports whether a request for instanceType must be approved
+// before anything is created.
+func (c Config) NeedsApproval(instanceType string) bool {
+	return slices.Contains(c.ApprovalRequired, instanceType)
+}
+
+// IsApprover reports whether userID may approve or deny requests.
+func (c Config) IsApprover(userID string) bool {
+	return slices.Contains(c.Approvers, userID)
+}
+
+// IsAdmin reports whether userID may see and delete every instance.
+func (c Config) IsAdmin(userID string) bool {
+	return slices.Contains(c.Admins, userID)
+}
+
+// SlogLevel is LogLevel as a slog level; anything unrecognised is info.
+func (c Config) SlogLevel() slog.Level {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return slog.LevelInfo
+	}
+	return level
+}
+
+// Warnings lists settings that are valid but probably not what the operator
+// wants, for the start-up log.
+func (c Config) Warnings() []string {
+	var warnings []string
+	if len(c.ApprovalRequired) > 0 && len(c.Approvers) == 0 {
+		warnings = append(warnings, fmt.Sprintf(
+			"APPROVERS is empty, so requests for %s wait forever; list the approvers' user IDs or set APPROVAL_REQUIRED=none",
+			strings.Join(c.ApprovalRequired, ", ")))
+	}
+	if c.ReminderBefore >= c.DefaultLifetime {
+		warnings = append(warnings, fmt.Sprintf(
+			"REMINDER_BEFORE (%s) is not shorter than DEFAULT_LIFETIME (%s), so owners are reminded as soon as an instance is ready",
+			formatDuration(c.ReminderBefore), formatDuration(c.DefaultLifetime)))
+	}
+	return warnings
+}
+
+// String lists every setting as VARIABLE=value lines, secrets redacted, for the
+// start-up log and `gpubot config`. Apart from the secrets, the output read
+// back as an environment gives the same Config.
+func (c Config) String() string {
+	lines := make([]string, 0, 18)
+	for _, s := range c.settingsList() {
+		lines = append(lines, s.key+"="+s.value)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogValue makes slog print the same redacted settings as String, so logging
+// a Config never leaks a secret.
+func (c Config) LogValue() slog.Value {
+	list := c.settingsList()
+	attrs := make([]slog.Attr, 0, len(list))
+	for _, s := range list {
+		attrs = append(attrs, slog.String(s.key, s.value))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+type setting struct{ key, value string }
+
+func (c Config) settingsList() []setting {
+	return []setting{
+		{"SLACK_BOT_TOKEN", redactSecret(c.SlackBotToken, slackBotTokenPrefix)},
+		{"SLACK_APP_TOKEN", redactSecret(c.SlackAppToken, slackAppTokenPrefix)},
+		{"SLACK_API_URL", redactURL(c.SlackAPIURL)},
+		{"FAL_ADMIN_API_KEY", redactSecret(c.FalAdminAPIKey, "")},
+		{"FAL_API_URL", redactURL(c.FalAPIURL)},
+		{"DB_PATH", c.DBPath},
+		{"APPROVAL_CHANNEL", c.ApprovalChannel},
+		{"NOTIFY_CHANNEL", c.NotifyChannel},
+		{"APPROVERS", strings.Join(c.Approvers, ",")},
+		{"ADMINS", strings.Join(c.Admins, ",")},
+		{"APPROVAL_REQUIRED", formatApprovalRequired(c.ApprovalRequired)},
+		{"DEFAULT_LIFETIME", formatDuration(c.DefaultLifetime)},
+		{"MAX_LIFETIME", formatDuration(c.MaxLifetime)},
+		{"REMINDER_BEFORE", formatDuration(c.ReminderBefore)},
+		{"HOURLY_PRICES", formatPrices(c.HourlyPrices)},
+		{"POLL_INTERVAL", formatDuration(c.PollInterval)},
+		{"HTTP_ADDR", formatListenAddr(c.HTTPAddr)},
+		{"LOG_LEVEL", c.LogLevel},
+	}
+}
+
+// redactSecret keeps only the well-known prefix, which tells the reader which
+// kind of token is set without revealing any of it.
+func redactSecret(secret, prefix string) string {
+	switch {
+	case secret == "":
+		return ""
+	case prefix != "" && strings.HasPrefix(secret, prefix):
+		return prefix + "…(redacted)"
+	default:
+		return "(redacted)"
+	}
+}
+
+func formatApprovalRequired(types []string) string {
+	if len(types) == 0 {
+		return noApproval
+	}
+	return strings.Join(types, ",")
+}
+
+func formatListenAddr(addr string) string {
+	if addr == "" {
+		return httpOff
+	}
+	return addr
+}
+
+// formatDuration drops the zero minutes and seconds time.Duration.String
+// keeps ("8h0m0s"), so the output reads like the documented defaults.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if minutes, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = minutes + "m"
+		if hours, ok := strings.CutSuffix(s, "h0m"); ok {
+			s = hours + "h"
+		}
+	}
+	return s
+}
+
+func formatPrices(prices map[string]float64) string {
+	types := make([]string, 0, len(prices))
+	for instanceType := range prices {
+		types = append(types, instanceType)
+	}
+	slices.Sort(types)
+	pairs := make([]string, 0, len(types))
+	for _, instanceType := range types {
+		pairs = append(pairs, instanceType+"="+strconv.FormatFloat(prices[instanceType], 'f', -1, 64))
+	}
+	return strings.Join(pairs, ",")
+}

@@ -1,0 +1,431 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	slackBotTokenPrefix = "xoxb-"
+	slackAppTokenPrefix = "xapp-"
+	noApproval          = "none"
+	httpOff             = "off"
+	minPollInterval     = 10 * time.Millisecond
+)
+
+var knownInstanceTypes = []string{instanceType1xH100, instanceType8xH100}
+
+// settings is the environment as envconfig sees it: one field per variable,
+// described by envconfig's struct tags. Each field type checks its own value
+// in Decode (envconfig's Decoder interface), so a value is parsed and
+// validated in one place; crossCheck covers rules that span variables.
+type settings struct {
+	SlackBotToken    slackBotToken    `envconfig:"SLACK_BOT_TOKEN" required:"true" desc:"the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page"`
+	SlackAppToken    slackAppToken    `envconfig:"SLACK_APP_TOKEN" required:"true" desc:"an app-level token (xapp-…) with the connections:write scope, from the app's Basic Information page"`
+	SlackAPIURL      slackAPIURL      `envconfig:"SLACK_API_URL" default:"https://slack.com/api/" desc:"Slack Web API base URL, ending in /api/"`
+	FalAdminAPIKey   falAPIKey        `envconfig:"FAL_ADMIN_API_KEY" required:"true" desc:"a fal admin API key with compute permission"`
+	FalAPIURL        baseURL          `envconfig:"FAL_API_URL" default:"https://api.fal.ai/v1" desc:"fal Platform API base URL"`
+	DBPath           dbPath           `envconfig:"DB_PATH" default:"gpubot.db" desc:"path of the bbolt database file"`
+	ApprovalChannel  channelID        `envconfig:"APPROVAL_CHANNEL" desc:"channel ID (C…) for approval cards; required unless APPROVAL_REQUIRED=none"`
+	NotifyChannel    channelID        `envconfig:"NOTIFY_CHANNEL" desc:"channel ID (C…) for readiness notices; empty for none"`
+	Approvers        userIDList       `envconfig:"APPROVERS" desc:"comma-separated user IDs (U…) who approve or deny requests"`
+	Admins           userIDList       `envconfig:"ADMINS" desc:"comma-separated user IDs (U…) who see and delete every instance and get alerts"`
+	ApprovalRequired instanceTypeList `envconfig:"APPROVAL_REQUIRED" default:"gpu_8x_h100_sxm5" desc:"comma-separated instance types that need approval, or none"`
+	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready"`
+	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach"`
+	ReminderBefore   duration         `envconfig:"REMINDER_BEFORE" default:"30m" desc:"how long before expiry the owner is reminded"`
+	HourlyPrices     hourlyPrices     `envconfig:"HOURLY_PRICES" desc:"USD per hour, e.g. gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20; empty shows no costs"`
+	PollInterval     duration         `envconfig:"POLL_INTERVAL" default:"10s" desc:"how often instance status is checked, at least 10ms"`
+	HTTPAddr         listenAddr       `envconfig:"HTTP_ADDR" default:":8080" desc:"host:port serving /healthz, /readyz and /metrics; off to disable"`
+	LogLevel         logLevel         `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// crossCheck finds the problems that involve more than one variable, or a
+// range a field type cannot know. Variables in failed were already reported
+// as malformed and hold zero values, so rules about them are skipped rather
+// than reported twice.
+func (s settings) crossCheck(failed map[string]bool) []string {
+	var problems []string
+	report := func(key, format string, args ...any) {
+		if !failed[key] {
+			problems = append(problems, key+": "+fmt.Sprintf(format, args...))
+		}
+	}
+	defaultLifetime, maxLifetime := time.Duration(s.DefaultLifetime), time.Duration(s.MaxLifetime)
+	if defaultLifetime <= 0 {
+		report("DEFAULT_LIFETIME", "must be positive; use e.g. 8h")
+	}
+	if maxLifetime <= 0 {
+		report("MAX_LIFETIME", "must be positive; use e.g. 72h")
+	}
+	if defaultLifetime > 0 && maxLifetime > 0 && defaultLifetime > maxLifetime {
+		report("DEFAULT_LIFETIME", "%s is longer than MAX_LIFETIME (%s); lower DEFAULT_LIFETIME or raise MAX_LIFETIME",
+			formatDuration(defaultLifetime), formatDuration(maxLifetime))
+	}
+	if s.ReminderBefore <= 0 {
+		report("REMINDER_BEFORE", "must be positive; use e.g. 30m")
+	}
+	if pollInterval := time.Duration(s.PollInterval); pollInterval < minPollInterval {
+		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", formatDuration(pollInterval), minPollInterval)
+	}
+	if len(s.ApprovalRequired) > 0 && s.ApprovalChannel == "" {
+		report("APPROVAL_CHANNEL", "required because APPROVAL_REQUIRED lists %s; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none",
+			strings.Join(s.ApprovalRequired, ", "))
+	}
+	return problems
+}
+
+func (s settings) config() Config {
+	return Config{
+		SlackBotToken:    string(s.SlackBotToken),
+		SlackAppToken:    string(s.SlackAppToken),
+		SlackAPIURL:      string(s.SlackAPIURL),
+		FalAdminAPIKey:   string(s.FalAdminAPIKey),
+		FalAPIURL:        string(s.FalAPIURL),
+		DBPath:           string(s.DBPath),
+		ApprovalChannel:  string(s.ApprovalChannel),
+		NotifyChannel:    string(s.NotifyChannel),
+		Approvers:        slices.Clone(s.Approvers),
+		Admins:           slices.Clone(s.Admins),
+		ApprovalRequired: slices.Clone(s.ApprovalRequired),
+		DefaultLifetime:  time.Duration(s.DefaultLifetime),
+		MaxLifetime:      time.Duration(s.MaxLifetime),
+		ReminderBefore:   time.Duration(s.ReminderBefore),
+		HourlyPrices:     s.HourlyPrices,
+		PollInterval:     time.Duration(s.PollInterval),
+		HTTPAddr:         string(s.HTTPAddr),
+		LogLevel:         string(s.LogLevel),
+	}
+}
+
+// Secrets. Their Decode errors never quote the value: a malformed token is
+// still mostly a real secret.
+
+type slackBotToken string
+
+func (t *slackBotToken) Decode(value string) error {
+	if err := checkSlackToken(value, slackBotTokenPrefix, "the Bot User OAuth Token from OAuth & Permissions"); err != nil {
+		return err
+	}
+	*t = slackBotToken(value)
+	return nil
+}
+
+type slackAppToken string
+
+func (t *slackAppToken) Decode(value string) error {
+	if err := checkSlackToken(value, slackAppTokenPrefix, "an app-level token with connections:write, from Basic Information → App-Level Tokens"); err != nil {
+		return err
+	}
+	*t = slackAppToken(value)
+	return nil
+}
+
+// slackTokenKinds names the token kinds people paste into the wrong variable.
+var slackTokenKinds = []struct{ prefix, kind string }{
+	{"xoxb-", "a bot token (xoxb-…), which belongs in SLACK_BOT_TOKEN"},
+	{"xapp-", "an app-level token (xapp-…), which belongs in SLACK_APP_TOKEN"},
+	{"xoxp-", "a user token (xoxp-…), which gpubot does not use"},
+}
+
+func checkSlackToken(value, prefix, where string) error {
+	if err := checkSecretShape(value); err != nil {
+		return err
+	}
+	if value == prefix {
+		return fmt.Errorf("is only the %q prefix; paste the whole token (%s)", prefix, where)
+	}
+	if strings.HasPrefix(value, prefix) {
+		return nil
+	}
+	for _, other := range slackTokenKinds {
+		if strings.HasPrefix(value, other.prefix) {
+			return fmt.Errorf("must start with %q but this is %s; use %s", prefix, other.kind, where)
+		}
+	}
+	return fmt.Errorf("must start with %q (%s)", prefix, where)
+}
+
+// checkSecretShape catches the copy-and-paste accidents that make a secret
+// unusable in an HTTP header.
+func checkSecretShape(value string) error {
+	if strings.HasPrefix(value, `"`) || strings.HasPrefix(value, `'`) {
+		return fmt.Errorf("starts with a quote; remove the quotes around the value (env files and docker --env-file keep them literally)")
+	}
+	if strings.ContainsFunc(value, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("contains whitespace or control characters; paste the value alone, on one line")
+	}
+	return nil
+}
+
+type falAPIKey string
+
+func (k *falAPIKey) Decode(value string) error {
+	if rest, ok := strings.CutPrefix(value, "Key "); ok && rest != "" {
+		return fmt.Errorf(`starts with "Key "; set only the key itself (gpubot adds the "Key" scheme to the Authorization header)`)
+	}
+	if err := checkSecretShape(value); err != nil {
+		return err
+	}
+	*k = falAPIKey(value)
+	return nil
+}
+
+// URLs.
+
+type slackAPIURL string
+
+// Decode accepts the base with or without its final "/" and stores it with
+// one, because Slack method names are appended to it directly.
+func (u *slackAPIURL) Decode(value string) error {
+	parsed, err := parseHTTPURL(value)
+	if err != nil {
+		return err
+	}
+	if strings.HasSuffix(parsed.Path, "/api") {
+		parsed.Path += "/"
+	}
+	if !strings.HasSuffix(parsed.Path, "/api/") {
+		return fmt.Errorf("must end in /api/ (the Web API base, e.g. https://slack.com/api/); the path is %q", parsed.Path)
+	}
+	*u = slackAPIURL(parsed.String())
+	return nil
+}
+
+type baseURL string
+
+// Decode stores the URL without a final "/", so paths can be appended with
+// one.
+func (u *baseURL) Decode(value string) error {
+	parsed, err := parseHTTPURL(value)
+	if err != nil {
+		return err
+	}
+	parsed.Path = strings.TrimRight(parsed.Path, "/")
+	*u = baseURL(parsed.String())
+	return nil
+}
+
+func parseHTTPURL(value string) (*url.URL, error) {
+	parsed, err := url.Parse(value)
+	if err != nil {
+		return nil, fmt.Errorf("is not a URL; use e.g. https://host/path")
+	}
+	if parsed.Scheme != "http" && parsed.Scheme != "https" {
+		return nil, fmt.Errorf("must be an http:// or https:// URL, not %q", parsed.Redacted())
+	}
+	if parsed.Host == "" {
+		return nil, fmt.Errorf("has no host; use e.g. https://host/path")
+	}
+	if parsed.RawQuery != "" || parsed.Fragment != "" {
+		return nil, fmt.Errorf("must not have a query or fragment; give the base URL only")
+	}
+	return parsed, nil
+}
+
+func redactURL(value string) string {
+	parsed, err := url.Parse(value)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return parsed.Redacted()
+}
+
+// Identifiers and lists.
+
+type dbPath string
+
+func (p *dbPath) Decode(value string) error {
+	if strings.HasSuffix(value, "/") {
+		return fmt.Errorf("%q is a directory; name the database file, e.g. %sgpubot.db", value, value)
+	}
+	*p = dbPath(value)
+	return nil
+}
+
+// Slack IDs are upper-case letters and digits after a one-letter kind.
+var (
+	channelIDPattern = regexp.MustCompile(`^[CG][A-Z0-9]{2,}$`)
+	userIDPattern    = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+)
+
+type channelID string
+
+func (c *channelID) Decode(value string) error {
+	if !channelIDPattern.MatchString(value) {
+		return fmt.Errorf("%q is not a channel ID; use the ID (like C0123ABCD) from the bottom of the channel's About tab, not its name", value)
+	}
+	*c = channelID(value)
+	return nil
+}
+
+type userIDList []string
+
+func (l *userIDList) Decode(value string) error {
+	var ids, malformed []string
+	for _, id := range splitList(value) {
+		if !userIDPattern.MatchString(id) {
+			malformed = append(malformed, strconv.Quote(id))
+			continue
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(malformed) > 0 {
+		return fmt.Errorf("%s; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID), comma-separated",
+			notA(malformed, "a user ID", "user IDs"))
+	}
+	*l = ids
+	return nil
+}
+
+type instanceTypeList []string
+
+func (l *instanceTypeList) Decode(value string) error {
+	items := splitList(value)
+	if slices.Contains(items, noApproval) {
+		if len(items) > 1 {
+			return fmt.Errorf("%q cannot be combined with instance types; use either none or a list of types", noApproval)
+		}
+		*l = nil
+		return nil
+	}
+	var types, unknown []string
+	for _, item := range items {
+		if !slices.Contains(knownInstanceTypes, item) {
+			unknown = append(unknown, strconv.Quote(item))
+			continue
+		}
+		if !slices.Contains(types, item) {
+			types = append(types, item)
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%s; use a comma-separated list of %s, or none",
+			notA(unknown, "an instance type", "instance types"), strings.Join(knownInstanceTypes, ", "))
+	}
+	*l = types
+	return nil
+}
+
+type hourlyPrices map[string]float64
+
+func (p *hourlyPrices) Decode(value string) error {
+	prices := make(map[string]float64)
+	var problems []string
+	for _, pair := range splitList(value) {
+		instanceType, price, err := parsePrice(pair)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		if _, seen := prices[instanceType]; seen {
+			problems = append(problems, fmt.Sprintf("%s is priced twice", instanceType))
+			continue
+		}
+		prices[instanceType] = price
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s; the format is gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20 (USD per hour)", strings.Join(problems, "; "))
+	}
+	*p = prices
+	return nil
+}
+
+func parsePrice(pair string) (instanceType string, price float64, err error) {
+	instanceType, number, found := strings.Cut(pair, "=")
+	instanceType, number = strings.TrimSpace(instanceType), strings.TrimSpace(number)
+	if !found {
+		return "", 0, fmt.Errorf("%q has no =price", pair)
+	}
+	if !slices.Contains(knownInstanceTypes, instanceType) {
+		return "", 0, fmt.Errorf("%q is not an instance type", instanceType)
+	}
+	price, err = strconv.ParseFloat(number, 64)
+	if err != nil || math.IsInf(price, 0) || math.IsNaN(price) {
+		return "", 0, fmt.Errorf("%q is not a number", number)
+	}
+	if price < 0 {
+		return "", 0, fmt.Errorf("%s costs %s, a negative price", instanceType, number)
+	}
+	return instanceType, price, nil
+}
+
+// Scalars.
+
+type duration time.Duration
+
+func (d *duration) Decode(value string) error {
+	parsed, err := time.ParseDuration(value)
+	if err != nil {
+		if strings.HasSuffix(value, "d") {
+			return fmt.Errorf("%q is not a Go duration: there is no day unit; use hours, e.g. 72h", value)
+		}
+		return fmt.Errorf("%q is not a Go duration; use e.g. 8h, 90m or 1h30m", value)
+	}
+	*d = duration(parsed)
+	return nil
+}
+
+type listenAddr string
+
+// Decode keeps "off" as the empty address, which means no HTTP server.
+func (a *listenAddr) Decode(value string) error {
+	if strings.EqualFold(value, httpOff) {
+		*a = ""
+		return nil
+	}
+	const usage = "use host:port such as :8080 or 127.0.0.1:8080, or off to disable"
+	_, port, err := net.SplitHostPort(value)
+	if err != nil {
+		if _, numeric := strconv.ParseUint(value, 10, 16); numeric == nil {
+			return fmt.Errorf("%q lacks the colon before the port; use :%s", value, value)
+		}
+		return fmt.Errorf("%q is not host:port; %s", value, usage)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q has no valid port number (0-65535); %s", value, usage)
+	}
+	*a = listenAddr(value)
+	return nil
+}
+
+type logLevel string
+
+func (l *logLevel) Decode(value string) error {
+	level := strings.ToLower(value)
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, level) {
+		return fmt.Errorf("%q is not a level; use debug, info, warn or error", value)
+	}
+	*l = logLevel(level)
+	return nil
+}
+
+// splitList splits a comma-separated value, ignoring blanks around and
+// between items, so "a, b," means a and b.
+func splitList(value string) []string {
+	var items []string
+	for item := range strings.SplitSeq(value, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+// notA says that the quoted values are not what they should be, in one
+// grammatical sentence whether there is one value or several.
+func notA(quoted []string, singular, plural string) string {
+	if len(quoted) == 1 {
+		return quoted[0] + " is not " + singular
+	}
+	return strings.Join(quoted, ", ") + " are not " + plural
+}
