@@ -1,0 +1,89 @@
+package storage
+
+import (
+	"maps"
+	"time"
+)
+
+// Request is one ask for a GPU machine, from the slash command to the end of
+// the machine. It is stored as JSON; field names in the file never change.
+type Request struct {
+	ID             string `json:"id"`
+	TeamID         string `json:"team_id"`
+	UserID         string `json:"user_id"`
+	ChannelID      string `json:"channel_id,omitempty"` // where the thread lives (a channel, or the DM channel)
+	ThreadTS       string `json:"thread_ts,omitempty"`  // ts of the thread root message ("" until posted)
+	CommandChannel string `json:"command_channel,omitempty"`
+
+	InstanceType string        `json:"instance_type"`
+	Sector       string        `json:"sector,omitempty"`
+	Reason       string        `json:"reason,omitempty"`
+	SSHKey       string        `json:"ssh_key,omitempty"`  // authorized_keys line snapshot at request time
+	Lifetime     time.Duration `json:"lifetime,omitempty"` // asked-for lifetime
+
+	State State `json:"state"`
+
+	ApproverID      string    `json:"approver_id,omitempty"`
+	DecisionReason  string    `json:"decision_reason,omitempty"`
+	DecidedAt       time.Time `json:"decided_at,omitzero"`
+	ApprovalChannel string    `json:"approval_channel,omitempty"`
+	ApprovalTS      string    `json:"approval_ts,omitempty"`
+
+	IdempotencyKey string `json:"idempotency_key"`
+	InstanceID     string `json:"instance_id,omitempty"`
+	IP             string `json:"ip,omitempty"`
+	Region         string `json:"region,omitempty"`
+	FalStatus      string `json:"fal_status,omitempty"`
+	Error          string `json:"error,omitempty"`      // plain-words failure, for failed
+	EndReason      string `json:"end_reason,omitempty"` // why it ended: "deleted by <user>", "expired", ...
+
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	ReadyAt        time.Time `json:"ready_at,omitzero"`
+	ExpiresAt      time.Time `json:"expires_at,omitzero"`
+	EndedAt        time.Time `json:"ended_at,omitzero"`
+	ReminderSentAt time.Time `json:"reminder_sent_at,omitzero"`
+
+	// Notices already sent, e.g. "ready", "reminder". Recorded before posting,
+	// so a restart never posts the same notice twice.
+	Notices map[string]time.Time `json:"notices,omitempty"`
+
+	Version int64 `json:"version"` // bumped on every write
+}
+
+// Owner is the Slack user who asked for the request.
+func (r Request) Owner() UserRef { return UserRef{TeamID: r.TeamID, UserID: r.UserID} }
+
+// Live reports whether the request has not ended yet.
+func (r Request) Live() bool { return !r.State.Terminal() }
+
+// HasMachine reports whether fal may be running a machine for the request.
+func (r Request) HasMachine() bool {
+	switch r.State {
+	case StateCreating, StateProvisioning, StateReady, StateDeleting:
+		return true
+	}
+	return false
+}
+
+// NoticeSent reports whether notice name was already recorded.
+func (r Request) NoticeSent(name string) bool {
+	_, ok := r.Notices[name]
+	return ok
+}
+
+// TimeLeft is how long until the request's machine expires, as of now; zero
+// when it has no expiry or has passed it.
+func (r Request) TimeLeft(now time.Time) time.Duration {
+	if r.ExpiresAt.IsZero() || !now.Before(r.ExpiresAt) {
+		return 0
+	}
+	return r.ExpiresAt.Sub(now)
+}
+
+// clone returns a copy that shares no map with r, so an edit callback can
+// change the copy freely.
+func (r Request) clone() Request {
+	r.Notices = maps.Clone(r.Notices)
+	return r
+}

@@ -1,0 +1,405 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// CreateRequest stores a new request and audits "requested". r.State must be
+// awaiting_approval or approved. Empty ID and IdempotencyKey are filled with
+// UUIDs, CreatedAt (when zero) and UpdatedAt with now, Version with 1; r is
+// updated in place on success.
+//
+// When dedupe is not empty it is remembered in the same transaction (for
+// Options.DedupeTTL, apart from MarkSeen's keys); if it was seen already,
+// CreateRequest returns ErrDuplicate and writes nothing, so a redelivered
+// slash command creates nothing.
+func (s *Store) CreateRequest(ctx context.Context, r *Request, dedupe string) error {
+	if r == nil {
+		return errors.New("create request: nil request")
+	}
+	if r.State != StateAwaitingApproval && r.State != StateApproved {
+		return fmt.Errorf("create request: a new request must be %s or %s, not %q",
+			StateAwaitingApproval, StateApproved, r.State)
+	}
+	if err := r.Owner().valid(); err != nil {
+		return fmt.Errorf("create request: %w", err)
+	}
+	now := s.now()
+	rec := r.clone()
+	if rec.ID == "" {
+		rec.ID = uuid.NewString()
+	}
+	if rec.IdempotencyKey == "" {
+		rec.IdempotencyKey = uuid.NewString()
+	}
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = now
+	}
+	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
+	rec.UpdatedAt = now
+	rec.Version = 1
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		if dedupe != "" {
+			first, err := s.markSeen(tx, dedupePrefix+dedupe, s.opts.DedupeTTL, now)
+			if err != nil {
+				return err
+			}
+			if !first {
+				return ErrDuplicate
+			}
+		}
+		if bucket(tx, bucketRequests).Get([]byte(rec.ID)) != nil {
+			return fmt.Errorf("id %s is taken: %w", rec.ID, ErrDuplicate)
+		}
+		if err := writeRequest(tx, nil, &rec); err != nil {
+			return err
+		}
+		return appendAudit(tx, AuditEvent{
+			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: summary(&rec),
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("create request: %w", err)
+	}
+	*r = rec
+	return nil
+}
+
+func summary(r *Request) string {
+	s := r.InstanceType
+	if r.Sector != "" {
+		s += " " + r.Sector
+	}
+	if r.Lifetime > 0 {
+		s += " for " + r.Lifetime.String()
+	}
+	return s
+}
+
+// Request returns the request with the given id, or ErrNotFound.
+func (s *Store) Request(ctx context.Context, id string) (Request, error) {
+	var r Request
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		r, err = getRequest(tx, id)
+		return err
+	})
+	return r, err
+}
+
+// RequestByInstance returns the request that owns a fal instance, or
+// ErrNotFound.
+func (s *Store) RequestByInstance(ctx context.Context, instanceID string) (Request, error) {
+	var r Request
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		id := bucket(tx, bucketByInstance).Get([]byte(instanceID))
+		if id == nil {
+			return fmt.Errorf("request for instance %s: %w", instanceID, ErrNotFound)
+		}
+		r, err = getRequest(tx, string(id))
+		return err
+	})
+	return r, err
+}
+
+// RequestsByUser returns every request u made, newest first.
+func (s *Store) RequestsByUser(ctx context.Context, u UserRef) ([]Request, error) {
+	var out []Request
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		out, err = scanIndex(tx, bucketByUser, userPrefix(u), func([]byte) bool { return true })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests of %s: %w", u, err)
+	}
+	return out, nil
+}
+
+// Live is Unfinished under the name the list commands think in.
+func (s *Store) Live(ctx context.Context) ([]Request, error) { return s.Unfinished(ctx) }
+
+// ExpiringBefore returns the ready requests whose ExpiresAt is at or before
+// t, soonest first.
+func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]Request, error) {
+	limit := appendTime(nil, t)
+	var out []Request
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		out, err = scanIndex(tx, bucketExpiring, nil, func(k []byte) bool {
+			return bytes.Compare(k[:timeKeyLen], limit) <= 0
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests expiring before %s: %w", t.Format(time.RFC3339), err)
+	}
+	return out, nil
+}
+
+// scanIndex loads the requests named by the entries of an index bucket whose
+// keys start with prefix, in key order, while more(key).
+func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) bool) ([]Request, error) {
+	records := bucket(tx, bucketRequests)
+	var out []Request
+	c := bucket(tx, index).Cursor()
+	for k, id := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && more(k); k, id = c.Next() {
+		raw := records.Get(id)
+		if raw == nil {
+			return nil, fmt.Errorf("index %s names missing request %s", index, id)
+		}
+		r, err := decodeRequest(raw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Move is MoveFrom with no restriction on the current state beyond the
+// state table.
+func (s *Store) Move(ctx context.Context, id string, to State, actor, detail string, edit func(*Request) error) (Request, error) {
+	return s.MoveFrom(ctx, id, nil, to, actor, detail, edit)
+}
+
+// MoveFrom is the atomic compare-and-set of a request's state. In one write
+// transaction it reads the request, checks CanMove(current, to) and, when
+// from is not empty, that the current state is one of from; applies edit
+// (which may be nil, sees the request as it was before the move, and must
+// not change ID); sets State, UpdatedAt and Version; rewrites the indexes;
+// and audits {actor, to, id, detail}. An error from edit aborts the move and
+// is returned wrapped.
+//
+// Times the move implies are filled in when still zero: DecidedAt on
+// approval or denial, ReadyAt on ready (and ExpiresAt = ReadyAt + Lifetime),
+// EndedAt on a terminal state.
+//
+// An illegal move returns a *MoveError (errors.Is ErrIllegalMove) holding the
+// request as it is, so of two approvers clicking at once exactly one wins and
+// the other learns who did.
+func (s *Store) MoveFrom(ctx context.Context, id string, from []State, to State, actor, detail string,
+	edit func(*Request) error) (Request, error) {
+	if !to.Valid() {
+		return Request{}, fmt.Errorf("move request %s: unknown state %q", id, to)
+	}
+	now := s.now()
+	var moved Request
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		current, err := getRequest(tx, id)
+		if err != nil {
+			return err
+		}
+		if !CanMove(current.State, to) || (len(from) > 0 && !slices.Contains(from, current.State)) {
+			return &MoveError{From: current.State, To: to, Current: current}
+		}
+		next, err := edited(current, edit)
+		if err != nil {
+			return err
+		}
+		next.State = to
+		fillMoveTimes(&next, current.State, now)
+		next.UpdatedAt = now
+		next.Version = current.Version + 1
+		if err := writeRequest(tx, &current, &next); err != nil {
+			return err
+		}
+		moved = next
+		return appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: string(to), RequestID: id, Detail: detail})
+	})
+	if err != nil {
+		if _, illegal := errors.AsType[*MoveError](err); illegal {
+			return Request{}, err
+		}
+		return Request{}, fmt.Errorf("move request %s to %s: %w", id, to, err)
+	}
+	return moved, nil
+}
+
+func fillMoveTimes(r *Request, from State, now time.Time) {
+	decided := from == StateAwaitingApproval && (r.State == StateApproved || r.State == StateDenied)
+	if decided && r.DecidedAt.IsZero() {
+		r.DecidedAt = now
+	}
+	if r.State == StateReady && r.ReadyAt.IsZero() {
+		r.ReadyAt = now
+	}
+	if r.State == StateReady && r.ExpiresAt.IsZero() && r.Lifetime > 0 {
+		r.ExpiresAt = r.ReadyAt.Add(r.Lifetime)
+	}
+	if r.State.Terminal() && r.EndedAt.IsZero() {
+		r.EndedAt = now
+	}
+}
+
+// Update changes a request's fields without changing its state (IP,
+// FalStatus, ThreadTS, Notices, ExpiresAt, ...), in one transaction that also
+// rewrites the indexes and bumps Version.
+func (s *Store) Update(ctx context.Context, id string, edit func(*Request) error) (Request, error) {
+	if edit == nil {
+		return Request{}, fmt.Errorf("update request %s: no edit", id)
+	}
+	now := s.now()
+	var updated Request
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		current, err := getRequest(tx, id)
+		if err != nil {
+			return err
+		}
+		next, err := edited(current, edit)
+		if err != nil {
+			return err
+		}
+		if next.State != current.State {
+			return fmt.Errorf("a state change (%s to %s) must go through Move", current.State, next.State)
+		}
+		next.UpdatedAt = now
+		next.Version = current.Version + 1
+		if err := writeRequest(tx, &current, &next); err != nil {
+			return err
+		}
+		updated = next
+		return nil
+	})
+	if err != nil {
+		return Request{}, fmt.Errorf("update request %s: %w", id, err)
+	}
+	return updated, nil
+}
+
+// edited applies edit to a copy of current and checks it kept the identity.
+func edited(current Request, edit func(*Request) error) (Request, error) {
+	next := current.clone()
+	if edit == nil {
+		return next, nil
+	}
+	if err := edit(&next); err != nil {
+		return Request{}, err
+	}
+	if next.ID != current.ID {
+		return Request{}, errors.New("an edit may not change the request id")
+	}
+	return next, nil
+}
+
+// MarkNotice records notice name for request id and reports whether this
+// call was the first ever to do so. The bot marks before posting, so a
+// restart never posts a notice twice.
+func (s *Store) MarkNotice(ctx context.Context, id, name string) (first bool, err error) {
+	if name == "" {
+		return false, fmt.Errorf("mark notice on request %s: empty notice name", id)
+	}
+	now := s.now()
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		current, err := getRequest(tx, id)
+		if err != nil {
+			return err
+		}
+		if current.NoticeSent(name) {
+			return nil
+		}
+		next := current.clone()
+		if next.Notices == nil {
+			next.Notices = map[string]time.Time{}
+		}
+		next.Notices[name] = now
+		next.UpdatedAt = now
+		next.Version = current.Version + 1
+		first = true
+		return writeRequest(tx, &current, &next)
+	})
+	if err != nil {
+		return false, fmt.Errorf("mark notice %q on request %s: %w", name, id, err)
+	}
+	return first, nil
+}
+
+func getRequest(tx *bolt.Tx, id string) (Request, error) {
+	raw := bucket(tx, bucketRequests).Get([]byte(id))
+	if raw == nil {
+		return Request{}, fmt.Errorf("request %s: %w", id, ErrNotFound)
+	}
+	return decodeRequest(raw)
+}
+
+func decodeRequest(raw []byte) (Request, error) {
+	var r Request
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Request{}, fmt.Errorf("decode request: %w", err)
+	}
+	return r, nil
+}
+
+// writeRequest stores r and moves its index entries from what old had (nil
+// for a new request) to what r has, inside tx.
+func writeRequest(tx *bolt.Tx, old, r *Request) error {
+	// Readers trust a version to name one content (see liveCache).
+	if old != nil && r.Version <= old.Version {
+		return fmt.Errorf("request %s: version %d does not follow %d", r.ID, r.Version, old.Version)
+	}
+	if old != nil {
+		if err := deleteIndexes(tx, old); err != nil {
+			return fmt.Errorf("unindex request %s: %w", old.ID, err)
+		}
+	}
+	if err := putJSON(bucket(tx, bucketRequests), []byte(r.ID), r); err != nil {
+		return err
+	}
+	if err := putIndexes(tx, r); err != nil {
+		return fmt.Errorf("index request %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// indexEntry is one entry in one index bucket. The value is the request id,
+// except in the unfinished index, where the request's version comes first.
+type indexEntry struct {
+	bucket     string
+	key, value []byte
+}
+
+// indexEntries lists the index entries a request must have, and no others.
+func indexEntries(r *Request) []indexEntry {
+	id := []byte(r.ID)
+	entries := []indexEntry{{bucket: bucketByUser, key: byUserKey(r), value: id}}
+	if r.InstanceID != "" {
+		entries = append(entries, indexEntry{bucket: bucketByInstance, key: []byte(r.InstanceID), value: id})
+	}
+	if !r.State.Terminal() {
+		entries = append(entries, indexEntry{bucket: bucketUnfinished, key: unfinishedKey(r), value: unfinishedValue(r)})
+	}
+	if r.State == StateReady && !r.ExpiresAt.IsZero() {
+		entries = append(entries, indexEntry{bucket: bucketExpiring, key: expiringKey(r), value: id})
+	}
+	return entries
+}
+
+func deleteIndexes(tx *bolt.Tx, r *Request) error {
+	for _, e := range indexEntries(r) {
+		if err := bucket(tx, e.bucket).Delete(e.key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func putIndexes(tx *bolt.Tx, r *Request) error {
+	for _, e := range indexEntries(r) {
+		b := bucket(tx, e.bucket)
+		if e.bucket == bucketByInstance {
+			if owner := b.Get(e.key); owner != nil && string(owner) != r.ID {
+				return fmt.Errorf("instance %s already belongs to request %s", r.InstanceID, owner)
+			}
+		}
+		if err := b.Put(e.key, e.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,468 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
+	clock := newTestClock()
+	s := openTestStore(t, Options{Now: clock.Now})
+	ctx := context.Background()
+
+	r := newRequest(alice, StateAwaitingApproval)
+	if err := s.CreateRequest(ctx, r, "trigger-1"); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if uuid.Validate(r.ID) != nil || uuid.Validate(r.IdempotencyKey) != nil || r.ID == r.IdempotencyKey {
+		t.Errorf("id %q and idempotency key %q should be distinct UUIDs", r.ID, r.IdempotencyKey)
+	}
+	if r.Version != 1 || !r.CreatedAt.Equal(clock.Now()) || !r.UpdatedAt.Equal(clock.Now()) {
+		t.Errorf("version/times not set: %+v", r)
+	}
+	stored, err := s.Request(ctx, r.ID)
+	if err != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	if fmt.Sprint(stored) != fmt.Sprint(*r) {
+		t.Errorf("stored %+v\nwant   %+v", stored, *r)
+	}
+	events, err := s.AuditFor(ctx, r.ID)
+	if err != nil || len(events) != 1 || events[0].Action != "requested" || events[0].Actor != alice.UserID {
+		t.Errorf("audit = %+v, %v; want one \"requested\" by the requester", events, err)
+	}
+}
+
+func TestCreateRequestDedupeWritesNothingTwice(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+
+	if err := s.CreateRequest(ctx, newRequest(alice, StateApproved), "envelope-7"); err != nil {
+		t.Fatalf("first delivery: %v", err)
+	}
+	again := newRequest(alice, StateApproved)
+	if err := s.CreateRequest(ctx, again, "envelope-7"); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("redelivery: got %v, want ErrDuplicate", err)
+	}
+	if again.ID != "" {
+		t.Errorf("a refused request got an id: %q", again.ID)
+	}
+	mine, _ := s.RequestsByUser(ctx, alice)
+	log, _ := s.AuditLog(ctx, 0, 0)
+	if len(mine) != 1 || len(log) != 1 {
+		t.Errorf("after a redelivery: %d requests and %d audit events, want 1 and 1", len(mine), len(log))
+	}
+	// The bot may mark the same envelope seen on its own; that must not
+	// block the request the envelope carries.
+	if first, err := s.MarkSeen(ctx, "envelope-8", time.Hour); !first || err != nil {
+		t.Fatalf("mark seen: %v %v", first, err)
+	}
+	if err := s.CreateRequest(ctx, newRequest(alice, StateApproved), "envelope-8"); err != nil {
+		t.Errorf("create after MarkSeen of the same envelope: %v", err)
+	}
+}
+
+func TestCreateRequestRefusesBadInput(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	for _, state := range []State{StateCreating, StateReady, StateDeleted, ""} {
+		if err := s.CreateRequest(ctx, newRequest(alice, state), ""); err == nil {
+			t.Errorf("created a request in state %q", state)
+		}
+	}
+	if err := s.CreateRequest(ctx, newRequest(UserRef{TeamID: "T1"}, StateApproved), ""); err == nil {
+		t.Error("created a request with no user")
+	}
+	first := mustCreate(t, s, newRequest(alice, StateApproved))
+	dup := newRequest(alice, StateApproved)
+	dup.ID = first.ID
+	if err := s.CreateRequest(ctx, dup, ""); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("reusing an id: got %v, want ErrDuplicate", err)
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.CreateRequest(canceled, newRequest(alice, StateApproved), ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: got %v", err)
+	}
+}
+
+func TestMoveEveryPairThroughTheStore(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	for _, from := range AllStates() {
+		for _, to := range AllStates() {
+			r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+			forceState(t, s, r.ID, from)
+			moved, err := s.Move(ctx, r.ID, to, "UADMIN", "", nil)
+			if CanMove(from, to) {
+				if err != nil || moved.State != to {
+					t.Errorf("%s -> %s: legal move failed: %v", from, to, err)
+				}
+				continue
+			}
+			var moveErr *MoveError
+			if !errors.As(err, &moveErr) || !errors.Is(err, ErrIllegalMove) {
+				t.Errorf("%s -> %s: got %v, want a *MoveError", from, to, err)
+				continue
+			}
+			if moveErr.From != from || moveErr.To != to || moveErr.Current.State != from {
+				t.Errorf("%s -> %s: MoveError %+v", from, to, moveErr)
+			}
+		}
+	}
+}
+
+func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
+	clock := newTestClock()
+	s := openTestStore(t, Options{Now: clock.Now})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+
+	clock.Advance(time.Minute)
+	approved, err := s.Move(ctx, r.ID, StateApproved, "UBOSS", "looks fine", func(r *Request) error {
+		r.ApproverID = "UBOSS"
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("approve: %v", err)
+	}
+	if approved.State != StateApproved || approved.ApproverID != "UBOSS" || approved.Version != 2 ||
+		!approved.UpdatedAt.Equal(clock.Now()) || !approved.DecidedAt.Equal(clock.Now()) {
+		t.Errorf("approved request: %+v", approved)
+	}
+	events, _ := s.AuditFor(ctx, r.ID)
+	last := events[len(events)-1]
+	if len(events) != 2 || last.Action != "approved" || last.Actor != "UBOSS" || last.Detail != "looks fine" {
+		t.Errorf("audit after approval: %+v", events)
+	}
+
+	_, err = s.Move(ctx, r.ID, StateCreating, "gpubot", "", func(r *Request) error {
+		r.ID = "something else"
+		return nil
+	})
+	if err == nil {
+		t.Error("an edit changed the id")
+	}
+	boom := errors.New("fal said no")
+	if _, err := s.Move(ctx, r.ID, StateCreating, "gpubot", "", func(*Request) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("edit error: got %v", err)
+	}
+	after, _ := s.Request(ctx, r.ID)
+	if after.State != StateApproved || after.Version != 2 {
+		t.Errorf("a failed edit changed the request: %+v", after)
+	}
+	if _, err := s.MoveFrom(ctx, r.ID, []State{StateAwaitingApproval}, StateCancelled, "UALICE", "", nil); !errors.Is(err, ErrIllegalMove) {
+		t.Errorf("MoveFrom with a stale from: got %v", err)
+	}
+	if _, err := s.Move(ctx, "no-such-id", StateCancelled, "UALICE", "", nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: got %v", err)
+	}
+}
+
+func TestMoveFillsLifeTimes(t *testing.T) {
+	clock := newTestClock()
+	s := openTestStore(t, Options{Now: clock.Now})
+	r := mustCreate(t, s, newRequest(alice, StateApproved))
+	mustMove(t, s, r.ID, StateCreating, nil)
+	mustMove(t, s, r.ID, StateProvisioning, func(r *Request) error { r.InstanceID = "inst-1"; return nil })
+	clock.Advance(3 * time.Minute)
+	readyAt := clock.Now()
+	ready := mustMove(t, s, r.ID, StateReady, func(r *Request) error { r.IP = "10.1.2.3"; return nil })
+	if !ready.ReadyAt.Equal(readyAt) || !ready.ExpiresAt.Equal(readyAt.Add(8*time.Hour)) {
+		t.Errorf("ready at %v expires %v; the lifetime counts from ready", ready.ReadyAt, ready.ExpiresAt)
+	}
+	clock.Advance(time.Hour)
+	mustMove(t, s, r.ID, StateDeleting, nil)
+	ended := mustMove(t, s, r.ID, StateDeleted, func(r *Request) error { r.EndReason = "deleted by UALICE"; return nil })
+	if !ended.EndedAt.Equal(clock.Now()) || ended.Live() || ended.Version != 6 {
+		t.Errorf("ended request: %+v", ended)
+	}
+}
+
+// Twenty approvers click Approve at once: exactly one wins, and every other
+// learns who did.
+func TestConcurrentApprovalHasOneWinner(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+
+	const approvers = 20
+	var wg sync.WaitGroup
+	results := make([]error, approvers)
+	start := make(chan struct{})
+	for i := range approvers {
+		wg.Go(func() {
+			<-start
+			approver := fmt.Sprintf("UAPPROVER%02d", i)
+			_, results[i] = s.Move(ctx, r.ID, StateApproved, approver, "", func(r *Request) error {
+				r.ApproverID = approver
+				return nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	final, err := s.Request(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wins := 0
+	for i, err := range results {
+		if err == nil {
+			wins++
+			if want := fmt.Sprintf("UAPPROVER%02d", i); final.ApproverID != want {
+				t.Errorf("winner %s but stored approver %s", want, final.ApproverID)
+			}
+			continue
+		}
+		var moveErr *MoveError
+		if !errors.As(err, &moveErr) {
+			t.Errorf("loser %d got %v, want *MoveError", i, err)
+			continue
+		}
+		if moveErr.Current.ApproverID != final.ApproverID || moveErr.Current.State != StateApproved {
+			t.Errorf("loser %d was told %q won, want %q", i, moveErr.Current.ApproverID, final.ApproverID)
+		}
+	}
+	if wins != 1 || final.Version != 2 {
+		t.Errorf("%d approvals succeeded (version %d), want exactly 1", wins, final.Version)
+	}
+	events, _ := s.AuditFor(ctx, r.ID)
+	if len(events) != 2 {
+		t.Errorf("audit has %d events, want requested + one approval", len(events))
+	}
+}
+
+func TestUpdateKeepsStateAndIndexes(t *testing.T) {
+	clock := newTestClock()
+	s := openTestStore(t, Options{Now: clock.Now})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, StateApproved))
+	mustMove(t, s, r.ID, StateCreating, nil)
+	mustMove(t, s, r.ID, StateProvisioning, func(r *Request) error { r.InstanceID = "inst-9"; return nil })
+	ready := mustMove(t, s, r.ID, StateReady, nil)
+
+	extended, err := s.Update(ctx, r.ID, func(r *Request) error {
+		r.ExpiresAt = r.ExpiresAt.Add(4 * time.Hour)
+		r.ThreadTS = "1700000000.000100"
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if extended.Version != ready.Version+1 || extended.State != StateReady {
+		t.Errorf("update: %+v", extended)
+	}
+	soon, _ := s.ExpiringBefore(ctx, ready.ExpiresAt)
+	later, _ := s.ExpiringBefore(ctx, extended.ExpiresAt)
+	if len(soon) != 0 || len(later) != 1 || later[0].ThreadTS != "1700000000.000100" {
+		t.Errorf("expiry index not rewritten: %d due at the old time, %d at the new", len(soon), len(later))
+	}
+	if _, err := s.Update(ctx, r.ID, func(r *Request) error { r.State = StateDeleted; return nil }); err == nil {
+		t.Error("Update changed the state")
+	}
+	other := mustCreate(t, s, newRequest(alice, StateApproved))
+	mustMove(t, s, other.ID, StateCreating, nil)
+	_, err = s.Move(ctx, other.ID, StateProvisioning, "gpubot", "", func(r *Request) error { r.InstanceID = "inst-9"; return nil })
+	if err == nil {
+		t.Error("two requests share one instance")
+	}
+}
+
+func TestQueriesUseTheirIndexes(t *testing.T) {
+	clock := newTestClock()
+	s := openTestStore(t, Options{Now: clock.Now})
+	ctx := context.Background()
+	bob := UserRef{TeamID: "T1", UserID: "UBOB"}
+
+	var ids []string
+	for i := range 4 {
+		clock.Advance(time.Minute)
+		ids = append(ids, mustCreate(t, s, newRequest(alice, StateApproved)).ID)
+		_ = i
+	}
+	clock.Advance(time.Minute)
+	bobs := mustCreate(t, s, newRequest(bob, StateAwaitingApproval))
+	mustMove(t, s, ids[1], StateCancelled, nil)
+	mustMove(t, s, ids[2], StateCreating, nil)
+	mustMove(t, s, ids[2], StateProvisioning, func(r *Request) error { r.InstanceID = "inst-2"; return nil })
+	ready := mustMove(t, s, ids[2], StateReady, nil)
+
+	mine, err := s.RequestsByUser(ctx, alice)
+	if err != nil || requestIDs(mine) != fmt.Sprint([]string{ids[3], ids[2], ids[1], ids[0]}) {
+		t.Errorf("alice's requests newest first: got %v, %v", requestIDs(mine), err)
+	}
+	unfinished, err := s.Unfinished(ctx)
+	if err != nil || requestIDs(unfinished) != fmt.Sprint([]string{ids[0], ids[2], ids[3], bobs.ID}) {
+		t.Errorf("unfinished oldest first: got %v, %v", requestIDs(unfinished), err)
+	}
+	byInstance, err := s.RequestByInstance(ctx, "inst-2")
+	if err != nil || byInstance.ID != ids[2] {
+		t.Errorf("by instance: %v, %v", byInstance.ID, err)
+	}
+	if _, err := s.RequestByInstance(ctx, "inst-404"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown instance: %v", err)
+	}
+	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt.Add(-time.Nanosecond)); len(due) != 0 {
+		t.Errorf("expiring too early: %v", requestIDs(due))
+	}
+	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt); requestIDs(due) != fmt.Sprint([]string{ids[2]}) {
+		t.Errorf("expiring at its time: %v", requestIDs(due))
+	}
+	mustMove(t, s, ids[2], StateGone, nil)
+	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt.Add(time.Hour)); len(due) != 0 {
+		t.Errorf("a gone request still expires: %v", requestIDs(due))
+	}
+	if gone, err := s.RequestByInstance(ctx, "inst-2"); err != nil || gone.State != StateGone {
+		t.Errorf("a finished request is still found by its instance: %v, %v", gone.State, err)
+	}
+	live, _ := s.Live(ctx)
+	if len(live) != 3 {
+		t.Errorf("live: %v", requestIDs(live))
+	}
+}
+
+func requestIDs(rs []Request) string {
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.ID
+	}
+	return fmt.Sprint(ids)
+}
+
+func TestMarkNoticeOnlyOnce(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, StateApproved))
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	firsts := 0
+	for range 10 {
+		wg.Go(func() {
+			first, err := s.MarkNotice(ctx, r.ID, "ready")
+			if err != nil {
+				t.Errorf("mark notice: %v", err)
+			}
+			if first {
+				mu.Lock()
+				firsts++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firsts != 1 {
+		t.Errorf("%d callers were told they were first", firsts)
+	}
+	stored, _ := s.Request(ctx, r.ID)
+	if !stored.NoticeSent("ready") || stored.NoticeSent("reminder") || stored.Version != 2 {
+		t.Errorf("notices after marking: %+v (version %d)", stored.Notices, stored.Version)
+	}
+	if _, err := s.MarkNotice(ctx, "missing", "ready"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown request: %v", err)
+	}
+}
+
+// Unfinished keeps decoded requests between calls; every change must still
+// show on the next call, and callers must not be able to change its copies.
+func TestUnfinishedSeesEveryChange(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	a := mustCreate(t, s, newRequest(alice, StateApproved))
+	b := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+
+	first, err := s.Unfinished(ctx)
+	if err != nil || requestIDs(first) != fmt.Sprint([]string{a.ID, b.ID}) {
+		t.Fatalf("unfinished: %v, %v", requestIDs(first), err)
+	}
+	first[0].Notices = map[string]time.Time{"tampered": {}}
+	first[0].IP = "tampered"
+
+	mustMove(t, s, a.ID, StateCreating, func(r *Request) error { r.FalStatus = "pending"; return nil })
+	if _, err := s.MarkNotice(ctx, b.ID, "approval_card"); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := s.Unfinished(ctx)
+	if len(second) != 2 || second[0].State != StateCreating || second[0].FalStatus != "pending" ||
+		second[0].IP != "" || second[0].NoticeSent("tampered") || !second[1].NoticeSent("approval_card") {
+		t.Errorf("second listing is stale: %+v", second)
+	}
+	second[1].Notices["tampered"] = time.Time{}
+	mustMove(t, s, b.ID, StateDenied, nil)
+	third, _ := s.Unfinished(ctx)
+	if requestIDs(third) != fmt.Sprint([]string{a.ID}) || third[0].NoticeSent("tampered") {
+		t.Errorf("third listing: %+v", third)
+	}
+}
+
+// Listings taken while other goroutines write are each a consistent
+// snapshot: only live requests, oldest first, never going back in time.
+func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var writers sync.WaitGroup
+	for w := range 3 {
+		writers.Go(func() {
+			for i := range 15 {
+				r := newRequest(UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", w)}, StateApproved)
+				if err := s.CreateRequest(ctx, r, ""); err != nil {
+					t.Errorf("create: %v", err)
+					return
+				}
+				path := []State{StateCreating, StateProvisioning, StateReady, StateDeleting, StateDeleted}
+				for _, to := range path[:i%len(path)+1] {
+					if _, err := s.Move(ctx, r.ID, to, "gpubot", "", nil); err != nil {
+						t.Errorf("move: %v", err)
+						return
+					}
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { writers.Wait(); close(done) }()
+
+	var readers sync.WaitGroup
+	for range 2 {
+		readers.Go(func() {
+			seen := map[string]int64{}
+			// Bounded: nonstop readers would hold off the writers, which need
+			// a moment without readers to grow the file's memory map.
+			for range 200 {
+				live, err := s.Unfinished(ctx)
+				if err != nil {
+					t.Errorf("unfinished: %v", err)
+					return
+				}
+				for i, r := range live {
+					if !r.Live() || seen[r.ID] > r.Version || (i > 0 && r.CreatedAt.Before(live[i-1].CreatedAt)) {
+						t.Errorf("inconsistent listing entry %+v", r)
+						return
+					}
+					seen[r.ID] = r.Version
+				}
+				select {
+				case <-done:
+					return
+				default:
+				}
+			}
+		})
+	}
+	readers.Wait()
+	<-done
+	final, _ := s.Unfinished(ctx)
+	if len(final) != 3*12 { // per writer, 12 of 15 requests stop before deleted
+		t.Errorf("%d unfinished at the end, want %d", len(final), 3*12)
+	}
+}
