@@ -297,6 +297,7 @@ func (s *Store) MarkNotice(ctx context.Context, id, name string) (first bool, er
 	}
 	now := s.now()
 	err = s.update(ctx, func(tx *bolt.Tx) error {
+		first = false
 		current, err := getRequest(tx, id)
 		if err != nil {
 			return err
