@@ -1,0 +1,286 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Reply is an ack payload for a slash command: Slack shows it to the caller only.
+type Reply struct {
+	ResponseType string        `json:"response_type"`
+	Text         string        `json:"text"`
+	Blocks       []slack.Block `json:"blocks,omitempty"`
+}
+
+func reply(m Message) *Reply {
+	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: m.Text, Blocks: m.Blocks}
+}
+
+func refusal(err error) *Reply {
+	var ue *UserError
+	if errors.As(err, &ue) {
+		return reply(textMessage(ue.Message))
+	}
+	return reply(textMessage(":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."))
+}
+
+// Command answers a `/gpu` command within the ack: it reads and checks what it can at
+// once and leaves the slow work (fal, posting) to the background. envelopeID makes a
+// redelivered command a no-op.
+func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *Reply {
+	cmd, err := ParseCommand(c.Text)
+	if err != nil {
+		return refusal(err)
+	}
+	user := storage.UserRef{TeamID: c.TeamID, UserID: c.UserID}
+	switch cmd.Verb {
+	case VerbHelp:
+		return reply(helpMessage())
+	case VerbKeyModal:
+		h.openView(c.TriggerID, c.ChannelID, c.UserID, keyModal())
+		return nil
+	case VerbKeySet:
+		return h.setKey(ctx, user, cmd.Key)
+	case VerbKeyShow:
+		return h.showKey(ctx, user)
+	case VerbKeyRemove:
+		return h.removeKey(ctx, user)
+	case VerbCreateModal:
+		view := createModal(h.cfg.Policy)
+		view.PrivateMetadata = c.ChannelID
+		h.openView(c.TriggerID, c.ChannelID, c.UserID, view)
+		return nil
+	case VerbCreate:
+		return h.requestMachine(ctx, envelopeID, user, c.ChannelID, cmd)
+	case VerbList, VerbListAll:
+		return h.list(ctx, user, cmd.Verb == VerbListAll)
+	case VerbStatus:
+		return h.status(ctx, user, cmd.ID)
+	case VerbDelete:
+		return h.askDelete(ctx, user, cmd.ID)
+	case VerbExtend:
+		r, err := h.resolve(ctx, user, cmd.ID)
+		if err != nil {
+			return refusal(err)
+		}
+		if err := h.extend(ctx, user, r, cmd.Lifetime); err != nil {
+			return refusal(err)
+		}
+		return nil
+	}
+	return reply(helpMessage())
+}
+
+// openView opens a modal after the ack; a trigger id is good for 3 seconds, so it goes first.
+func (h *Handlers) openView(triggerID, channel, user string, v slack.ModalViewRequest) {
+	h.spawnNow("open view", func(ctx context.Context) {
+		if err := h.slack.OpenView(ctx, triggerID, v); err != nil {
+			h.log.Error("open modal", "view", v.CallbackID, "err", err)
+			h.tell(ctx, channel, user, textMessage("I couldn't open the form (Slack said: "+err.Error()+"). Please type the command again."))
+		}
+	})
+}
+
+func (h *Handlers) setKey(ctx context.Context, user storage.UserRef, text string) *Reply {
+	pk, err := storage.ParsePublicKey(text)
+	if err != nil {
+		return reply(textMessage(keyErrorText(err)))
+	}
+	if err := h.store.SetKey(ctx, user, pk); err != nil {
+		h.log.Error("store key", "user", user.UserID, "err", err)
+		return refusal(err)
+	}
+	return reply(keySavedMessage(pk))
+}
+
+func keyErrorText(err error) string {
+	var ke *storage.KeyError
+	if errors.As(err, &ke) {
+		return ":no_entry: " + ke.Message
+	}
+	return ":no_entry: That is not an SSH public key I can use. Paste the one line of your .pub file, e.g. `cat ~/.ssh/id_ed25519.pub`."
+}
+
+func (h *Handlers) showKey(ctx context.Context, user storage.UserRef) *Reply {
+	k, err := h.store.Key(ctx, user)
+	if errors.Is(err, storage.ErrNotFound) {
+		return reply(textMessage(noKeyText))
+	}
+	if err != nil {
+		return refusal(err)
+	}
+	return reply(keyShowMessage(k))
+}
+
+func (h *Handlers) removeKey(ctx context.Context, user storage.UserRef) *Reply {
+	err := h.store.RemoveKey(ctx, user)
+	if errors.Is(err, storage.ErrNotFound) {
+		return reply(textMessage("You have no key registered, so there was nothing to remove."))
+	}
+	if err != nil {
+		return refusal(err)
+	}
+	return reply(textMessage(":wastebasket: Forgot your SSH key. Machines you already have keep it; new requests need a key again (`/gpu key set …`)."))
+}
+
+// requestMachine checks a create request and commits it before answering, so the
+// "Got it" a person sees always stands for a stored request; the slow work (posting,
+// fal) follows in the background. A redelivered command finds its envelope already
+// recorded and creates nothing.
+func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user storage.UserRef, channel string, cmd Command) *Reply {
+	r, err := h.newRequest(ctx, user, channel, cmd)
+	if err != nil {
+		return refusal(err)
+	}
+	if err := h.store.CreateRequest(ctx, &r, dedupeKey(envelopeID)); err != nil {
+		if errors.Is(err, storage.ErrDuplicate) {
+			return nil
+		}
+		h.log.Error("store new request", "user", user.UserID, "err", err)
+		return refusal(err)
+	}
+	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
+	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here.", shortID(r.ID), describeMachine(r))
+	if r.State == storage.StateAwaitingApproval {
+		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here.", shortID(r.ID), describeMachine(r))
+	}
+	return reply(textMessage(text))
+}
+
+func dedupeKey(envelopeID string) string {
+	if envelopeID == "" {
+		return ""
+	}
+	return "envelope:" + envelopeID
+}
+
+// newRequest builds a request from a parsed create command, refusing what cannot succeed.
+func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel string, cmd Command) (storage.Request, error) {
+	lifetime, err := h.cfg.Policy.Lifetime(cmd.Lifetime)
+	if err != nil {
+		return storage.Request{}, err
+	}
+	key, err := h.store.Key(ctx, user)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Request{}, refusef(noKeyText)
+	}
+	if err != nil {
+		return storage.Request{}, fmt.Errorf("read key: %w", err)
+	}
+	state := storage.StateApproved
+	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) {
+		state = storage.StateAwaitingApproval
+	}
+	return storage.Request{
+		ID:             uuid.NewString(),
+		IdempotencyKey: uuid.NewString(),
+		TeamID:         user.TeamID,
+		UserID:         user.UserID,
+		CommandChannel: channel,
+		ChannelID:      channel,
+		InstanceType:   cmd.InstanceType,
+		Sector:         cmd.Sector,
+		Reason:         strings.TrimSpace(cmd.Reason),
+		SSHKey:         key.AuthorizedKey,
+		Lifetime:       lifetime,
+		State:          state,
+	}, nil
+}
+
+func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool) *Reply {
+	var reqs []storage.Request
+	var err error
+	if everyone {
+		if err := h.cfg.Policy.MaySeeAll(user.UserID); err != nil {
+			return refusal(err)
+		}
+		reqs, err = h.store.Unfinished(ctx)
+	} else {
+		reqs, err = h.store.RequestsByUser(ctx, user)
+		reqs = liveOnly(reqs)
+	}
+	if err != nil {
+		return refusal(err)
+	}
+	return reply(listMessage(reqs, h.now(), h.cfg.Prices, everyone))
+}
+
+func liveOnly(reqs []storage.Request) []storage.Request {
+	live := reqs[:0:0]
+	for _, r := range reqs {
+		if !r.State.Terminal() {
+			live = append(live, r)
+		}
+	}
+	return live
+}
+
+func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) *Reply {
+	r, err := h.resolve(ctx, user, id)
+	if err != nil {
+		return refusal(err)
+	}
+	if err := h.cfg.Policy.MaySee(user.UserID, r.UserID); err != nil {
+		return refusal(err)
+	}
+	return reply(statusMessage(r, h.now(), h.cfg.Prices, h.cfg.ApprovalChannel))
+}
+
+func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id string) *Reply {
+	r, err := h.resolve(ctx, user, id)
+	if err != nil {
+		return refusal(err)
+	}
+	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
+		return refusal(err)
+	}
+	if r.State.Terminal() {
+		return reply(textMessage(fmt.Sprintf("Request `%s` is already over (%s); there is nothing to delete.", shortID(r.ID), stateWord(r))))
+	}
+	return reply(deleteConfirmMessage(r))
+}
+
+// resolve finds the request a person means by an id: a request id or its first 8
+// characters, or a fal instance id. Short ids are looked up among the caller's own
+// requests, then (for admins and approvers) among everything still running.
+func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string) (storage.Request, error) {
+	id = strings.Trim(strings.TrimSpace(id), "`")
+	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", clip(id, 40))
+	if id == "" {
+		return storage.Request{}, notFound
+	}
+	if r, err := h.store.Request(ctx, id); err == nil {
+		return r, nil
+	}
+	if r, err := h.store.RequestByInstance(ctx, id); err == nil {
+		return r, nil
+	}
+	if len(id) < 6 {
+		return storage.Request{}, notFound
+	}
+	candidates, err := h.store.RequestsByUser(ctx, user)
+	if err != nil {
+		return storage.Request{}, fmt.Errorf("resolve %q: %w", id, err)
+	}
+	if h.cfg.Policy.MaySeeAll(user.UserID) == nil {
+		others, err := h.store.Unfinished(ctx)
+		if err != nil {
+			return storage.Request{}, fmt.Errorf("resolve %q: %w", id, err)
+		}
+		candidates = append(candidates, others...)
+	}
+	for _, r := range candidates {
+		if strings.HasPrefix(r.ID, id) {
+			return r, nil
+		}
+	}
+	return storage.Request{}, notFound
+}

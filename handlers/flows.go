@@ -1,0 +1,411 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// actorBot is the actor recorded in the audit trail for what gpubot does by itself.
+const actorBot = "gpubot"
+
+// advance takes a request one step further from wherever it stands. It is what a
+// new request runs and what every unfinished request runs after a restart, so each
+// step checks what was already done.
+func (h *Handlers) advance(ctx context.Context, r storage.Request) {
+	r, err := h.announce(ctx, r)
+	if err != nil {
+		h.reqLog(r).Error("announce request", "err", err)
+		return
+	}
+	switch r.State {
+	case storage.StateApproved:
+		h.create(ctx, r)
+	case storage.StateCreating:
+		h.callCreate(ctx, r)
+	case storage.StateDeleting:
+		h.finishDelete(ctx, r)
+	}
+}
+
+// announce posts the thread root (in the command's channel, else by DM) and the
+// approval card, unless they were posted already.
+func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Request, error) {
+	if r.ThreadTS == "" {
+		channel, ts, err := h.postRoot(ctx, r)
+		if err != nil {
+			return r, err
+		}
+		r, err = h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+			u.ChannelID, u.ThreadTS = channel, ts
+			return nil
+		})
+		if err != nil {
+			return r, fmt.Errorf("save thread: %w", err)
+		}
+	}
+	if r.State == storage.StateAwaitingApproval && r.ApprovalTS == "" {
+		card := approvalCard(r, h.cfg.ApprovalChannel, h.cfg.Prices.Estimate(r.InstanceType, r.Lifetime))
+		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", card)
+		if err != nil {
+			if cannotPost(err) {
+				h.alertAdmins(ctx, fmt.Sprintf("I can't post approval cards in <#%s> (Slack said: %v). Invite me there or fix APPROVAL_CHANNEL; request `%s` by <@%s> is waiting.", h.cfg.ApprovalChannel, err, shortID(r.ID), r.UserID))
+			}
+			return r, fmt.Errorf("post approval card: %w", err)
+		}
+		r, err = h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+			u.ApprovalChannel, u.ApprovalTS = h.cfg.ApprovalChannel, ts
+			return nil
+		})
+		if err != nil {
+			return r, fmt.Errorf("save approval card: %w", err)
+		}
+		h.say(ctx, r, textMessage(fmt.Sprintf("8x machines need an approver's OK: I've asked in <#%s>.", h.cfg.ApprovalChannel)))
+	}
+	return r, nil
+}
+
+func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts string, err error) {
+	root := rootMessage(r, h.cfg.ApprovalChannel)
+	ts, err = h.slack.PostMessage(ctx, r.CommandChannel, "", root)
+	if err == nil {
+		return r.CommandChannel, ts, nil
+	}
+	if !cannotPost(err) {
+		return "", "", fmt.Errorf("post thread root: %w", err)
+	}
+	// The bot is not in that channel (or may not post there): the thread lives in a DM.
+	dm, dmErr := h.slack.OpenDM(ctx, r.UserID)
+	if dmErr != nil {
+		return "", "", fmt.Errorf("open DM after %v: %w", err, dmErr)
+	}
+	ts, err = h.slack.PostMessage(ctx, dm, "", root)
+	if err != nil {
+		return "", "", fmt.Errorf("post thread root in DM: %w", err)
+	}
+	return dm, ts, nil
+}
+
+// decide records an approver's decision; of two approvers clicking at once exactly one wins.
+func (h *Handlers) decide(ctx context.Context, approver, id, channel string, approve bool, reason string) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.tell(ctx, channel, approver, textMessage("I can't find that request any more."))
+		return
+	}
+	if err := h.cfg.Policy.MayDecide(approver, r.UserID); err != nil {
+		h.tell(ctx, channel, approver, textMessage(err.Error()))
+		return
+	}
+	to, detail := storage.StateApproved, ""
+	if !approve {
+		to, detail = storage.StateDenied, reason
+	}
+	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
+		if u.State != storage.StateAwaitingApproval {
+			return nil // the move is refused below; keep the winner's fields
+		}
+		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
+		return nil
+	})
+	var me *storage.MoveError
+	if errors.As(err, &me) {
+		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(me.Current)+"."))
+		return
+	}
+	if err != nil {
+		h.reqLog(r).Error("record decision", "err", err)
+		h.tell(ctx, channel, approver, textMessage(":warning: I couldn't record your decision; please click again."))
+		return
+	}
+	h.reqLog(r).Info("request decided", "approver", approver, "state", r.State)
+	h.refreshCard(ctx, r)
+	h.refreshRoot(ctx, r)
+	if approve {
+		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))
+		h.create(ctx, r)
+		return
+	}
+	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(reason))))
+}
+
+// create commits the move to creating, with the idempotency key stored at request
+// time, before fal is called.
+func (h *Handlers) create(ctx context.Context, r storage.Request) {
+	r, err := h.store.Move(ctx, r.ID, storage.StateCreating, actorBot, "", nil)
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("move to creating", "err", err)
+		}
+		return
+	}
+	h.refreshRoot(ctx, r)
+	h.callCreate(ctx, r)
+}
+
+// callCreate asks fal for the machine. After a restart it runs again for a request
+// left in creating: the same idempotency key makes fal answer with the same instance.
+func (h *Handlers) callCreate(ctx context.Context, r storage.Request) {
+	if !h.claim(r.ID) {
+		return
+	}
+	r, deleteNow := h.createAtFal(ctx, r)
+	h.release(r.ID)
+	if deleteNow {
+		h.finishDelete(ctx, r)
+	}
+}
+
+// createAtFal makes the create call and records its answer. It reports whether the
+// request was deleted while fal was creating the machine, which must then go too.
+func (h *Handlers) createAtFal(ctx context.Context, r storage.Request) (storage.Request, bool) {
+	inst, err := h.fal.Create(ctx, fal.CreateRequest{InstanceType: r.InstanceType, SSHKey: r.SSHKey, Sector: r.Sector}, r.IdempotencyKey)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.createFailed(ctx, r, err)
+		} // else shutting down: the request stays in creating and resumes at the next start
+		return r, false
+	}
+	moved, err := h.store.Move(ctx, r.ID, storage.StateProvisioning, actorBot, inst.ID, func(u *storage.Request) error {
+		u.InstanceID, u.Region, u.FalStatus = inst.ID, inst.Region, string(inst.Status)
+		return nil
+	})
+	var me *storage.MoveError
+	if errors.As(err, &me) && me.Current.State == storage.StateDeleting {
+		// Deleted while fal was creating it: remember the instance so the delete reaches it.
+		updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.InstanceID = inst.ID; return nil })
+		return updated, err == nil
+	}
+	if err != nil {
+		h.reqLog(r).Error("record created instance", "instance", inst.ID, "err", err)
+		return r, false
+	}
+	h.reqLog(moved).Info("instance created", "instance", inst.ID)
+	h.refreshRoot(ctx, moved)
+	h.say(ctx, moved, textMessage(fmt.Sprintf("fal accepted it: instance `%s` is %s. I'll post here when it is ready.", inst.ID, orDash(string(inst.Status)))))
+	return moved, false
+}
+
+// createFailed tells the requester, in plain words, why fal did not create the machine.
+func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err error) {
+	words := falFailureWords(err)
+	h.reqLog(r).Error("create instance failed", "err", err)
+	r, moveErr := h.store.Move(ctx, r.ID, storage.StateFailed, actorBot, words, func(u *storage.Request) error {
+		u.Error = words
+		return nil
+	})
+	if moveErr != nil {
+		h.reqLog(r).Error("record failure", "err", moveErr)
+		return
+	}
+	h.refreshRoot(ctx, r)
+	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
+	if fal.IsAuthorization(err) {
+		h.alertAdmins(ctx, fmt.Sprintf("fal refused gpubot's admin API key (%s) while creating request `%s` for <@%s>. Check FAL_ADMIN_API_KEY: it must be an admin key with compute permission.", statusOf(err), shortID(r.ID), r.UserID))
+	}
+}
+
+// falFailureWords explains a fal error to the person who asked for the machine.
+func falFailureWords(err error) string {
+	var fe *fal.Error
+	detail := ""
+	if errors.As(err, &fe) && fe.Message != "" {
+		detail = " (fal said: " + clip(fe.Message, 200) + ")"
+	}
+	switch {
+	case fal.IsAuthorization(err):
+		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
+	case fal.IsValidation(err):
+		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
+	case fal.IsRateLimited(err):
+		return "fal is rate-limiting us and kept saying so after several retries; no machine was created. Please ask again in a few minutes."
+	case fal.IsServer(err):
+		return "fal kept failing" + detail + " after several retries; no machine was created. Please ask again in a few minutes."
+	}
+	return "I couldn't reach fal after several retries; no machine was created. Please ask again in a few minutes."
+}
+
+func statusOf(err error) string {
+	var fe *fal.Error
+	if errors.As(err, &fe) {
+		return fmt.Sprintf("HTTP %d %s", fe.Status, http.StatusText(fe.Status))
+	}
+	return "no answer"
+}
+
+// deleteRequest ends a request on behalf of user: a waiting one is cancelled, a
+// machine is deleted at fal.
+func (h *Handlers) deleteRequest(ctx context.Context, user, id, channel, responseURL string) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.tell(ctx, channel, user, textMessage("I can't find that machine any more."))
+		return
+	}
+	if err := h.cfg.Policy.MayManage(user, r.UserID); err != nil {
+		h.tell(ctx, channel, user, textMessage(err.Error()))
+		return
+	}
+	if r.State == storage.StateAwaitingApproval || r.State == storage.StateApproved {
+		h.cancel(ctx, user, r, responseURL)
+		return
+	}
+	r, err = h.store.Move(ctx, id, storage.StateDeleting, user, "", func(u *storage.Request) error {
+		u.EndReason = "by <@" + user + ">"
+		return nil
+	})
+	if err != nil {
+		var me *storage.MoveError
+		if errors.As(err, &me) {
+			h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf("Request `%s` is already %s.", shortID(id), stateWord(me.Current))))
+			return
+		}
+		h.reqLog(r).Error("move to deleting", "err", err)
+		return
+	}
+	h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", orPending(r.InstanceID))))
+	h.refreshRoot(ctx, r)
+	h.finishDelete(ctx, r)
+}
+
+func (h *Handlers) cancel(ctx context.Context, user string, r storage.Request, responseURL string) {
+	r, err := h.store.Move(ctx, r.ID, storage.StateCancelled, user, "", func(u *storage.Request) error {
+		u.EndReason, u.EndedAt = "cancelled by <@"+user+">", h.now()
+		return nil
+	})
+	if err != nil {
+		h.respond(ctx, responseURL, r.CommandChannel, user, textMessage("That request has moved on; look at its thread."))
+		return
+	}
+	h.respond(ctx, responseURL, r.CommandChannel, user, textMessage(fmt.Sprintf("Cancelled request `%s`.", shortID(r.ID))))
+	h.refreshCard(ctx, r)
+	h.refreshRoot(ctx, r)
+	h.say(ctx, r, textMessage(fmt.Sprintf("Cancelled by <@%s> before a machine was created.", user)))
+}
+
+// finishDelete deletes the instance at fal and closes the request. A failure leaves it
+// in deleting, where the tracker tries again; the admins hear if it keeps failing.
+func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
+	if !h.claim(r.ID) {
+		return // already being deleted
+	}
+	defer h.release(r.ID)
+	if r.InstanceID != "" {
+		err := h.fal.Delete(ctx, r.InstanceID)
+		if err != nil && !fal.IsNotFound(err) {
+			if ctx.Err() == nil {
+				h.deleteFailed(ctx, r, err)
+			}
+			return
+		}
+	}
+	final := storage.StateDeleted
+	if r.EndReason == endExpired {
+		final = storage.StateExpired
+	}
+	r, err := h.store.Move(ctx, r.ID, final, actorBot, r.EndReason, func(u *storage.Request) error {
+		u.EndedAt = h.now()
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record deletion", "err", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	delete(h.deleteFailures, r.ID)
+	h.mu.Unlock()
+	h.reqLog(r).Info("instance deleted", "instance", r.InstanceID, "state", r.State)
+	h.refreshRoot(ctx, r)
+	h.say(ctx, r, textMessage(h.lastLine(r)))
+}
+
+// lastLine is the thread's last word on a machine: how it ended, how long it ran, what it cost.
+func (h *Handlers) lastLine(r storage.Request) string {
+	line := endText(r)
+	if !r.ReadyAt.IsZero() {
+		if cost := h.cfg.Prices.Cost(r.InstanceType, r.EndedAt.Sub(r.ReadyAt)); cost != "" {
+			line += " Cost: about " + cost + "."
+		}
+	}
+	return fmt.Sprintf("<@%s> %s", r.UserID, line)
+}
+
+const deleteAlertAfter = 3
+
+func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err error) {
+	h.mu.Lock()
+	h.deleteFailures[r.ID]++
+	failures := h.deleteFailures[r.ID]
+	h.mu.Unlock()
+	h.reqLog(r).Error("delete instance failed", "instance", r.InstanceID, "attempt", failures, "err", err)
+	if failures < deleteAlertAfter {
+		return
+	}
+	first, markErr := h.store.MarkNotice(ctx, r.ID, "delete_failed")
+	if markErr != nil || !first {
+		return
+	}
+	h.alertAdmins(ctx, fmt.Sprintf("I can't delete fal instance `%s` (request `%s`, owner <@%s>): %d attempts failed, the last with %s. It may still be running and costing money; I keep trying every %s.",
+		r.InstanceID, shortID(r.ID), r.UserID, failures, statusOf(err), h.cfg.PollInterval))
+}
+
+// extend pushes a machine's expiry out by d, never further than MaxLifetime from now.
+func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration) error {
+	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
+		return err
+	}
+	if r.State.Terminal() || r.State == storage.StateDeleting {
+		return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(r.ID), stateWord(r))
+	}
+	now, max := h.now(), h.cfg.Policy.MaxLifetime
+	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if u.State != storage.StateReady {
+			if u.Lifetime+d > max {
+				return refusef("A machine may live at most %s; it already has %s, so you can add up to %s.", FormatDuration(max), FormatDuration(u.Lifetime), FormatDuration(max-u.Lifetime))
+			}
+			u.Lifetime += d
+			return nil
+		}
+		if u.ExpiresAt.Add(d).Sub(now) > max {
+			return refusef("A machine may be kept at most %s ahead; `%s` has %s left, so you can add up to %s.", FormatDuration(max), shortID(u.ID), FormatDuration(u.ExpiresAt.Sub(now)), FormatDuration(max-u.ExpiresAt.Sub(now)))
+		}
+		u.ExpiresAt = u.ExpiresAt.Add(d)
+		delete(u.Notices, noticeReminder) // a new expiry deserves a new reminder
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user.UserID, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
+		h.reqLog(r).Error("audit extension", "err", auditErr)
+	}
+	h.spawn("announce extension", func(ctx context.Context) {
+		h.refreshRoot(ctx, r)
+		h.say(ctx, r, textMessage(fmt.Sprintf("Extended by %s by <@%s>%s.", FormatDuration(d), user.UserID, newExpiryText(r))))
+	})
+	return nil
+}
+
+func newExpiryText(r storage.Request) string {
+	if r.State != storage.StateReady {
+		return fmt.Sprintf("; it will live %s once ready", FormatDuration(r.Lifetime))
+	}
+	return "; it now expires " + slackDate(r.ExpiresAt)
+}
+
+// respond answers a click on an ephemeral message by replacing it; without a
+// response_url the person gets a new ephemeral message.
+func (h *Handlers) respond(ctx context.Context, responseURL, channel, user string, m Message) {
+	if responseURL != "" {
+		if err := h.slack.Respond(ctx, responseURL, m, true); err == nil {
+			return
+		}
+	}
+	h.tell(ctx, channel, user, m)
+}

@@ -1,0 +1,242 @@
+// Package handlers holds gpubot's flows and policy: it turns a `/gpu` command or a click
+// into a request's life (approval, creation at fal, tracking, expiry) and says who may
+// do what. It talks to Slack and fal only through the small interfaces below.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Slack is what the flows need from Slack.
+type Slack interface {
+	PostMessage(ctx context.Context, channel, threadTS string, m Message) (ts string, err error)
+	UpdateMessage(ctx context.Context, channel, ts string, m Message) error
+	PostEphemeral(ctx context.Context, channel, user string, m Message) error
+	OpenView(ctx context.Context, triggerID string, v slack.ModalViewRequest) error
+	OpenDM(ctx context.Context, user string) (channel string, err error)
+	Respond(ctx context.Context, responseURL string, m Message, replaceOriginal bool) error
+}
+
+// Fal is what the flows need from fal's compute API.
+type Fal interface {
+	Create(ctx context.Context, req fal.CreateRequest, idempotencyKey string) (fal.Instance, error)
+	Get(ctx context.Context, id string) (fal.Instance, error)
+	List(ctx context.Context) ([]fal.Instance, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Config is the part of gpubot's settings that the flows use.
+type Config struct {
+	Policy          Policy
+	ApprovalChannel string
+	NotifyChannel   string
+	Admins          []string
+	Prices          Prices
+	ReminderBefore  time.Duration
+	PollInterval    time.Duration
+	// UnknownGrace is how long fal may report "unknown" before the owner is told.
+	UnknownGrace time.Duration
+}
+
+// Handlers runs gpubot's flows. Work that is slow (fal, posting to Slack) runs in the
+// background after the envelope is acked; Shutdown waits for it.
+type Handlers struct {
+	cfg   Config
+	store *storage.Store
+	fal   Fal
+	slack Slack
+	log   *slog.Logger
+	now   func() time.Time
+
+	workCtx    context.Context
+	cancelWork context.CancelFunc
+	work       sync.WaitGroup
+	slots      chan struct{} // one per background flow running
+
+	mu              sync.Mutex
+	deleteFailures  map[string]int       // request id -> failed delete attempts since start
+	orphanSightings map[string]int       // instance id -> passes in a row that listed it unknown
+	orphanFirstSeen map[string]time.Time // instance id -> when a pass first listed it unknown
+	lastOrphanSweep time.Time
+	inFlight        map[string]bool // request ids with a fal call under way, so a pass does not repeat it
+}
+
+// New builds the handlers. now is the clock (time.Now outside tests).
+func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now func() time.Time) *Handlers {
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.UnknownGrace == 0 {
+		cfg.UnknownGrace = 10 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Handlers{
+		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
+		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
+		deleteFailures:  map[string]int{},
+		orphanSightings: map[string]int{},
+		orphanFirstSeen: map[string]time.Time{},
+		inFlight:        map[string]bool{},
+	}
+}
+
+// maxBackgroundWork bounds the flows running at once. A burst of commands then
+// queues instead of flooding Slack (which allows about one post per second per
+// channel) and fal, and the ack path keeps its share of the CPU.
+const maxBackgroundWork = 32
+
+// spawn runs slow work in the background, outside the ack path, at most
+// maxBackgroundWork at a time.
+func (h *Handlers) spawn(name string, fn func(ctx context.Context)) {
+	h.run(name, true, fn)
+}
+
+// spawnNow runs background work that cannot queue: opening a modal, whose
+// trigger id is good for only 3 seconds.
+func (h *Handlers) spawnNow(name string, fn func(ctx context.Context)) {
+	h.run(name, false, fn)
+}
+
+func (h *Handlers) run(name string, queue bool, fn func(ctx context.Context)) {
+	h.work.Add(1)
+	go func() {
+		defer h.work.Done()
+		if queue {
+			select {
+			case h.slots <- struct{}{}:
+				defer func() { <-h.slots }()
+			case <-h.workCtx.Done():
+				return
+			}
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				h.log.Error("background work panicked", "work", name, "panic", fmt.Sprint(p))
+			}
+		}()
+		fn(h.workCtx)
+	}()
+}
+
+// Shutdown lets background work finish for up to grace, then cancels what is left and
+// waits for it to stop. A request cut short stays committed and resumes at the next start.
+func (h *Handlers) Shutdown(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { h.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		h.log.Warn("background work still running at shutdown; cancelling it", "grace", grace)
+	}
+	h.cancelWork()
+	<-done
+}
+
+// reqLog is the logger for lines about one request: every one carries its id.
+func (h *Handlers) reqLog(r storage.Request) *slog.Logger {
+	return h.log.With("request_id", r.ID)
+}
+
+// say posts a reply in the request's thread.
+func (h *Handlers) say(ctx context.Context, r storage.Request, m Message) {
+	if r.ThreadTS == "" {
+		return
+	}
+	if _, err := h.slack.PostMessage(ctx, r.ChannelID, r.ThreadTS, m); err != nil {
+		h.reqLog(r).Error("post thread reply", "err", err)
+	}
+}
+
+// refreshRoot edits the thread root to show the request's current state.
+func (h *Handlers) refreshRoot(ctx context.Context, r storage.Request) {
+	if r.ThreadTS == "" {
+		return
+	}
+	if err := h.slack.UpdateMessage(ctx, r.ChannelID, r.ThreadTS, rootMessage(r, h.cfg.ApprovalChannel)); err != nil {
+		h.reqLog(r).Error("update thread root", "err", err)
+	}
+}
+
+// refreshCard edits the approval card, which drops its buttons once decided.
+func (h *Handlers) refreshCard(ctx context.Context, r storage.Request) {
+	if r.ApprovalTS == "" {
+		return
+	}
+	card := approvalCard(r, h.cfg.ApprovalChannel, h.cfg.Prices.Estimate(r.InstanceType, r.Lifetime))
+	if err := h.slack.UpdateMessage(ctx, r.ApprovalChannel, r.ApprovalTS, card); err != nil {
+		h.reqLog(r).Error("update approval card", "err", err)
+	}
+}
+
+// alertAdmins sends a direct message to every admin: for problems only they can fix.
+func (h *Handlers) alertAdmins(ctx context.Context, text string) {
+	for _, admin := range h.cfg.Admins {
+		dm, err := h.slack.OpenDM(ctx, admin)
+		if err == nil {
+			_, err = h.slack.PostMessage(ctx, dm, "", textMessage(":rotating_light: "+text))
+		}
+		if err != nil {
+			h.log.Error("alert admin", "admin", admin, "err", err)
+		}
+	}
+}
+
+// tell sends one person a message only they see, in the channel they clicked in,
+// or by direct message when there is no such channel.
+func (h *Handlers) tell(ctx context.Context, channel, user string, m Message) {
+	var err error
+	if channel != "" {
+		err = h.slack.PostEphemeral(ctx, channel, user, m)
+	}
+	if channel == "" || err != nil {
+		dm, dmErr := h.slack.OpenDM(ctx, user)
+		if dmErr == nil {
+			_, err = h.slack.PostMessage(ctx, dm, "", m)
+		} else {
+			err = errors.Join(err, dmErr)
+		}
+	}
+	if err != nil {
+		h.log.Error("tell user", "user", user, "err", err)
+	}
+}
+
+// cannotPost says whether Slack refused a post because the bot may not post in that channel.
+func cannotPost(err error) bool {
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		switch se.Err {
+		case "not_in_channel", "channel_not_found", "is_archived", "restricted_action":
+			return true
+		}
+	}
+	return false
+}
+
+// claim marks a request as having a fal call under way; false if one already is.
+// release must follow a successful claim.
+func (h *Handlers) claim(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.inFlight[id] {
+		return false
+	}
+	h.inFlight[id] = true
+	return true
+}
+
+func (h *Handlers) release(id string) {
+	h.mu.Lock()
+	delete(h.inFlight, id)
+	h.mu.Unlock()
+}

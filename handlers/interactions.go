@@ -1,0 +1,214 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Interaction answers a click or a modal submission within the ack. For a modal it
+// returns the view response (errors to show, or close); for a click nil, and the work
+// runs in the background. A payload that is not one of gpubot's does nothing.
+func (h *Handlers) Interaction(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
+	switch cb.Type {
+	case slack.InteractionTypeBlockActions:
+		h.click(cb)
+		return nil
+	case slack.InteractionTypeViewSubmission:
+		return h.submitView(ctx, cb)
+	}
+	return nil
+}
+
+func (h *Handlers) click(cb slack.InteractionCallback) {
+	if len(cb.ActionCallback.BlockActions) != 1 || cb.User.ID == "" {
+		return
+	}
+	action := cb.ActionCallback.BlockActions[0]
+	user := storage.UserRef{TeamID: firstNonEmpty(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	channel := firstNonEmpty(cb.Channel.ID, cb.Container.ChannelID)
+	id := action.Value
+	if id == "" {
+		return
+	}
+	switch action.ActionID {
+	case ActionApprove:
+		h.spawn("approve", func(ctx context.Context) { h.decide(ctx, user.UserID, id, channel, true, "") })
+	case ActionDeny:
+		trigger := cb.TriggerID
+		h.spawnNow("ask deny reason", func(ctx context.Context) { h.askDenyReason(ctx, user.UserID, id, channel, trigger) })
+	case ActionDeleteConfirm, ActionDeleteNow:
+		responseURL := ""
+		if action.ActionID == ActionDeleteConfirm {
+			responseURL = cb.ResponseURL
+		}
+		h.spawn("delete", func(ctx context.Context) { h.deleteRequest(ctx, user.UserID, id, channel, responseURL) })
+	case ActionDeleteCancel:
+		responseURL := cb.ResponseURL
+		h.spawn("keep", func(ctx context.Context) {
+			h.respond(ctx, responseURL, channel, user.UserID, textMessage("OK, keeping it."))
+		})
+	case ActionExtend:
+		h.spawn("extend", func(ctx context.Context) { h.extendByButton(ctx, user, id, channel) })
+	}
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, trigger string) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.tell(ctx, channel, approver, textMessage("I can't find that request any more."))
+		return
+	}
+	if err := h.cfg.Policy.MayDecide(approver, r.UserID); err != nil {
+		h.tell(ctx, channel, approver, textMessage(err.Error()))
+		return
+	}
+	if r.State != storage.StateAwaitingApproval {
+		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(r)+"."))
+		return
+	}
+	if err := h.slack.OpenView(ctx, trigger, denyModal(r)); err != nil {
+		h.reqLog(r).Error("open deny modal", "err", err)
+		h.tell(ctx, channel, approver, textMessage("I couldn't open the form for a reason; please click Deny again."))
+	}
+}
+
+// extendByButton extends from a reminder: by the default lifetime, or as much as the maximum allows.
+func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id, channel string) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.tell(ctx, channel, user.UserID, textMessage("I can't find that machine any more."))
+		return
+	}
+	if err := h.extend(ctx, user, r, h.extendStep(r)); err != nil {
+		h.tell(ctx, channel, user.UserID, textMessage(userMessage(err)))
+	}
+}
+
+// extendStep is what one click on Extend adds: the default lifetime, within the maximum.
+func (h *Handlers) extendStep(r storage.Request) time.Duration {
+	step := h.cfg.Policy.DefaultLifetime
+	if room := h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now()); room < step {
+		step = room.Truncate(time.Minute)
+	}
+	return step
+}
+
+func userMessage(err error) string {
+	var ue *UserError
+	if errors.As(err, &ue) {
+		return ue.Message
+	}
+	return ":warning: Something went wrong on gpubot's side; please try again in a minute."
+}
+
+func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
+	user := storage.UserRef{TeamID: firstNonEmpty(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	if user.UserID == "" {
+		return nil
+	}
+	values := viewValues(cb.View.State)
+	switch cb.View.CallbackID {
+	case ViewKey:
+		return h.submitKey(ctx, user, values[BlockKey])
+	case ViewCreate:
+		return h.submitCreate(ctx, user, cb.View.PrivateMetadata, values)
+	case ViewDeny:
+		reason := strings.TrimSpace(values[BlockReason])
+		if reason == "" {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."})
+		}
+		id := cb.View.PrivateMetadata
+		h.spawn("deny", func(ctx context.Context) { h.decide(ctx, user.UserID, id, "", false, reason) })
+		return slack.NewClearViewSubmissionResponse()
+	}
+	return nil
+}
+
+// viewValues flattens a submitted modal's state to block id -> value (text, or the chosen option).
+func viewValues(state *slack.ViewState) map[string]string {
+	values := map[string]string{}
+	if state == nil {
+		return values
+	}
+	for blockID, actions := range state.Values {
+		for _, a := range actions {
+			switch {
+			case a.SelectedOption.Value != "":
+				values[blockID] = a.SelectedOption.Value
+			default:
+				values[blockID] = a.Value
+			}
+		}
+	}
+	return values
+}
+
+func (h *Handlers) submitKey(ctx context.Context, user storage.UserRef, text string) *slack.ViewSubmissionResponse {
+	pk, err := storage.ParsePublicKey(text)
+	if err != nil {
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: clip(strings.TrimPrefix(keyErrorText(err), ":no_entry: "), 1900)})
+	}
+	if err := h.store.SetKey(ctx, user, pk); err != nil {
+		h.log.Error("store key", "user", user.UserID, "err", err)
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."})
+	}
+	done := slack.ModalViewRequest{
+		Type:   slack.VTModal,
+		Title:  plain("Your SSH key"),
+		Close:  plain("Done"),
+		Blocks: slack.Blocks{BlockSet: keySavedMessage(pk).Blocks},
+	}
+	return slack.NewUpdateViewSubmissionResponse(&done)
+}
+
+func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, channel string, values map[string]string) *slack.ViewSubmissionResponse {
+	cmd := Command{Verb: VerbCreate, Reason: strings.TrimSpace(values[BlockReason])}
+	typ, ok := InstanceTypeFromName(values[BlockType])
+	if !ok {
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: "Choose 1x or 8x."})
+	}
+	cmd.InstanceType = typ
+	if sector := values[BlockSector]; sector != "" {
+		if typ != Type8x {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: "Sectors only apply to 8x machines: clear it, or choose 8x."})
+		}
+		if _, err := parseSector(strings.TrimPrefix(sector, "sector_")); err != nil {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: userMessage(err)})
+		}
+		cmd.Sector = sector
+	}
+	if text := strings.TrimSpace(values[BlockLifetime]); text != "" {
+		d, err := ParseLifetime(text)
+		if err != nil {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: userMessage(err)})
+		}
+		cmd.Lifetime = d
+	}
+	if _, err := h.cfg.Policy.Lifetime(cmd.Lifetime); err != nil {
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: clip(userMessage(err), 1900)})
+	}
+	r, err := h.newRequest(ctx, user, channel, cmd)
+	if err == nil {
+		err = h.store.CreateRequest(ctx, &r, "")
+	}
+	if err != nil {
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)})
+	}
+	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	return slack.NewClearViewSubmissionResponse()
+}

@@ -1,0 +1,431 @@
+package handlers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Action and view ids: the contract between the messages gpubot posts and the clicks it handles.
+const (
+	ActionApprove       = "gpubot_approve"
+	ActionDeny          = "gpubot_deny"
+	ActionDeleteConfirm = "gpubot_delete_confirm"
+	ActionDeleteCancel  = "gpubot_delete_cancel"
+	ActionExtend        = "gpubot_extend"
+	ActionDeleteNow     = "gpubot_delete_now"
+
+	ViewKey    = "gpubot_key"
+	ViewCreate = "gpubot_create"
+	ViewDeny   = "gpubot_deny"
+
+	// Block ids of the modals' inputs; a submission is read by them.
+	BlockKey      = "key"
+	BlockType     = "type"
+	BlockSector   = "sector"
+	BlockLifetime = "lifetime"
+	BlockReason   = "reason"
+)
+
+// SSHUser is the account fal's compute images let the instance's key log in as.
+const SSHUser = "ubuntu"
+
+// Message is what gpubot posts: the text is the notification and fallback, the blocks what people see.
+type Message struct {
+	Text   string
+	Blocks []slack.Block
+}
+
+func mrkdwn(text string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, text, false, false)
+}
+
+func plain(text string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, text, false, false)
+}
+
+func section(text string) *slack.SectionBlock { return slack.NewSectionBlock(mrkdwn(text), nil, nil) }
+
+func contextLine(text string) *slack.ContextBlock {
+	return slack.NewContextBlock("", mrkdwn(text))
+}
+
+func button(actionID, value, label string, style slack.Style) *slack.ButtonBlockElement {
+	return slack.NewButtonBlockElement(actionID, value, plain(label)).WithStyle(style)
+}
+
+// textMessage is a message of one section; most replies are.
+func textMessage(text string) Message {
+	return Message{Text: text, Blocks: []slack.Block{section(text)}}
+}
+
+// escape keeps what people typed from turning into mentions or links (<!channel>, <@U…>).
+func escape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func helpMessage() Message {
+	text := strings.Join([]string{
+		"*gpubot gives you fal GPU machines.* First register your SSH public key, then ask for a machine.",
+		"`/gpu key set ssh-ed25519 AAAA… you@laptop`  register your public key (or `/gpu key` for a form)",
+		"`/gpu key show` · `/gpu key remove`  see or forget it",
+		"`/gpu create 1x`  one H100, for the default lifetime",
+		"`/gpu create 8x sector_1 for 4h fine-tuning run`  eight H100s in sector 1 for 4 hours, with a reason",
+		"`/gpu create`  the same in a form",
+		"`/gpu list` · `/gpu list all`  your machines · everyone's",
+		"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`",
+	}, "\n")
+	return Message{Text: "How to use /gpu", Blocks: []slack.Block{section(text)}}
+}
+
+func keySavedMessage(k storage.PublicKey) Message {
+	return textMessage(fmt.Sprintf(":key: Saved your %s key `%s`. Machines you ask for from now on will accept it. Next: `/gpu create 1x`.", k.Type, k.Fingerprint))
+}
+
+func keyShowMessage(k storage.StoredKey) Message {
+	return textMessage(fmt.Sprintf(":key: Your key: %s `%s`, set %s.", k.Type, k.Fingerprint, k.SetAt.UTC().Format("2006-01-02 15:04 MST")))
+}
+
+const noKeyText = "You have no SSH key registered yet, so a machine would not let you in. Register your *public* key first: `/gpu key set ssh-ed25519 AAAA… you@laptop` (print it with `cat ~/.ssh/id_ed25519.pub`), or type `/gpu key` to paste it in a form."
+
+func keyModal() slack.ModalViewRequest {
+	input := slack.NewPlainTextInputBlockElement(plain("ssh-ed25519 AAAA… you@laptop"), BlockKey)
+	input.Multiline = true
+	return slack.ModalViewRequest{
+		Type:       slack.VTModal,
+		CallbackID: ViewKey,
+		Title:      plain("Your SSH key"),
+		Submit:     plain("Save"),
+		Close:      plain("Cancel"),
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			slack.NewInputBlock(BlockKey, plain("Public key"), plain("The one line in ~/.ssh/id_ed25519.pub (never the private key)."), input),
+		}},
+	}
+}
+
+func createModal(p Policy) slack.ModalViewRequest {
+	typeSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Machine"), BlockType,
+		slack.NewOptionBlockObject(Type1x, plain("1x H100"), nil),
+		slack.NewOptionBlockObject(Type8x, plain("8x H100"), nil))
+	sectorSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Any"), BlockSector,
+		slack.NewOptionBlockObject("sector_1", plain("sector_1"), nil),
+		slack.NewOptionBlockObject("sector_2", plain("sector_2"), nil),
+		slack.NewOptionBlockObject("sector_3", plain("sector_3"), nil))
+	sector := slack.NewInputBlock(BlockSector, plain("Sector (8x only)"), nil, sectorSelect)
+	sector.Optional = true
+	lifetime := slack.NewInputBlock(BlockLifetime, plain("Lifetime"),
+		plain(fmt.Sprintf("From the moment it is ready; default %s, at most %s.", FormatDuration(p.DefaultLifetime), FormatDuration(p.MaxLifetime))),
+		slack.NewPlainTextInputBlockElement(plain(FormatDuration(p.DefaultLifetime)), BlockLifetime))
+	lifetime.Optional = true
+	reason := slack.NewInputBlock(BlockReason, plain("Reason"), nil,
+		slack.NewPlainTextInputBlockElement(plain("What is it for?"), BlockReason))
+	return slack.ModalViewRequest{
+		Type:       slack.VTModal,
+		CallbackID: ViewCreate,
+		Title:      plain("New GPU machine"),
+		Submit:     plain("Request"),
+		Close:      plain("Cancel"),
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			slack.NewInputBlock(BlockType, plain("Machine"), nil, typeSelect), sector, lifetime, reason,
+		}},
+	}
+}
+
+func denyModal(r storage.Request) slack.ModalViewRequest {
+	input := slack.NewPlainTextInputBlockElement(plain("e.g. no 8x budget left this week; a 1x will do"), BlockReason)
+	input.Multiline = true
+	return slack.ModalViewRequest{
+		Type:            slack.VTModal,
+		CallbackID:      ViewDeny,
+		PrivateMetadata: r.ID,
+		Title:           plain("Deny request"),
+		Submit:          plain("Deny"),
+		Close:           plain("Cancel"),
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			section(fmt.Sprintf("Deny <@%s>'s request for %s? They will see your reason in their thread.", r.UserID, describeMachine(r))),
+			slack.NewInputBlock(BlockReason, plain("Reason"), nil, input),
+		}},
+	}
+}
+
+// describeMachine is "8x H100 · sector_1 · 4h".
+func describeMachine(r storage.Request) string {
+	parts := []string{ShortType(r.InstanceType)}
+	if r.Sector != "" {
+		parts = append(parts, r.Sector)
+	}
+	parts = append(parts, FormatDuration(r.Lifetime))
+	return strings.Join(parts, " · ")
+}
+
+func reasonText(r storage.Request) string {
+	if r.Reason == "" {
+		return "_no reason given_"
+	}
+	return escape(r.Reason)
+}
+
+// stateLine says where a request stands, in words.
+func stateLine(r storage.Request, approvalChannel string) string {
+	switch r.State {
+	case storage.StateAwaitingApproval:
+		return fmt.Sprintf(":hourglass_flowing_sand: Waiting for an approver in <#%s>", approvalChannel)
+	case storage.StateApproved:
+		if r.ApproverID == "" {
+			return ":white_check_mark: No approval needed; asking fal for the machine"
+		}
+		return fmt.Sprintf(":white_check_mark: Approved by <@%s>; asking fal for the machine", r.ApproverID)
+	case storage.StateCreating:
+		return ":gear: Asking fal for the machine"
+	case storage.StateProvisioning:
+		return fmt.Sprintf(":gear: fal is preparing `%s` (%s)", r.InstanceID, orDash(r.FalStatus))
+	case storage.StateReady:
+		return fmt.Sprintf(":large_green_circle: Ready: `%s` · expires %s", sshCommand(r), slackDate(r.ExpiresAt))
+	case storage.StateDeleting:
+		return ":wastebasket: Deleting"
+	case storage.StateDeleted, storage.StateExpired, storage.StateGone:
+		return ":white_circle: " + endText(r)
+	case storage.StateDenied:
+		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, escape(r.DecisionReason))
+	case storage.StateCancelled:
+		return ":heavy_multiplication_x: Cancelled"
+	case storage.StateFailed:
+		return ":x: Failed: " + r.Error
+	}
+	return string(r.State)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "pending"
+	}
+	return s
+}
+
+func sshCommand(r storage.Request) string { return fmt.Sprintf("ssh %s@%s", SSHUser, r.IP) }
+
+// slackDate shows a time in each reader's own time zone, with a UTC fallback.
+func slackDate(t time.Time) string {
+	return fmt.Sprintf("<!date^%d^{date_short_pretty} {time}|%s>", t.Unix(), t.UTC().Format("2006-01-02 15:04 UTC"))
+}
+
+// rootMessage is the request's thread root, edited as the request moves.
+func rootMessage(r storage.Request, approvalChannel string) Message {
+	head := fmt.Sprintf("*<@%s> asked for %s*\n>%s", r.UserID, describeMachine(r), reasonText(r))
+	state := stateLine(r, approvalChannel)
+	ids := fmt.Sprintf("Request `%s`", shortID(r.ID))
+	if r.InstanceID != "" {
+		ids += fmt.Sprintf(" · instance `%s`", r.InstanceID)
+	}
+	return Message{
+		Text:   fmt.Sprintf("GPU request from <@%s>: %s", r.UserID, describeMachine(r)),
+		Blocks: []slack.Block{section(head), section(state), contextLine(ids)},
+	}
+}
+
+// approvalCard asks the approvers; once decided it keeps the facts and loses the buttons.
+func approvalCard(r storage.Request, approvalChannel string, estimate string) Message {
+	fields := []*slack.TextBlockObject{
+		mrkdwn("*Requester*\n<@" + r.UserID + ">"),
+		mrkdwn("*Machine*\n" + ShortType(r.InstanceType)),
+		mrkdwn("*Sector*\n" + orAny(r.Sector)),
+		mrkdwn("*Lifetime*\n" + FormatDuration(r.Lifetime)),
+		mrkdwn("*Reason*\n" + reasonText(r)),
+	}
+	if estimate != "" {
+		fields = append(fields, mrkdwn("*Estimated cost*\n"+estimate))
+	}
+	blocks := []slack.Block{
+		section(fmt.Sprintf("*GPU request `%s` needs approval*", shortID(r.ID))),
+		slack.NewSectionBlock(nil, fields, nil),
+	}
+	if r.State == storage.StateAwaitingApproval {
+		blocks = append(blocks, slack.NewActionBlock("decision",
+			button(ActionApprove, r.ID, "Approve", slack.StylePrimary),
+			button(ActionDeny, r.ID, "Deny", slack.StyleDanger)))
+	} else {
+		blocks = append(blocks, contextLine(decisionLine(r)))
+	}
+	return Message{Text: fmt.Sprintf("GPU request from <@%s> needs approval: %s", r.UserID, describeMachine(r)), Blocks: blocks}
+}
+
+func orAny(sector string) string {
+	if sector == "" {
+		return "any"
+	}
+	return sector
+}
+
+func decisionLine(r storage.Request) string {
+	switch {
+	case r.State == storage.StateDenied:
+		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, escape(r.DecisionReason))
+	case r.State == storage.StateCancelled && r.ApproverID == "":
+		return ":heavy_multiplication_x: Cancelled by the requester"
+	case r.ApproverID != "":
+		return fmt.Sprintf(":white_check_mark: Approved by <@%s>", r.ApproverID)
+	}
+	return stateLine(r, "")
+}
+
+func readyReply(r storage.Request) Message {
+	text := fmt.Sprintf("<@%s> your %s is ready :tada:\n```%s```\nIt will be deleted %s; extend it with `/gpu extend %s 2h`.",
+		r.UserID, ShortType(r.InstanceType), sshCommand(r), slackDate(r.ExpiresAt), shortID(r.ID))
+	return Message{Text: fmt.Sprintf("Your %s is ready: %s", ShortType(r.InstanceType), sshCommand(r)), Blocks: []slack.Block{section(text)}}
+}
+
+func readyNotice(r storage.Request) Message {
+	return textMessage(fmt.Sprintf(":large_green_circle: <@%s>'s %s `%s` is ready (%s).", r.UserID, ShortType(r.InstanceType), r.InstanceID, r.IP))
+}
+
+func deleteConfirmMessage(r storage.Request) Message {
+	text := fmt.Sprintf("Delete <@%s>'s %s `%s`? Everything on it is lost.", r.UserID, ShortType(r.InstanceType), orPending(r.InstanceID))
+	return Message{Text: text, Blocks: []slack.Block{
+		section(text),
+		slack.NewActionBlock("delete",
+			button(ActionDeleteConfirm, r.ID, "Delete", slack.StyleDanger),
+			button(ActionDeleteCancel, r.ID, "Keep it", slack.StyleDefault)),
+	}}
+}
+
+func orPending(instanceID string) string {
+	if instanceID == "" {
+		return "(not created yet)"
+	}
+	return instanceID
+}
+
+func reminderMessage(r storage.Request, extendBy time.Duration) Message {
+	text := fmt.Sprintf("<@%s> your %s `%s` will be deleted %s. Need it longer?", r.UserID, ShortType(r.InstanceType), r.InstanceID, slackDate(r.ExpiresAt))
+	return Message{Text: text, Blocks: []slack.Block{
+		section(text),
+		slack.NewActionBlock("reminder",
+			button(ActionExtend, r.ID, "Extend "+FormatDuration(extendBy), slack.StylePrimary),
+			button(ActionDeleteNow, r.ID, "Delete now", slack.StyleDanger)),
+	}}
+}
+
+// endText is the last word on a machine: how it ended, how long it ran, what it cost.
+func endText(r storage.Request) string {
+	how := map[storage.State]string{
+		storage.StateDeleted: "Deleted",
+		storage.StateExpired: "Expired and deleted",
+		storage.StateGone:    "Gone: fal no longer lists it",
+	}[r.State]
+	if r.EndReason != "" && r.State == storage.StateDeleted {
+		how = "Deleted " + r.EndReason
+	}
+	if r.ReadyAt.IsZero() {
+		return how + "; it never became ready."
+	}
+	return how + fmt.Sprintf("; it ran for %s.", FormatDuration(r.EndedAt.Sub(r.ReadyAt)))
+}
+
+func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone bool) Message {
+	if len(reqs) == 0 {
+		if everyone {
+			return textMessage("Nobody has a machine right now.")
+		}
+		return textMessage("You have no machines. Ask for one with `/gpu create 1x`.")
+	}
+	lines := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		lines = append(lines, listLine(r, now, prices, everyone))
+	}
+	title := "*Your machines*"
+	if everyone {
+		title = "*Everyone's machines*"
+	}
+	return chunked(title, lines)
+}
+
+func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) string {
+	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateWord(r))
+	if everyone {
+		line += fmt.Sprintf(" · <@%s>", r.UserID)
+	}
+	if r.IP != "" {
+		line += " · " + r.IP
+	}
+	line += " · requested " + FormatDuration(now.Sub(r.CreatedAt)) + " ago"
+	if r.State == storage.StateReady {
+		line += " · " + FormatDuration(r.ExpiresAt.Sub(now)) + " left"
+		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+			line += " · " + cost + " so far"
+		}
+	}
+	return line
+}
+
+func stateWord(r storage.Request) string {
+	if r.State == storage.StateProvisioning && r.FalStatus != "" && r.FalStatus != string(storage.StateProvisioning) {
+		return "provisioning (fal: " + r.FalStatus + ")"
+	}
+	return strings.ReplaceAll(string(r.State), "_", " ")
+}
+
+func statusMessage(r storage.Request, now time.Time, prices Prices, approvalChannel string) Message {
+	fields := []*slack.TextBlockObject{
+		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
+		mrkdwn("*Machine*\n" + describeMachine(r)),
+		mrkdwn("*Instance*\n" + orPending(r.InstanceID)),
+		mrkdwn("*Requested*\n" + slackDate(r.CreatedAt)),
+	}
+	if r.IP != "" {
+		fields = append(fields, mrkdwn("*SSH*\n`"+sshCommand(r)+"`"))
+	}
+	if r.State == storage.StateReady {
+		fields = append(fields, mrkdwn("*Time left*\n"+FormatDuration(r.ExpiresAt.Sub(now))))
+		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+			fields = append(fields, mrkdwn("*Cost so far*\n"+cost))
+		}
+	}
+	return Message{
+		Text: fmt.Sprintf("Request %s: %s", shortID(r.ID), r.State),
+		Blocks: []slack.Block{
+			section(fmt.Sprintf("*Request `%s`*\n>%s", shortID(r.ID), reasonText(r))),
+			section(stateLine(r, approvalChannel)),
+			slack.NewSectionBlock(nil, fields, nil),
+		},
+	}
+}
+
+// chunked keeps long lists within Slack's limits: 3,000 characters a section, 50 blocks a message.
+func chunked(title string, lines []string) Message {
+	const maxSection, maxBlocks = 2900, 48
+	blocks := []slack.Block{section(title)}
+	var b strings.Builder
+	shown := 0
+	for _, line := range lines {
+		if b.Len()+len(line)+1 > maxSection {
+			if len(blocks) == maxBlocks {
+				break
+			}
+			blocks = append(blocks, section(b.String()))
+			b.Reset()
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(line)
+		shown++
+	}
+	if b.Len() > 0 {
+		blocks = append(blocks, section(b.String()))
+	}
+	if shown < len(lines) {
+		blocks = append(blocks, contextLine(fmt.Sprintf("…and %d more.", len(lines)-shown)))
+	}
+	return Message{Text: title, Blocks: blocks}
+}

@@ -1,0 +1,131 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpubot/gpubot/storage"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
+
+// golden compares what people would see (the Block Kit JSON) with the reviewed copy.
+func golden(t *testing.T, name string, v any) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // keep <@U…> and & readable in review
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	got := buf.Bytes()
+	path := filepath.Join("testdata", "golden", name+".json")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test ./handlers -update to create it): %v", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("%s changed; if that is intended, run go test ./handlers -update and review the diff.\ngot:\n%s", name, got)
+	}
+}
+
+var goldenNow = time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+
+func goldenRequest(state storage.State) storage.Request {
+	r := storage.Request{
+		ID: "3f2a9c1e-7b4d-4e2a-9c1e-7b4d4e2a9c1e", TeamID: "T1", UserID: "UALICE",
+		ChannelID: "CGENERAL", ThreadTS: "1764493200.000100", CommandChannel: "CGENERAL",
+		InstanceType: Type8x, Sector: "sector_1", Reason: "fine-tune <llama> & friends",
+		Lifetime: 4 * time.Hour, State: state, CreatedAt: goldenNow.Add(-time.Hour),
+	}
+	switch state {
+	case storage.StateProvisioning:
+		r.InstanceID, r.FalStatus = "inst_abc123", "provisioning"
+	case storage.StateReady:
+		r.InstanceID, r.FalStatus, r.IP = "inst_abc123", "ready", "203.0.113.42"
+		r.ReadyAt, r.ExpiresAt = goldenNow.Add(-30*time.Minute), goldenNow.Add(210*time.Minute)
+	case storage.StateDenied:
+		r.ApproverID, r.DecisionReason = "UBOB", "no 8x budget left this week"
+	case storage.StateExpired, storage.StateDeleted:
+		r.InstanceID, r.IP = "inst_abc123", "203.0.113.42"
+		r.ReadyAt, r.EndedAt = goldenNow.Add(-4*time.Hour), goldenNow
+		r.EndReason = "by <@UALICE>"
+		if state == storage.StateExpired {
+			r.EndReason = endExpired
+		}
+	}
+	return r
+}
+
+func TestGoldenMessages(t *testing.T) {
+	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{Type8x}, 8*time.Hour, 72*time.Hour)
+	prices := Prices{Type1x: 2.5, Type8x: 20}
+	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
+		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
+	}
+	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), "CAPPROVALS", prices.Estimate(Type8x, 4*time.Hour)))
+	approved := goldenRequest(storage.StateProvisioning)
+	approved.ApproverID = "UBOB"
+	golden(t, "approval_card_decided", approvalCard(approved, "CAPPROVALS", ""))
+	golden(t, "ready_reply", readyReply(goldenRequest(storage.StateReady)))
+	golden(t, "ready_notice", readyNotice(goldenRequest(storage.StateReady)))
+	golden(t, "delete_confirm", deleteConfirmMessage(goldenRequest(storage.StateReady)))
+	golden(t, "reminder", reminderMessage(goldenRequest(storage.StateReady), 8*time.Hour))
+	golden(t, "help", helpMessage())
+	golden(t, "list", listMessage([]storage.Request{goldenRequest(storage.StateReady), goldenRequest(storage.StateProvisioning)}, goldenNow, prices, true))
+	golden(t, "status", statusMessage(goldenRequest(storage.StateReady), goldenNow, prices, "CAPPROVALS"))
+	golden(t, "key_modal", keyModal())
+	golden(t, "create_modal", createModal(p))
+	golden(t, "deny_modal", denyModal(goldenRequest(storage.StateAwaitingApproval)))
+	golden(t, "key_saved", keySavedMessage(storage.PublicKey{Type: "ssh-ed25519", Fingerprint: "SHA256:abc"}))
+}
+
+func TestListStaysWithinSlackLimits(t *testing.T) {
+	reqs := make([]storage.Request, 3000)
+	for i := range reqs {
+		reqs[i] = goldenRequest(storage.StateReady)
+	}
+	m := listMessage(reqs, goldenNow, Prices{}, true)
+	if len(m.Blocks) > 50 {
+		t.Fatalf("%d blocks, Slack allows 50", len(m.Blocks))
+	}
+	raw, _ := json.Marshal(m.Blocks)
+	var sections []struct {
+		Text *struct{ Text string } `json:"text"`
+	}
+	if err := json.Unmarshal(raw, &sections); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sections {
+		if s.Text != nil && len(s.Text.Text) > 3000 {
+			t.Fatalf("a section of %d characters; Slack allows 3,000", len(s.Text.Text))
+		}
+	}
+}
+
+func TestEscapeKeepsMentionsOut(t *testing.T) {
+	r := goldenRequest(storage.StateAwaitingApproval)
+	r.Reason = "<!channel> please <@UADMIN>"
+	raw, _ := json.Marshal(rootMessage(r, "C1").Blocks)
+	for _, bad := range []string{"<!channel>", "<@UADMIN>"} {
+		if json.Valid(raw) && strings.Contains(string(raw), bad) {
+			t.Fatalf("reason %q reached the message unescaped: %s", bad, raw)
+		}
+	}
+}

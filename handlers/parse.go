@@ -1,0 +1,268 @@
+package handlers
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Verb names what a `/gpu` command asks for.
+type Verb string
+
+const (
+	VerbHelp        Verb = "help"
+	VerbKeyModal    Verb = "key"
+	VerbKeySet      Verb = "key set"
+	VerbKeyShow     Verb = "key show"
+	VerbKeyRemove   Verb = "key remove"
+	VerbCreateModal Verb = "create modal"
+	VerbCreate      Verb = "create"
+	VerbList        Verb = "list"
+	VerbListAll     Verb = "list all"
+	VerbStatus      Verb = "status"
+	VerbDelete      Verb = "delete"
+	VerbExtend      Verb = "extend"
+)
+
+// Instance types fal offers, with the short names people type.
+const (
+	Type1x = "gpu_1x_h100_sxm5"
+	Type8x = "gpu_8x_h100_sxm5"
+)
+
+// Command is the parsed text of a `/gpu` command. Only the fields its Verb uses are set.
+type Command struct {
+	Verb         Verb
+	Key          string        // key set: the pasted text
+	InstanceType string        // create
+	Sector       string        // create, optional
+	Lifetime     time.Duration // create (optional, 0 = default) and extend
+	Reason       string        // create, optional
+	ID           string        // status, delete, extend
+}
+
+// UserError is a refusal shown to the person as is: bad input, or something they may not do.
+// Its message always says what to do instead.
+type UserError struct{ Message string }
+
+func (e *UserError) Error() string { return e.Message }
+
+func refusef(format string, args ...any) error {
+	return &UserError{Message: fmt.Sprintf(format, args...)}
+}
+
+var keySetPattern = regexp.MustCompile(`(?is)^\s*keys?\s+(?:set|add)(?:\s+(.*))?$`)
+
+var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)
+
+// ParseCommand turns the text after `/gpu` into a Command. It only reads the text:
+// whether the person may do it is decided elsewhere.
+func ParseCommand(text string) (Command, error) {
+	fields := strings.Fields(text)
+	if len(fields) == 0 {
+		return Command{Verb: VerbHelp}, nil
+	}
+	verb, args := strings.ToLower(fields[0]), fields[1:]
+	switch verb {
+	case "help", "-h", "--help", "?":
+		return Command{Verb: VerbHelp}, nil
+	case "key", "keys":
+		return parseKey(text, args)
+	case "create", "new":
+		return parseCreate(args)
+	case "list", "ls":
+		return parseList(args)
+	case "status", "show", "delete", "rm":
+		return parseWithID(verb, args)
+	case "extend":
+		return parseExtend(args)
+	}
+	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", clip(fields[0], 40))
+}
+
+func parseKey(text string, args []string) (Command, error) {
+	if len(args) == 0 {
+		return Command{Verb: VerbKeyModal}, nil
+	}
+	switch strings.ToLower(args[0]) {
+	case "set", "add":
+		// Keep the key text exactly as pasted after "set": a key's comment may hold spaces.
+		rest := ""
+		if m := keySetPattern.FindStringSubmatch(text); m != nil {
+			rest = strings.TrimSpace(m[1])
+		}
+		if rest == "" {
+			return Command{}, refusef("Paste your SSH *public* key after `/gpu key set`, e.g. `/gpu key set ssh-ed25519 AAAA… you@laptop` (print it with `cat ~/.ssh/id_ed25519.pub`), or type `/gpu key` to paste it in a form.")
+		}
+		return Command{Verb: VerbKeySet, Key: rest}, nil
+	case "show":
+		return Command{Verb: VerbKeyShow}, nil
+	case "remove", "delete", "rm":
+		return Command{Verb: VerbKeyRemove}, nil
+	}
+	return Command{}, refusef("`/gpu key` takes `set <public key>`, `show` or `remove` (or nothing, to paste the key in a form).")
+}
+
+func parseList(args []string) (Command, error) {
+	switch {
+	case len(args) == 0:
+		return Command{Verb: VerbList}, nil
+	case len(args) == 1 && strings.EqualFold(args[0], "all"):
+		return Command{Verb: VerbListAll}, nil
+	}
+	return Command{}, refusef("`/gpu list` shows your machines and `/gpu list all` everyone's; nothing else goes after `list`.")
+}
+
+func parseWithID(verb string, args []string) (Command, error) {
+	v := VerbStatus
+	if verb == "delete" || verb == "rm" {
+		v = VerbDelete
+	}
+	if len(args) != 1 {
+		return Command{}, refusef("Give one machine id: `/gpu %s <id>`. `/gpu list` shows the ids of your machines.", v)
+	}
+	return Command{Verb: v, ID: args[0]}, nil
+}
+
+func parseExtend(args []string) (Command, error) {
+	if len(args) != 2 {
+		return Command{}, refusef("Say which machine and for how much longer: `/gpu extend <id> 2h`. `/gpu list` shows the ids of your machines.")
+	}
+	d, err := ParseLifetime(args[1])
+	if err != nil {
+		return Command{}, err
+	}
+	return Command{Verb: VerbExtend, ID: args[0], Lifetime: d}, nil
+}
+
+func parseCreate(args []string) (Command, error) {
+	if len(args) == 0 {
+		return Command{Verb: VerbCreateModal}, nil
+	}
+	typ, ok := InstanceTypeFromName(args[0])
+	if !ok {
+		return Command{}, refusef("I don't know the machine type `%s`. Use `1x` (one H100) or `8x` (eight H100s), e.g. `/gpu create 8x sector_1 for 4h training run`.", clip(args[0], 40))
+	}
+	cmd := Command{Verb: VerbCreate, InstanceType: typ}
+	rest := args[1:]
+	for len(rest) > 0 {
+		word := strings.ToLower(rest[0])
+		if m := sectorPattern.FindStringSubmatch(word); m != nil && cmd.Sector == "" {
+			sector, err := parseSector(m[1])
+			if err != nil {
+				return Command{}, err
+			}
+			cmd.Sector, rest = sector, rest[1:]
+			continue
+		}
+		if word == "for" && len(rest) > 1 && cmd.Lifetime == 0 && looksLikeDuration(rest[1]) {
+			d, err := ParseLifetime(rest[1])
+			if err != nil {
+				return Command{}, err
+			}
+			cmd.Lifetime, rest = d, rest[2:]
+			continue
+		}
+		break
+	}
+	cmd.Reason = strings.Join(rest, " ")
+	if cmd.Sector != "" && typ != Type8x {
+		return Command{}, refusef("Sectors only apply to 8x machines (they place the 8 GPUs on one InfiniBand fabric). Drop `%s`: `/gpu create 1x`, or ask for `/gpu create 8x %s`.", cmd.Sector, cmd.Sector)
+	}
+	return cmd, nil
+}
+
+func parseSector(n string) (string, error) {
+	i, err := strconv.Atoi(n)
+	if err != nil || i < 1 || i > 3 {
+		return "", refusef("There are three sectors: `sector_1`, `sector_2` and `sector_3`.")
+	}
+	return "sector_" + strconv.Itoa(i), nil
+}
+
+// InstanceTypeFromName accepts the short names people type (1x, 8x) and fal's full names.
+func InstanceTypeFromName(name string) (string, bool) {
+	switch strings.ToLower(name) {
+	case "1x", "1", "1xh100", "h100", Type1x:
+		return Type1x, true
+	case "8x", "8", "8xh100", Type8x:
+		return Type8x, true
+	}
+	return "", false
+}
+
+// ShortType is how a type is shown to people.
+func ShortType(instanceType string) string {
+	switch instanceType {
+	case Type1x:
+		return "1x H100"
+	case Type8x:
+		return "8x H100"
+	}
+	return instanceType
+}
+
+var durationPattern = regexp.MustCompile(`^(\d+(\.\d+)?(d|h|m|s|ms|us|ns))+$`)
+
+func looksLikeDuration(s string) bool { return durationPattern.MatchString(strings.ToLower(s)) }
+
+// ParseLifetime reads a lifetime such as 30m, 4h, 1h30m or 2d, rounded to the minute.
+func ParseLifetime(s string) (time.Duration, error) {
+	d, err := parseDuration(strings.ToLower(strings.TrimSpace(s)))
+	if err != nil || d < time.Minute {
+		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", clip(s, 40))
+	}
+	return d.Round(time.Minute), nil
+}
+
+// parseDuration is time.ParseDuration with days ("2d", "1d12h"), which people use for machines.
+func parseDuration(s string) (time.Duration, error) {
+	var days time.Duration
+	if i := strings.Index(s, "d"); i > 0 {
+		n, err := strconv.Atoi(s[:i])
+		if err != nil || n > 365 {
+			return 0, fmt.Errorf("bad day count %q", s[:i])
+		}
+		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	return days + d, nil
+}
+
+// FormatDuration shows a duration the way people write it: 4h, 1h30m, 2d3h, 45m.
+func FormatDuration(d time.Duration) string {
+	if d < time.Minute {
+		return "under a minute"
+	}
+	d = d.Round(time.Minute)
+	days, d := d/(24*time.Hour), d%(24*time.Hour)
+	hours, minutes := d/time.Hour, (d%time.Hour)/time.Minute
+	var b strings.Builder
+	if days > 0 {
+		fmt.Fprintf(&b, "%dd", days)
+	}
+	if hours > 0 {
+		fmt.Fprintf(&b, "%dh", hours)
+	}
+	if minutes > 0 {
+		fmt.Fprintf(&b, "%dm", minutes)
+	}
+	return b.String()
+}
+
+// clip keeps echoed user input short, so a reply never grows past Slack's limits.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}

@@ -1,0 +1,336 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Notices recorded on a request before they are posted, so none is posted twice.
+const (
+	noticeReady    = "ready"
+	noticeReminder = "reminder"
+	noticeStopped  = "stopped"
+	noticeUnknown  = "unknown"
+
+	// endExpired marks a deletion that the lifetime decided.
+	endExpired = "expired"
+)
+
+// Run resumes every unfinished request, then follows instances every PollInterval
+// until ctx ends.
+func (h *Handlers) Run(ctx context.Context) error {
+	if err := h.Resume(ctx); err != nil {
+		return err
+	}
+	ticker := time.NewTicker(h.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			if err := h.Tick(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("tracking pass failed; trying again next interval", "err", err)
+			}
+		}
+	}
+}
+
+// Resume picks up every unfinished request where it stood when gpubot stopped: posts
+// what was not posted, sends creates again with their idempotency key, finishes deletes.
+// Approval cards need nothing: their state is in the store.
+func (h *Handlers) Resume(ctx context.Context) error {
+	reqs, err := h.store.Unfinished(ctx)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	for _, r := range reqs {
+		r := r
+		if r.ThreadTS == "" || r.State == storage.StateApproved || r.State == storage.StateCreating || r.State == storage.StateDeleting ||
+			(r.State == storage.StateAwaitingApproval && r.ApprovalTS == "") {
+			h.reqLog(r).Info("resuming request", "state", r.State)
+			h.spawn("resume", func(ctx context.Context) { h.advance(ctx, r) })
+		}
+	}
+	return nil
+}
+
+// Tick is one tracking pass: one List call for every tracked instance (a Get only for one
+// the list no longer shows), then reminders, expiries and retried deletes. With nothing to
+// track it calls nothing.
+func (h *Handlers) Tick(ctx context.Context) error {
+	reqs, err := h.store.Unfinished(ctx)
+	if err != nil {
+		return fmt.Errorf("read unfinished requests: %w", err)
+	}
+	var tracked []storage.Request
+	for _, r := range reqs {
+		if r.InstanceID != "" && (r.State == storage.StateProvisioning || r.State == storage.StateReady) {
+			tracked = append(tracked, r)
+		}
+	}
+	if len(tracked) > 0 || h.watchesOrphans() {
+		instances, err := h.fal.List(ctx)
+		if err != nil {
+			return fmt.Errorf("list instances: %w", err)
+		}
+		byID := make(map[string]fal.Instance, len(instances))
+		for _, inst := range instances {
+			byID[inst.ID] = inst
+		}
+		for _, r := range tracked {
+			inst, listed := byID[r.InstanceID]
+			h.follow(ctx, r, inst, listed)
+		}
+		h.reconcile(ctx, instances, reqs)
+	}
+	for _, r := range reqs {
+		if r.State == storage.StateDeleting && r.InstanceID != "" {
+			h.finishDelete(ctx, r)
+		}
+	}
+	return h.keepLifetimes(ctx)
+}
+
+// watchesOrphans says whether this pass should list fal even with nothing to track: when
+// admins would hear of machines made outside gpubot, once per orphanSweepEvery, or at every
+// pass while a suspect is being watched.
+func (h *Handlers) watchesOrphans() bool {
+	if len(h.cfg.Admins) == 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.orphanSightings) > 0 || h.lastOrphanSweep.IsZero() || h.now().Sub(h.lastOrphanSweep) >= orphanSweepEvery
+}
+
+// firstSeen is when gpubot first listed an instance it does not know.
+func (h *Handlers) firstSeen(id string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if at, ok := h.orphanFirstSeen[id]; ok {
+		return at
+	}
+	h.orphanFirstSeen[id] = h.now()
+	return h.orphanFirstSeen[id]
+}
+
+func ipText(ip string) string {
+	if ip == "" {
+		return ""
+	}
+	return ", " + ip
+}
+
+// follow brings one request up to date with what fal says of its instance.
+func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Instance, listed bool) {
+	if !listed {
+		got, err := h.fal.Get(ctx, r.InstanceID)
+		if fal.IsNotFound(err) {
+			h.vanished(ctx, r)
+			return
+		}
+		if err != nil {
+			h.reqLog(r).Warn("get instance", "instance", r.InstanceID, "err", err)
+			return
+		}
+		inst = got
+	}
+	if string(inst.Status) != r.FalStatus {
+		r = h.statusChanged(ctx, r, inst)
+	}
+	switch inst.Status {
+	case fal.StatusReady:
+		if r.State == storage.StateProvisioning {
+			h.becameReady(ctx, r, inst)
+		}
+	case fal.StatusStopped:
+		h.noticeOnce(ctx, r, noticeStopped, fmt.Sprintf("<@%s> fal reports `%s` as *stopped*: it is not running. Delete it with `/gpu delete %s` and ask for a new one, or tell an admin if you need what is on it.", r.UserID, r.InstanceID, shortID(r.ID)))
+	case fal.StatusUnknown:
+		since, ok := r.Notices["unknown_since"]
+		if ok && h.now().Sub(since) >= h.cfg.UnknownGrace {
+			h.noticeOnce(ctx, r, noticeUnknown, fmt.Sprintf("<@%s> fal has reported `%s` as *unknown* for %s. It may not be reachable; try `ssh` and, if it fails, delete it with `/gpu delete %s` and ask for a new one.", r.UserID, r.InstanceID, FormatDuration(h.now().Sub(since)), shortID(r.ID)))
+		}
+	}
+}
+
+// statusChanged records fal's new status and tells the thread.
+func (h *Handlers) statusChanged(ctx context.Context, r storage.Request, inst fal.Instance) storage.Request {
+	now := h.now()
+	updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		u.FalStatus = string(inst.Status)
+		if inst.IP != "" {
+			u.IP = inst.IP
+		}
+		if inst.Status == fal.StatusUnknown {
+			if u.Notices == nil {
+				u.Notices = map[string]time.Time{}
+			}
+			if _, ok := u.Notices["unknown_since"]; !ok {
+				u.Notices["unknown_since"] = now
+			}
+		} else {
+			delete(u.Notices, "unknown_since")
+		}
+		return nil
+	})
+	if err != nil {
+		h.reqLog(r).Error("record status", "status", inst.Status, "err", err)
+		return r
+	}
+	if inst.Status != fal.StatusReady {
+		h.say(ctx, updated, textMessage(fmt.Sprintf("Status: %s.", inst.Status)))
+		h.refreshRoot(ctx, updated)
+	}
+	return updated
+}
+
+// becameReady starts the lifetime and tells the requester, exactly once.
+func (h *Handlers) becameReady(ctx context.Context, r storage.Request, inst fal.Instance) {
+	now := h.now()
+	r, err := h.store.Move(ctx, r.ID, storage.StateReady, actorBot, inst.IP, func(u *storage.Request) error {
+		u.IP, u.FalStatus, u.ReadyAt, u.ExpiresAt = inst.IP, string(inst.Status), now, now.Add(u.Lifetime)
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record ready", "err", err)
+		}
+		return
+	}
+	h.reqLog(r).Info("instance ready", "instance", r.InstanceID, "ip", r.IP)
+	h.refreshRoot(ctx, r)
+	h.announceReady(ctx, r)
+}
+
+func (h *Handlers) announceReady(ctx context.Context, r storage.Request) {
+	first, err := h.store.MarkNotice(ctx, r.ID, noticeReady)
+	if err != nil || !first {
+		return
+	}
+	h.say(ctx, r, readyReply(r))
+	if h.cfg.NotifyChannel != "" {
+		if _, err := h.slack.PostMessage(ctx, h.cfg.NotifyChannel, "", readyNotice(r)); err != nil {
+			h.reqLog(r).Error("post ready notice", "channel", h.cfg.NotifyChannel, "err", err)
+		}
+	}
+}
+
+// noticeOnce posts a thread reply under a notice name, never twice.
+func (h *Handlers) noticeOnce(ctx context.Context, r storage.Request, name, text string) {
+	first, err := h.store.MarkNotice(ctx, r.ID, name)
+	if err != nil {
+		h.reqLog(r).Error("record notice", "notice", name, "err", err)
+		return
+	}
+	if first {
+		h.say(ctx, r, textMessage(text))
+	}
+}
+
+// vanished closes a request whose instance fal no longer knows.
+func (h *Handlers) vanished(ctx context.Context, r storage.Request) {
+	r, err := h.store.Move(ctx, r.ID, storage.StateGone, actorBot, "not listed by fal", func(u *storage.Request) error {
+		u.EndedAt, u.EndReason = h.now(), "vanished"
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record vanished instance", "err", err)
+		}
+		return
+	}
+	h.reqLog(r).Warn("instance vanished at fal", "instance", r.InstanceID)
+	h.refreshRoot(ctx, r)
+	h.say(ctx, r, textMessage(h.lastLine(r)+" It was deleted outside gpubot."))
+}
+
+// keepLifetimes reminds owners before expiry and deletes machines whose lifetime is over.
+func (h *Handlers) keepLifetimes(ctx context.Context) error {
+	now := h.now()
+	due, err := h.store.ExpiringBefore(ctx, now.Add(h.cfg.ReminderBefore))
+	if err != nil {
+		return fmt.Errorf("read expiring requests: %w", err)
+	}
+	for _, r := range due {
+		if r.State != storage.StateReady {
+			continue
+		}
+		if !now.Before(r.ExpiresAt) {
+			h.expire(ctx, r)
+			continue
+		}
+		first, err := h.store.MarkNotice(ctx, r.ID, noticeReminder)
+		if err == nil && first {
+			h.say(ctx, r, reminderMessage(r, h.extendStep(r)))
+		}
+	}
+	return nil
+}
+
+func (h *Handlers) expire(ctx context.Context, r storage.Request) {
+	r, err := h.store.Move(ctx, r.ID, storage.StateDeleting, actorBot, endExpired, func(u *storage.Request) error {
+		u.EndReason = endExpired
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("move to deleting at expiry", "err", err)
+		}
+		return
+	}
+	h.reqLog(r).Info("lifetime over; deleting", "instance", r.InstanceID)
+	h.refreshRoot(ctx, r)
+	h.finishDelete(ctx, r)
+}
+
+// orphanSightings is how many passes in a row must list an instance gpubot does not know
+// before the admins hear of it: a create whose answer is still on its way is not an orphan.
+const orphanSightings = 3
+
+// orphanSweepEvery is how often gpubot lists fal only to look for machines made
+// outside it, when it tracks nothing (tracking passes look at every list they make).
+const orphanSweepEvery = 10 * time.Minute
+
+// reconcile reports, once each, instances at fal that gpubot did not make.
+func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []storage.Request) {
+	known := make(map[string]bool, len(unfinished))
+	for _, r := range unfinished {
+		known[r.InstanceID] = true
+	}
+	h.mu.Lock()
+	sightings := h.orphanSightings
+	h.orphanSightings = make(map[string]int, len(sightings))
+	h.lastOrphanSweep = h.now()
+	h.mu.Unlock()
+	for _, inst := range instances {
+		if known[inst.ID] {
+			continue
+		}
+		if _, err := h.store.RequestByInstance(ctx, inst.ID); err == nil {
+			continue // one of ours that has ended; fal may list it a little longer
+		}
+		seen := sightings[inst.ID] + 1
+		h.mu.Lock()
+		h.orphanSightings[inst.ID] = seen
+		h.mu.Unlock()
+		if seen < orphanSightings {
+			continue
+		}
+		first, err := h.store.MarkSeen(ctx, "orphan:"+inst.ID, 365*24*time.Hour)
+		if err != nil || !first {
+			continue
+		}
+		h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
+		if err := h.store.Audit(ctx, storage.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
+			h.log.Error("audit orphan", "err", err)
+		}
+		h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s. If nobody owns it, delete it at fal: it costs money.",
+			inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), FormatDuration(h.now().Sub(h.firstSeen(inst.ID)))+" ago"))
+	}
+}
