@@ -1,0 +1,333 @@
+package bot_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slack-go/slack"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/gpubot/gpubot/bot"
+	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/bot/slacksim"
+	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/handlers"
+)
+
+// The people and channels of the simulated workspace.
+const (
+	alice   = "UALICE" // requester
+	mallory = "UMALLORY"
+	bob     = "UBOB"   // approver
+	carol   = "UCAROL" // approver
+	admin   = "UADMIN"
+
+	general   = "CGENERAL" // the bot is a member
+	private   = "CPRIVATE" // the bot is not a member
+	approvals = "CAPPROVALS"
+	notify    = "CNOTIFY"
+
+	botToken = "xoxb-e2e-bot-token-1234567890"
+	appToken = "xapp-e2e-app-token-1234567890"
+	falKey   = "fal-e2e-admin-key-1234567890"
+)
+
+const wait = 15 * time.Second
+
+// clock is the bot's clock: real time plus an offset a test can push forward, so
+// lifetimes of hours pass in milliseconds.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+// syncBuffer collects the bot's logs, so tests can search them (for secrets, say).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type harness struct {
+	t      testing.TB
+	slack  *slacksim.Server
+	fal    *falsim.Server
+	cfg    config.Config
+	clock  *clock
+	logs   *syncBuffer
+	bot    *bot.Bot
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type setup struct {
+	cfg     func(*config.Config)
+	falOpts func(*falsim.Options)
+	manual  bool // don't start the bot
+}
+
+func withConfig(f func(*config.Config)) func(*setup) { return func(s *setup) { s.cfg = f } }
+func withFal(f func(*falsim.Options)) func(*setup)   { return func(s *setup) { s.falOpts = f } }
+func notStarted() func(*setup)                       { return func(s *setup) { s.manual = true } }
+
+// start runs the real bot, built by the constructor main uses, against slacksim, falsim
+// and a bbolt file in a temporary folder.
+func start(t testing.TB, options ...func(*setup)) *harness {
+	t.Helper()
+	var s setup
+	for _, o := range options {
+		o(&s)
+	}
+	sim := slacksim.New(slacksim.Options{BotToken: botToken, AppToken: appToken})
+	t.Cleanup(sim.Close)
+	for _, u := range []string{alice, mallory, bob, carol, admin} {
+		sim.AddUser(u, strings.ToLower(u[1:]))
+	}
+	sim.AddChannel(general, "general", true)
+	sim.AddChannel(private, "private", false)
+	sim.AddChannel(approvals, "gpu-approvals", true)
+	sim.AddChannel(notify, "gpu-notices", true)
+
+	falOpts := falsim.Options{APIKey: falKey, ProvisionAfter: 20 * time.Millisecond, ReadyAfter: 50 * time.Millisecond}
+	if s.falOpts != nil {
+		s.falOpts(&falOpts)
+	}
+	fs := falsim.New(falOpts)
+	t.Cleanup(fs.Close)
+
+	cfg := config.Config{
+		SlackBotToken: botToken, SlackAppToken: appToken, SlackAPIURL: sim.APIURL(),
+		FalAdminAPIKey: falKey, FalAPIURL: fs.URL(),
+		DBPath:          filepath.Join(t.TempDir(), "gpubot.db"),
+		ApprovalChannel: approvals, NotifyChannel: notify,
+		Approvers: []string{bob, carol}, Admins: []string{admin},
+		ApprovalRequired: []string{handlers.Type8x},
+		DefaultLifetime:  8 * time.Hour, MaxLifetime: 72 * time.Hour, ReminderBefore: 30 * time.Minute,
+		HourlyPrices: map[string]float64{handlers.Type1x: 2.5, handlers.Type8x: 20},
+		PollInterval: 20 * time.Millisecond,
+		LogLevel:     "debug",
+	}
+	if s.cfg != nil {
+		s.cfg(&cfg)
+	}
+	h := &harness{t: t, slack: sim, fal: fs, cfg: cfg, clock: &clock{}, logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		h.checkNoSecrets()
+		if t.Failed() {
+			t.Logf("bot logs:\n%s", h.logs.String())
+		}
+	})
+	if !s.manual {
+		h.startBot()
+	}
+	return h
+}
+
+// startBot starts (or restarts) the bot on the same store file.
+func (h *harness) startBot() {
+	h.t.Helper()
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := bot.New(h.cfg, bot.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 5 * time.Second})
+	if err != nil {
+		h.t.Fatalf("bot.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.bot, h.cancel, h.done = b, cancel, make(chan error, 1)
+	go func() { h.done <- b.Run(ctx) }()
+	h.t.Cleanup(h.stopBot)
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), wait)
+	defer cancelWait()
+	if err := h.slack.WaitConnected(waitCtx); err != nil {
+		h.t.Fatalf("bot did not connect to slacksim: %v", err)
+	}
+}
+
+func (h *harness) stopBot() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("bot.Run: %v", err)
+		}
+	case <-time.After(wait):
+		h.t.Errorf("bot did not stop within %v", wait)
+	}
+	h.cancel = nil
+}
+
+func (h *harness) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	h.t.Cleanup(cancel)
+	return ctx
+}
+
+// command types `/gpu <text>` as user in channel and returns what the ack showed them.
+func (h *harness) command(user, channel, text string) string {
+	h.t.Helper()
+	ack, err := h.slack.SlashCommand(h.ctx(), user, channel, "/gpu", text)
+	if err != nil {
+		h.t.Fatalf("/gpu %s: %v", text, err)
+	}
+	return ackText(h.t, ack)
+}
+
+func ackText(t testing.TB, ack slacksim.Ack) string {
+	t.Helper()
+	if len(ack.Payload) == 0 {
+		return ""
+	}
+	var m struct {
+		Text   string       `json:"text"`
+		Blocks slack.Blocks `json:"blocks"`
+	}
+	if err := json.Unmarshal(ack.Payload, &m); err != nil {
+		t.Fatalf("ack payload %s: %v", ack.Payload, err)
+	}
+	return slacksim.Message{Text: m.Text, Blocks: m.Blocks}.AllText()
+}
+
+// registerKey gives user a fresh ed25519 key.
+func (h *harness) registerKey(user string) {
+	h.t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+	if got := h.command(user, general, "key set "+line); !strings.Contains(got, "Saved your ssh-ed25519 key") {
+		h.t.Fatalf("key set answered %q", got)
+	}
+}
+
+// waitFor waits for a message matching all of: in channel (if set), containing every text.
+func (h *harness) waitFor(channel string, texts ...string) slacksim.Message {
+	h.t.Helper()
+	m, err := h.slack.WaitMessage(h.ctx(), func(m slacksim.Message) bool {
+		if channel != "" && m.Channel != channel {
+			return false
+		}
+		all := m.AllText()
+		for _, text := range texts {
+			if !strings.Contains(all, text) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		h.t.Fatalf("no message in %q with %q: %v\nmessages:\n%s", channel, texts, err, h.dump())
+	}
+	return m
+}
+
+// count is how many messages match.
+func (h *harness) count(channel string, texts ...string) int {
+	n := 0
+	for _, m := range h.slack.Messages() {
+		if channel != "" && m.Channel != channel {
+			continue
+		}
+		all := m.AllText()
+		ok := true
+		for _, text := range texts {
+			ok = ok && strings.Contains(all, text)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) dump() string {
+	var b strings.Builder
+	for _, m := range h.slack.Messages() {
+		who := ""
+		if m.Ephemeral {
+			who = " (only " + m.User + ")"
+		}
+		b.WriteString("  [" + m.Channel + " " + m.ThreadTS + who + "] " + strings.ReplaceAll(m.AllText(), "\n", " / ") + "\n")
+	}
+	return b.String()
+}
+
+func (h *harness) click(user string, m slacksim.Message, label string) {
+	h.t.Helper()
+	if _, err := h.slack.Click(h.ctx(), user, m, label); err != nil {
+		h.t.Fatalf("%s clicks %q: %v", user, label, err)
+	}
+}
+
+// eventually waits for cond, checking every few milliseconds, for at most wait.
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s\nmessages:\n%s", what, h.dump())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkNoSecrets runs after every end-to-end test: the Slack tokens and the fal key
+// appear in no log line and no message anyone could see.
+func (h *harness) checkNoSecrets() {
+	logs := h.logs.String()
+	var posted strings.Builder
+	for _, m := range h.slack.Messages() {
+		posted.WriteString(m.AllText())
+	}
+	for _, c := range h.slack.Calls() {
+		for _, v := range c.Params {
+			posted.WriteString(v)
+		}
+	}
+	for name, secret := range map[string]string{"SLACK_BOT_TOKEN": botToken, "SLACK_APP_TOKEN": appToken, "FAL_ADMIN_API_KEY": falKey} {
+		if strings.Contains(logs, secret) {
+			h.t.Errorf("%s appears in the bot's logs", name)
+		}
+		if strings.Contains(posted.String(), secret) {
+			h.t.Errorf("%s appears in what the bot sent to Slack", name)
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package bot_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gpubot/gpubot/bot"
+	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// childEnv marks the test binary re-executed as a bot process that a test can SIGKILL.
+const childEnv = "GPUBOT_TEST_BOT_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(runBotProcess())
+	}
+	os.Exit(m.Run())
+}
+
+// runBotProcess is the bot as main runs it: settings from the environment, JSON logs.
+func runBotProcess() int {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := bot.New(cfg, bot.Options{Version: "test", Logger: logger})
+	if err == nil {
+		err = b.Run(ctx)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// environ is the harness's configuration as the environment a gpubot process reads.
+func (h *harness) environ() []string {
+	c := h.cfg
+	return append(os.Environ(),
+		childEnv+"=1",
+		"SLACK_BOT_TOKEN="+c.SlackBotToken, "SLACK_APP_TOKEN="+c.SlackAppToken, "SLACK_API_URL="+c.SlackAPIURL,
+		"FAL_ADMIN_API_KEY="+c.FalAdminAPIKey, "FAL_API_URL="+c.FalAPIURL, "DB_PATH="+c.DBPath,
+		"APPROVAL_CHANNEL="+c.ApprovalChannel, "NOTIFY_CHANNEL="+c.NotifyChannel,
+		"APPROVERS="+strings.Join(c.Approvers, ","), "ADMINS="+strings.Join(c.Admins, ","),
+		"APPROVAL_REQUIRED="+strings.Join(c.ApprovalRequired, ","),
+		"HOURLY_PRICES=gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
+		"POLL_INTERVAL=20ms", "HTTP_ADDR=off", "LOG_LEVEL=debug",
+	)
+}
+
+// process is a gpubot process started by a test.
+type process struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+}
+
+// spawn starts a gpubot process on the harness's store file and waits until it is connected.
+func (h *harness) spawn() *process {
+	h.t.Helper()
+	before := h.slack.TotalConnections()
+	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: h.logs}
+	p.cmd.Env = h.environ()
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { p.kill() })
+	h.eventually("the bot process to connect", func() bool { return h.slack.TotalConnections() > before && h.slack.Connections() > 0 })
+	return p
+}
+
+// kill ends the process with SIGKILL: no cleanup runs.
+func (p *process) kill() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
+
+// requestOf reads user's one request from the store file, once no process holds it.
+func (h *harness) requestOf(user string) storage.Request {
+	h.t.Helper()
+	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer store.Close()
+	reqs, err := store.RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: user})
+	if err != nil || len(reqs) != 1 {
+		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
+	}
+	return reqs[0]
+}
+
+// checkOneMachine asserts the end state every restart test wants: one instance at fal,
+// one ready notice in the thread and one in NOTIFY_CHANNEL.
+func (h *harness) checkOneMachine() {
+	h.t.Helper()
+	h.waitFor(notify, "is ready")
+	if c := h.fal.Counters(); c.Instances != 1 || c.Creates != 1 {
+		h.t.Fatalf("fal counters %+v: want exactly one instance", c)
+	}
+	if n := h.count("", "is ready :tada:"); n != 1 {
+		h.t.Fatalf("%d ready replies, want 1\n%s", n, h.dump())
+	}
+	if n := h.count(notify, "is ready"); n != 1 {
+		h.t.Fatalf("%d ready notices, want 1", n)
+	}
+}
+
+func TestRestartAfterCommitBeforeFalAnswers(t *testing.T) {
+	h := start(t, notStarted())
+	p := h.spawn()
+	h.registerKey(alice)
+	// The create reaches fal but is never served: as if the process died just before calling.
+	h.fal.InjectNext("create", 1, falsim.Fault{Hang: time.Minute})
+	h.command(alice, general, "create 1x")
+	h.eventually("the create call", func() bool { return h.fal.Counters().Calls["create"] == 1 })
+	p.kill()
+	if r := h.requestOf(alice); r.State != storage.StateCreating || r.IdempotencyKey == "" {
+		t.Fatalf("after the kill the request is %s (key %q), want creating with its key", r.State, r.IdempotencyKey)
+	}
+	h.spawn()
+	h.waitFor(general, "is ready :tada:")
+	h.checkOneMachine()
+}
+
+func TestRestartAfterFalCreatedBeforeStoreUpdated(t *testing.T) {
+	h := start(t, notStarted())
+	p := h.spawn()
+	h.registerKey(alice)
+	// fal creates the instance but the answer is lost; the retry then hangs, and the process dies.
+	h.fal.InjectNext("create", 1, falsim.Fault{LoseResponse: true})
+	h.fal.InjectNext("create", 1, falsim.Fault{Hang: time.Minute})
+	h.command(alice, general, "create 1x")
+	h.eventually("the retried create", func() bool { return h.fal.Counters().Calls["create"] == 2 })
+	p.kill()
+	if got := len(h.fal.Instances()); got != 1 {
+		t.Fatalf("fal has %d instances before the restart, want 1", got)
+	}
+	h.spawn()
+	h.waitFor(general, "is ready :tada:")
+	h.checkOneMachine()
+}
+
+func TestRestartWhileProvisioning(t *testing.T) {
+	h := start(t, notStarted(), withFal(func(o *falsim.Options) { o.Manual = true }))
+	p := h.spawn()
+	h.registerKey(alice)
+	h.command(alice, general, "create 1x")
+	h.waitFor(general, "fal accepted it")
+	p.kill()
+	inst := h.fal.Instances()[0]
+	for range 2 {
+		if err := h.fal.Step(inst.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.spawn()
+	h.waitFor(general, "is ready :tada:")
+	h.checkOneMachine()
+}
+
+func TestRestartWhileDeleting(t *testing.T) {
+	h := start(t, notStarted())
+	p := h.spawn()
+	h.registerKey(alice)
+	h.command(alice, general, "create 1x")
+	h.waitFor(general, "is ready :tada:")
+	h.fal.InjectNext("delete", 1, falsim.Fault{Hang: time.Minute})
+	h.command(alice, general, "delete "+h.fal.Instances()[0].ID)
+	h.click(alice, h.waitFor(general, "Delete <@UALICE>'s"), "Delete")
+	h.eventually("the delete call", func() bool { return h.fal.Counters().Calls["delete"] >= 1 })
+	p.kill()
+	if r := h.requestOf(alice); r.State != storage.StateDeleting {
+		t.Fatalf("after the kill the request is %s, want deleting", r.State)
+	}
+	h.spawn()
+	h.waitFor(general, "Deleted by <@UALICE>")
+	if len(h.fal.Instances()) != 0 {
+		t.Fatal("instance still at fal")
+	}
+	h.checkOneMachine()
+}
+
+func TestApprovalCardWorksAfterRestart(t *testing.T) {
+	h := start(t, notStarted())
+	p := h.spawn()
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x")
+	card := h.waitFor(approvals, "needs approval")
+	p.kill()
+	h.spawn()
+	h.click(bob, card, "Approve")
+	h.waitFor(general, "is ready :tada:")
+	h.checkOneMachine()
+}

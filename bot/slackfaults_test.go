@@ -1,0 +1,43 @@
+package bot_test
+
+import (
+	"testing"
+	"time"
+)
+
+// Slack answering 429 (with Retry-After) or 5xx to chat.postMessage and chat.update:
+// the message still arrives, once.
+func TestSlackRateLimitsAndServerErrorsAreRetried(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.slack.RateLimitNext("chat.postMessage", 1, time.Second)
+	h.slack.ServerErrorNext("chat.postMessage", 1, 503)
+	h.slack.RateLimitNext("chat.update", 1, time.Second)
+	h.slack.ServerErrorNext("chat.update", 1, 500)
+	h.command(alice, general, "create 1x for 2h")
+	h.waitFor(general, "is ready :tada:")
+	h.waitFor(general, ":large_green_circle: Ready:") // the root, edited despite the refused updates
+	for text, want := range map[string]int{
+		"<@UALICE> asked for 1x H100": 1,
+		"fal accepted it":             1,
+		"is ready :tada:":             1,
+	} {
+		if n := h.count(general, text); n != want {
+			t.Errorf("%d messages with %q, want %d\n%s", n, text, want, h.dump())
+		}
+	}
+	if h.slack.CallCount("chat.postMessage") < 4 {
+		t.Fatalf("postMessage was not retried")
+	}
+}
+
+// A dropped websocket is reopened by slack-go, and commands keep working.
+func TestReconnectsAfterDroppedConnection(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	before := h.slack.TotalConnections()
+	h.slack.DropConnections()
+	h.eventually("a new connection", func() bool { return h.slack.TotalConnections() > before && h.slack.Connections() > 0 })
+	h.command(alice, general, "create 1x")
+	h.waitFor(general, "is ready :tada:")
+}
