@@ -93,14 +93,16 @@ type harness struct {
 }
 
 type setup struct {
-	cfg     func(*config.Config)
-	falOpts func(*falsim.Options)
-	manual  bool // don't start the bot
+	cfg       func(*config.Config)
+	falOpts   func(*falsim.Options)
+	slackOpts func(*slacksim.Options)
+	manual    bool // don't start the bot
 }
 
-func withConfig(f func(*config.Config)) func(*setup) { return func(s *setup) { s.cfg = f } }
-func withFal(f func(*falsim.Options)) func(*setup)   { return func(s *setup) { s.falOpts = f } }
-func notStarted() func(*setup)                       { return func(s *setup) { s.manual = true } }
+func withConfig(f func(*config.Config)) func(*setup)   { return func(s *setup) { s.cfg = f } }
+func withFal(f func(*falsim.Options)) func(*setup)     { return func(s *setup) { s.falOpts = f } }
+func withSlack(f func(*slacksim.Options)) func(*setup) { return func(s *setup) { s.slackOpts = f } }
+func notStarted() func(*setup)                         { return func(s *setup) { s.manual = true } }
 
 // start runs the real bot, built by the constructor main uses, against slacksim, falsim
 // and a bbolt file in a temporary folder.
@@ -110,7 +112,11 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 	for _, o := range options {
 		o(&s)
 	}
-	sim := slacksim.New(slacksim.Options{BotToken: botToken, AppToken: appToken})
+	simOpts := slacksim.Options{BotToken: botToken, AppToken: appToken}
+	if s.slackOpts != nil {
+		s.slackOpts(&simOpts)
+	}
+	sim := slacksim.New(simOpts)
 	t.Cleanup(sim.Close)
 	for _, u := range []string{alice, mallory, bob, carol, admin} {
 		sim.AddUser(u, strings.ToLower(u[1:]))
@@ -159,7 +165,7 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 func (h *harness) startBot() {
 	h.t.Helper()
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	b, err := bot.New(h.cfg, bot.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 5 * time.Second})
+	b, err := bot.New(h.cfg, bot.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second})
 	if err != nil {
 		h.t.Fatalf("bot.New: %v", err)
 	}

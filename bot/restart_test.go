@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slack-go/slack"
+
 	"github.com/gpubot/gpubot/bot"
 	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/storage"
 )
@@ -73,16 +76,29 @@ type process struct {
 // spawn starts a gpubot process on the harness's store file and waits until it is connected.
 func (h *harness) spawn() *process {
 	h.t.Helper()
+	p, err := h.spawnProcess()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return p
+}
+
+// spawnProcess is spawn for goroutines other than the test's: it returns its error.
+func (h *harness) spawnProcess() (*process, error) {
 	before := h.slack.TotalConnections()
 	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: h.logs}
 	p.cmd.Env = h.environ()
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
-		h.t.Fatal(err)
+		return nil, fmt.Errorf("start bot process: %w", err)
 	}
 	h.t.Cleanup(func() { p.kill() })
-	h.eventually("the bot process to connect", func() bool { return h.slack.TotalConnections() > before && h.slack.Connections() > 0 })
-	return p
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := h.slack.WaitUntil(ctx, func() bool { return h.slack.TotalConnections() > before && h.slack.Connections() > 0 }); err != nil {
+		return p, fmt.Errorf("bot process did not connect: %w", err)
+	}
+	return p, nil
 }
 
 // kill ends the process with SIGKILL: no cleanup runs.
@@ -211,4 +227,82 @@ func TestApprovalCardWorksAfterRestart(t *testing.T) {
 	h.click(bob, card, "Approve")
 	h.waitFor(general, "is ready :tada:")
 	h.checkOneMachine()
+}
+
+// A create cut off by a stop and taken up more than 10 minutes later is not sent again:
+// fal no longer remembers its idempotency key, so a second call could make a second
+// machine. The requester and the admins are told.
+func TestStaleCreateIsNotSentAgain(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.fal.InjectNext("create", 1, falsim.Fault{Hang: time.Minute})
+	h.command(alice, general, "create 1x")
+	h.eventually("the create call", func() bool { return h.fal.Counters().Calls["create"] == 1 })
+	h.stopBot()
+	h.clock.Advance(15 * time.Minute)
+	h.startBot()
+	h.waitFor(general, "too late to ask fal again safely")
+	h.waitFor(h.slack.DMChannel(admin), "was being created at fal when gpubot stopped")
+	if n := h.fal.Counters().Calls["create"]; n != 1 {
+		t.Fatalf("%d create calls, want the one cut off", n)
+	}
+	if got := h.onlyRequest(alice).State; got != storage.StateFailed {
+		t.Fatalf("state %s, want failed", got)
+	}
+}
+
+// A request whose thread could not be posted (Slack refused beyond retries) is taken
+// up again by a later tracking pass, and goes on to its machine.
+func TestStalledRequestIsTakenUpAgain(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.slack.FailNext("chat.postMessage", "internal_error", 1)
+	h.command(alice, general, "create 1x")
+	h.eventually("the refused post", func() bool { return h.slack.CallCount("chat.postMessage") >= 1 })
+	if n := h.fal.Counters().Calls["create"]; n != 0 {
+		t.Fatalf("fal was called before the thread existed")
+	}
+	h.clock.Advance(2 * time.Minute)
+	h.waitFor(general, "<@UALICE> asked for 1x H100")
+	h.waitFor(general, "is ready :tada:")
+}
+
+// Found by TestChaos: a process killed after recording a machine ready but before
+// telling anyone left the thread silent for good. The next start tells it.
+func TestReadyRecordedButNotAnnouncedIsAnnouncedAfterRestart(t *testing.T) {
+	h := start(t, notStarted())
+	api := slack.New(botToken, slack.OptionAPIURL(h.slack.APIURL()))
+	_, rootTS, err := api.PostMessage(general, slack.MsgOptionText("GPU request from <@UALICE>", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.fal.AddInstance(fal.Instance{ID: "inst_quiet", InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusReady, IP: "203.0.113.9"})
+	store, err := storage.Open(h.cfg.DBPath, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := h.ctx()
+	r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, ChannelID: general, CommandChannel: general, ThreadTS: rootTS,
+		InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
+	if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady} {
+		if _, err := store.Move(ctx, r.ID, to, "test", "", func(u *storage.Request) error {
+			u.InstanceID, u.IP, u.FalStatus = "inst_quiet", "203.0.113.9", "ready"
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.startBot()
+	reply := h.waitFor(general, "<@UALICE> your 1x H100 is ready", "ssh ubuntu@203.0.113.9")
+	if reply.ThreadTS != rootTS {
+		t.Fatal("ready reply not in the request's thread")
+	}
+	h.waitFor(notify, "`inst_quiet` is ready")
+	h.waitFor(general, ":large_green_circle: Ready: `ssh ubuntu@203.0.113.9`")
 }

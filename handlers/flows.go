@@ -18,6 +18,10 @@ const actorBot = "gpubot"
 // new request runs and what every unfinished request runs after a restart, so each
 // step checks what was already done.
 func (h *Handlers) advance(ctx context.Context, r storage.Request) {
+	if !h.claim("advance:" + r.ID) {
+		return // already being advanced
+	}
+	defer h.release("advance:" + r.ID)
 	r, err := h.announce(ctx, r)
 	if err != nil {
 		h.reqLog(r).Error("announce request", "err", err)
@@ -27,10 +31,37 @@ func (h *Handlers) advance(ctx context.Context, r storage.Request) {
 	case storage.StateApproved:
 		h.create(ctx, r)
 	case storage.StateCreating:
+		if h.now().Sub(r.UpdatedAt) > idempotencyWindow {
+			h.abandonCreate(ctx, r)
+			return
+		}
 		h.callCreate(ctx, r)
 	case storage.StateDeleting:
 		h.finishDelete(ctx, r)
 	}
+}
+
+// idempotencyWindow is how long fal remembers an Idempotency-Key (10 minutes), less
+// a margin for clocks: within it, sending a create again is safe.
+const idempotencyWindow = 9 * time.Minute
+
+// abandonCreate ends a create that was cut off (gpubot stopped mid-call) longer ago than
+// fal remembers its idempotency key: sending it again could make a second machine. If
+// the first call did make one, the admins hear of it as an instance gpubot does not know.
+func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
+	words := fmt.Sprintf("gpubot stopped while fal was creating this machine and came back %s later, too late to ask fal again safely; so as not to pay for two, it did not retry. Ask again with `/gpu create`.", FormatDuration(h.now().Sub(r.UpdatedAt)))
+	r, err := h.store.Move(ctx, r.ID, storage.StateFailed, actorBot, "create abandoned after restart", func(u *storage.Request) error {
+		u.Error = words
+		return nil
+	})
+	if err != nil {
+		h.reqLog(r).Error("abandon create", "err", err)
+		return
+	}
+	h.reqLog(r).Warn("create abandoned: idempotency key expired while gpubot was down")
+	h.refreshRoot(ctx, r)
+	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
+	h.alertAdmins(ctx, fmt.Sprintf("Request `%s` by <@%s> was being created at fal when gpubot stopped, more than 10 minutes ago. gpubot did not retry it; if fal made the machine anyway, I will report it as an instance gpubot does not know.", shortID(r.ID), r.UserID))
 }
 
 // announce posts the thread root (in the command's channel, else by DM) and the

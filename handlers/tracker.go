@@ -49,15 +49,30 @@ func (h *Handlers) Resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	for _, r := range reqs {
-		r := r
-		if r.ThreadTS == "" || r.State == storage.StateApproved || r.State == storage.StateCreating || r.State == storage.StateDeleting ||
-			(r.State == storage.StateAwaitingApproval && r.ApprovalTS == "") {
-			h.reqLog(r).Info("resuming request", "state", r.State)
-			h.spawn("resume", func(ctx context.Context) { h.advance(ctx, r) })
-		}
-	}
+	h.advanceStalled(reqs, 0)
 	return nil
+}
+
+// stalledAfter is how long a request may sit in a step the tracker can finish (an
+// unposted thread or card, an approved request not yet sent to fal) before a pass
+// takes it up again, e.g. after Slack or fal failed for longer than the retries.
+const stalledAfter = time.Minute
+
+// advanceStalled takes up every request left unfinished in a step for at least minAge,
+// and every delete that has not gone through yet (a failed delete is tried again on
+// every pass).
+func (h *Handlers) advanceStalled(reqs []storage.Request, minAge time.Duration) {
+	now := h.now()
+	for _, r := range reqs {
+		stalled := r.ThreadTS == "" || r.State == storage.StateApproved || r.State == storage.StateCreating ||
+			(r.State == storage.StateAwaitingApproval && r.ApprovalTS == "")
+		due := r.State == storage.StateDeleting || (stalled && now.Sub(r.UpdatedAt) >= minAge)
+		if !due {
+			continue
+		}
+		h.reqLog(r).Debug("taking up unfinished request", "state", r.State)
+		h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	}
 }
 
 // Tick is one tracking pass: one List call for every tracked instance (a Get only for one
@@ -89,11 +104,7 @@ func (h *Handlers) Tick(ctx context.Context) error {
 		}
 		h.reconcile(ctx, instances, reqs)
 	}
-	for _, r := range reqs {
-		if r.State == storage.StateDeleting && r.InstanceID != "" {
-			h.finishDelete(ctx, r)
-		}
-	}
+	h.advanceStalled(reqs, stalledAfter)
 	return h.keepLifetimes(ctx)
 }
 
@@ -146,8 +157,13 @@ func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Insta
 	}
 	switch inst.Status {
 	case fal.StatusReady:
-		if r.State == storage.StateProvisioning {
+		switch {
+		case r.State == storage.StateProvisioning:
 			h.becameReady(ctx, r, inst)
+		case !r.NoticeSent(noticeReady):
+			// Recorded ready, but gpubot stopped before it told anyone.
+			h.refreshRoot(ctx, r)
+			h.announceReady(ctx, r)
 		}
 	case fal.StatusStopped:
 		h.noticeOnce(ctx, r, noticeStopped, fmt.Sprintf("<@%s> fal reports `%s` as *stopped*: it is not running. Delete it with `/gpu delete %s` and ask for a new one, or tell an admin if you need what is on it.", r.UserID, r.InstanceID, shortID(r.ID)))
