@@ -1,18 +1,29 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/bot/slacksim"
+	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/storage"
 )
 
 // There is no container engine where these tests run, so they check the
@@ -307,4 +318,164 @@ func TestProgramBuildsAsAStaticBinary(t *testing.T) {
 	if got, want := string(versionOutput), "gpubot v0.0.0-test\n"; got != want {
 		t.Errorf("gpubot version printed %q, want %q: -X main.version did not stamp it", got, want)
 	}
+}
+
+// The program, run in-process as main runs it.
+
+func env(vars map[string]string) func(string) string { return func(k string) string { return vars[k] } }
+
+func TestRunVersionAndHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, env(nil), nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "gpubot dev\n" {
+		t.Fatalf("version printed %q", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"help"}, env(nil), nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"serve", "console", "healthcheck", "SLACK_BOT_TOKEN", "HOURLY_PRICES"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+}
+
+func TestRunRefusesAnUnknownCommand(t *testing.T) {
+	err := run(context.Background(), []string{"deploy"}, env(nil), nil, io.Discard, io.Discard)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "usage: gpubot") {
+		t.Fatalf("err = %v (exit %d), want a usage error with exit status 2", err, exitCode(err))
+	}
+}
+
+// A bad configuration stops gpubot at start with one message naming every problem,
+// exit status 2, and no secret in it.
+func TestServeListsEveryConfigurationProblem(t *testing.T) {
+	vars := map[string]string{
+		"SLACK_BOT_TOKEN":  "xapp-secret-in-the-wrong-place",
+		"DEFAULT_LIFETIME": "forever",
+		"APPROVERS":        "bob",
+	}
+	err := run(context.Background(), []string{"serve"}, env(vars), nil, io.Discard, io.Discard)
+	var ce *config.Error
+	if !errors.As(err, &ce) || exitCode(err) != 2 {
+		t.Fatalf("err = %v (exit %d), want a configuration error with exit status 2", err, exitCode(err))
+	}
+	for _, name := range []string{"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "FAL_ADMIN_API_KEY", "DEFAULT_LIFETIME", "APPROVERS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("the message does not name %s:\n%v", name, err)
+		}
+	}
+	if strings.Contains(err.Error(), "secret-in-the-wrong-place") {
+		t.Errorf("the message shows the token:\n%v", err)
+	}
+}
+
+// serve runs until its context ends, answers /healthz, /readyz and /metrics meanwhile,
+// logs JSON without secrets, and leaves the store closed and reusable.
+func TestServeRunsAndStopsCleanly(t *testing.T) {
+	const botToken, appToken, falKey = "xoxb-run-test-token", "xapp-run-test-token", "fal-run-test-key"
+	sim := slacksim.New(slacksim.Options{BotToken: botToken, AppToken: appToken})
+	defer sim.Close()
+	fs := falsim.New(falsim.Options{APIKey: falKey})
+	defer fs.Close()
+	addr := freeAddr(t)
+	dbPath := filepath.Join(t.TempDir(), "gpubot.db")
+	vars := map[string]string{
+		"SLACK_BOT_TOKEN": botToken, "SLACK_APP_TOKEN": appToken, "SLACK_API_URL": sim.APIURL(),
+		"FAL_ADMIN_API_KEY": falKey, "FAL_API_URL": fs.URL(), "DB_PATH": dbPath,
+		"APPROVAL_CHANNEL": "CAPPROVALS", "APPROVERS": "UBOB", "HTTP_ADDR": addr, "POLL_INTERVAL": "50ms",
+	}
+	var logs lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, env(vars), nil, io.Discard, &logs) }()
+
+	waitFor(t, "/readyz to answer 200", func() bool { return get(addr, "/readyz") == http.StatusOK })
+	if err := run(context.Background(), []string{"healthcheck"}, env(vars), nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("healthcheck: %v", err)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, family := range []string{"gpubot_ack_latency_seconds", "gpubot_approvals_waiting", "go_goroutines"} {
+		if !strings.Contains(string(body), family) {
+			t.Errorf("/metrics lacks %s", family)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after its context ended, want nil (exit 0)", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30 s")
+	}
+	store, err := storage.Open(dbPath, storage.Options{OpenTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("store not released: %v", err)
+	}
+	store.Close()
+	text := logs.String()
+	if !strings.Contains(text, `"msg":"gpubot running"`) {
+		t.Errorf("no JSON start-up line in the logs:\n%s", text)
+	}
+	for _, secret := range []string{botToken, appToken, falKey} {
+		if strings.Contains(text, secret) {
+			t.Errorf("a secret is in the logs:\n%s", text)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(addr, path string) int {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -306,3 +306,28 @@ func TestReadyRecordedButNotAnnouncedIsAnnouncedAfterRestart(t *testing.T) {
 	h.waitFor(notify, "`inst_quiet` is ready")
 	h.waitFor(general, ":large_green_circle: Ready: `ssh ubuntu@203.0.113.9`")
 }
+
+// SIGTERM: the process stops taking envelopes, lets work in flight finish, closes the
+// store and exits 0.
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	h := start(t, notStarted())
+	p := h.spawn()
+	h.registerKey(alice)
+	h.command(alice, general, "create 1x")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("no exit within 15 s of SIGTERM")
+	}
+	if r := h.requestOf(alice); r.ID == "" {
+		t.Fatal("the request was lost")
+	}
+}
