@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "serve":
 		return serve(ctx, getenv, stderr)
 	case "console":
-		return console.Run(ctx, console.Options{Getenv: getenv, In: stdin, Out: stdout, Version: version})
+		return console.Run(ctx, console.Options{Getenv: getenv, In: stdin, Out: stdout, Log: stderr, Version: version})
 	case "version", "--version":
 		_, err := fmt.Fprintln(stdout, "gpubot", version)
 		return err

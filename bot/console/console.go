@@ -29,9 +29,12 @@ import (
 
 // Options are the console's inputs.
 type Options struct {
-	Getenv  func(string) string
-	In      io.Reader
-	Out     io.Writer
+	Getenv func(string) string
+	In     io.Reader
+	Out    io.Writer
+	// Log receives the bot's logs as readable text (standard error), at LOG_LEVEL or
+	// warn, so they do not drown the conversation; nil discards them.
+	Log     io.Writer
 	Version string
 	// ReadyAfter is how long a simulated machine takes to become ready (default 3s).
 	ReadyAfter time.Duration
@@ -84,10 +87,7 @@ func Run(ctx context.Context, opts Options) error {
 		defer os.RemoveAll(dir)
 		dbPath = filepath.Join(dir, "gpubot.db")
 	}
-	b, err := bot.New(consoleConfig(sim, fs, dbPath), bot.Options{
-		Version: opts.Version,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	b, err := bot.New(consoleConfig(sim, fs, dbPath), bot.Options{Version: opts.Version, Logger: consoleLogger(opts)})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -122,6 +122,17 @@ const help = `  /gpu …                 a slash command, as the current user in
   sleep <duration>       pause, e.g. sleep 2s
   quit
 `
+
+func consoleLogger(opts Options) *slog.Logger {
+	if opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	level := slog.LevelWarn
+	if name := opts.Getenv("LOG_LEVEL"); name != "" {
+		_ = level.UnmarshalText([]byte(name))
+	}
+	return slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{Level: level}))
+}
 
 func consoleConfig(sim *slacksim.Server, fs *falsim.Server, dbPath string) config.Config {
 	return config.Config{
