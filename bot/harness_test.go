@@ -19,8 +19,8 @@ import (
 	"github.com/gpubot/gpubot/bot"
 	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
-	"github.com/gpubot/gpubot/handlers"
 )
 
 // The people and channels of the simulated workspace.
@@ -139,9 +139,9 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 		DBPath:          filepath.Join(t.TempDir(), "gpubot.db"),
 		ApprovalChannel: approvals, NotifyChannel: notify,
 		Approvers: []string{bob, carol}, Admins: []string{admin},
-		ApprovalRequired: []string{handlers.Type8x},
+		ApprovalRequired: []string{fal.Type8xH100},
 		DefaultLifetime:  8 * time.Hour, MaxLifetime: 72 * time.Hour, ReminderBefore: 30 * time.Minute,
-		HourlyPrices: map[string]float64{handlers.Type1x: 2.5, handlers.Type8x: 20},
+		HourlyPrices: map[string]float64{fal.Type1xH100: 2.5, fal.Type8xH100: 20},
 		PollInterval: 20 * time.Millisecond,
 		LogLevel:     "debug",
 	}

@@ -124,20 +124,14 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 
 // decide records an approver's decision; of two approvers clicking at once exactly one wins.
 func (h *Handlers) decide(ctx context.Context, approver, id, channel string, approve bool, reason string) {
-	r, err := h.store.Request(ctx, id)
-	if err != nil {
-		h.tell(ctx, channel, approver, textMessage("I can't find that request any more."))
-		return
-	}
-	if err := h.cfg.Policy.MayDecide(approver, r.UserID); err != nil {
-		h.tell(ctx, channel, approver, textMessage(err.Error()))
+	if _, ok := h.loadFor(ctx, approver, id, channel, h.cfg.Policy.MayDecide); !ok {
 		return
 	}
 	to, detail := storage.StateApproved, ""
 	if !approve {
 		to, detail = storage.StateDenied, reason
 	}
-	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
+	r, err := h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
 		if u.State != storage.StateAwaitingApproval {
 			return nil // the move is refused below; keep the winner's fields
 		}
@@ -269,23 +263,33 @@ func statusOf(err error) string {
 	return "no answer"
 }
 
+// loadFor reads the request a click names and checks that user may act on it with may;
+// if not, it tells them why and reports false.
+func (h *Handlers) loadFor(ctx context.Context, user, id, channel string, may func(user, owner string) error) (storage.Request, bool) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.tell(ctx, channel, user, textMessage("I can't find that request any more; `/gpu list` shows what you have."))
+		return r, false
+	}
+	if err := may(user, r.UserID); err != nil {
+		h.tell(ctx, channel, user, textMessage(userMessage(err)))
+		return r, false
+	}
+	return r, true
+}
+
 // deleteRequest ends a request on behalf of user: a waiting one is cancelled, a
 // machine is deleted at fal.
 func (h *Handlers) deleteRequest(ctx context.Context, user, id, channel, responseURL string) {
-	r, err := h.store.Request(ctx, id)
-	if err != nil {
-		h.tell(ctx, channel, user, textMessage("I can't find that machine any more."))
-		return
-	}
-	if err := h.cfg.Policy.MayManage(user, r.UserID); err != nil {
-		h.tell(ctx, channel, user, textMessage(err.Error()))
+	r, ok := h.loadFor(ctx, user, id, channel, h.cfg.Policy.MayManage)
+	if !ok {
 		return
 	}
 	if r.State == storage.StateAwaitingApproval || r.State == storage.StateApproved {
 		h.cancel(ctx, user, r, responseURL)
 		return
 	}
-	r, err = h.store.Move(ctx, id, storage.StateDeleting, user, "", func(u *storage.Request) error {
+	r, err := h.store.Move(ctx, id, storage.StateDeleting, user, "", func(u *storage.Request) error {
 		u.EndReason = "by <@" + user + ">"
 		return nil
 	})

@@ -61,7 +61,7 @@ func (f *recordingFal) Create(context.Context, fal.CreateRequest, string) (fal.I
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.creates++
-	return fal.Instance{ID: "inst_fuzz", InstanceType: Type8x, Region: "us-west", Status: fal.StatusPending}, nil
+	return fal.Instance{ID: "inst_fuzz", InstanceType: fal.Type8xH100, Region: "us-west", Status: fal.StatusPending}, nil
 }
 func (f *recordingFal) Get(context.Context, string) (fal.Instance, error) { return fal.Instance{}, nil }
 func (f *recordingFal) List(context.Context) ([]fal.Instance, error)      { return nil, nil }
@@ -86,8 +86,8 @@ func fuzzStore(t *testing.T) *storage.Store {
 	t.Cleanup(func() { store.Close() })
 	ctx := context.Background()
 	for _, r := range []storage.Request{
-		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: Type8x, Lifetime: time.Hour, State: storage.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
-		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: Type1x, Lifetime: time.Hour, State: storage.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
+		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type8xH100, Lifetime: time.Hour, State: storage.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
+		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
 	} {
 		if err := store.CreateRequest(ctx, &r, ""); err != nil {
 			t.Fatal(err)
@@ -140,7 +140,7 @@ func FuzzInteraction(f *testing.F) {
 		before := versions(t, store)
 		s, f := &recordingSlack{}, &recordingFal{}
 		h := New(Config{
-			Policy:          NewPolicy([]string{"UBOB", "UCAROL"}, []string{"UADMIN"}, []string{Type8x}, time.Hour, 72*time.Hour),
+			Policy:          NewPolicy([]string{"UBOB", "UCAROL"}, []string{"UADMIN"}, []string{fal.Type8xH100}, time.Hour, 72*time.Hour),
 			ApprovalChannel: "CAPPROVALS", Admins: []string{"UADMIN"}, PollInterval: time.Second, ReminderBefore: time.Minute,
 		}, store, f, s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
 		h.Interaction(ctx, cb)

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -30,8 +32,8 @@ func (h *Handlers) click(cb slack.InteractionCallback) {
 		return
 	}
 	action := cb.ActionCallback.BlockActions[0]
-	user := storage.UserRef{TeamID: firstNonEmpty(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
-	channel := firstNonEmpty(cb.Channel.ID, cb.Container.ChannelID)
+	user := storage.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	channel := cmp.Or(cb.Channel.ID, cb.Container.ChannelID)
 	id := action.Value
 	if id == "" {
 		return
@@ -58,23 +60,9 @@ func (h *Handlers) click(cb slack.InteractionCallback) {
 	}
 }
 
-func firstNonEmpty(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
 func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, trigger string) {
-	r, err := h.store.Request(ctx, id)
-	if err != nil {
-		h.tell(ctx, channel, approver, textMessage("I can't find that request any more."))
-		return
-	}
-	if err := h.cfg.Policy.MayDecide(approver, r.UserID); err != nil {
-		h.tell(ctx, channel, approver, textMessage(err.Error()))
+	r, ok := h.loadFor(ctx, approver, id, channel, h.cfg.Policy.MayDecide)
+	if !ok {
 		return
 	}
 	if r.State != storage.StateAwaitingApproval {
@@ -89,9 +77,8 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 
 // extendByButton extends from a reminder: by the default lifetime, or as much as the maximum allows.
 func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id, channel string) {
-	r, err := h.store.Request(ctx, id)
-	if err != nil {
-		h.tell(ctx, channel, user.UserID, textMessage("I can't find that machine any more."))
+	r, ok := h.loadFor(ctx, user.UserID, id, channel, h.cfg.Policy.MayManage)
+	if !ok {
 		return
 	}
 	if err := h.extend(ctx, user, r, h.extendStep(r)); err != nil {
@@ -117,7 +104,7 @@ func userMessage(err error) string {
 }
 
 func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
-	user := storage.UserRef{TeamID: firstNonEmpty(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	user := storage.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
 	if user.UserID == "" {
 		return nil
 	}
@@ -184,7 +171,7 @@ func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, chann
 	}
 	cmd.InstanceType = typ
 	if sector := values[BlockSector]; sector != "" {
-		if typ != Type8x {
+		if typ != fal.Type8xH100 {
 			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: "Sectors only apply to 8x machines: clear it, or choose 8x."})
 		}
 		if _, err := parseSector(strings.TrimPrefix(sector, "sector_")); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -116,8 +117,8 @@ func keyModal() slack.ModalViewRequest {
 
 func createModal(p Policy) slack.ModalViewRequest {
 	typeSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Machine"), BlockType,
-		slack.NewOptionBlockObject(Type1x, plain("1x H100"), nil),
-		slack.NewOptionBlockObject(Type8x, plain("8x H100"), nil))
+		slack.NewOptionBlockObject(fal.Type1xH100, plain("1x H100"), nil),
+		slack.NewOptionBlockObject(fal.Type8xH100, plain("8x H100"), nil))
 	sectorSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Any"), BlockSector,
 		slack.NewOptionBlockObject("sector_1", plain("sector_1"), nil),
 		slack.NewOptionBlockObject("sector_2", plain("sector_2"), nil),

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -51,7 +52,7 @@ func goldenRequest(state storage.State) storage.Request {
 	r := storage.Request{
 		ID: "3f2a9c1e-7b4d-4e2a-9c1e-7b4d4e2a9c1e", TeamID: "T1", UserID: "UALICE",
 		ChannelID: "CGENERAL", ThreadTS: "1764493200.000100", CommandChannel: "CGENERAL",
-		InstanceType: Type8x, Sector: "sector_1", Reason: "fine-tune <llama> & friends",
+		InstanceType: fal.Type8xH100, Sector: "sector_1", Reason: "fine-tune <llama> & friends",
 		Lifetime: 4 * time.Hour, State: state, CreatedAt: goldenNow.Add(-time.Hour),
 	}
 	switch state {
@@ -74,12 +75,12 @@ func goldenRequest(state storage.State) storage.Request {
 }
 
 func TestGoldenMessages(t *testing.T) {
-	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{Type8x}, 8*time.Hour, 72*time.Hour)
-	prices := Prices{Type1x: 2.5, Type8x: 20}
+	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{fal.Type8xH100}, 8*time.Hour, 72*time.Hour)
+	prices := Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
 	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
 		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
 	}
-	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), "CAPPROVALS", prices.Estimate(Type8x, 4*time.Hour)))
+	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), "CAPPROVALS", prices.Estimate(fal.Type8xH100, 4*time.Hour)))
 	approved := goldenRequest(storage.StateProvisioning)
 	approved.ApproverID = "UBOB"
 	golden(t, "approval_card_decided", approvalCard(approved, "CAPPROVALS", ""))

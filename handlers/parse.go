@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gpubot/gpubot/fal"
 )
 
 // Verb names what a `/gpu` command asks for.
@@ -24,12 +26,6 @@ const (
 	VerbStatus      Verb = "status"
 	VerbDelete      Verb = "delete"
 	VerbExtend      Verb = "extend"
-)
-
-// Instance types fal offers, with the short names people type.
-const (
-	Type1x = "gpu_1x_h100_sxm5"
-	Type8x = "gpu_8x_h100_sxm5"
 )
 
 // Command is the parsed text of a `/gpu` command. Only the fields its Verb uses are set.
@@ -168,7 +164,7 @@ func parseCreate(args []string) (Command, error) {
 		break
 	}
 	cmd.Reason = strings.Join(rest, " ")
-	if cmd.Sector != "" && typ != Type8x {
+	if cmd.Sector != "" && typ != fal.Type8xH100 {
 		return Command{}, refusef("Sectors only apply to 8x machines (they place the 8 GPUs on one InfiniBand fabric). Drop `%s`: `/gpu create 1x`, or ask for `/gpu create 8x %s`.", cmd.Sector, cmd.Sector)
 	}
 	return cmd, nil
@@ -185,10 +181,10 @@ func parseSector(n string) (string, error) {
 // InstanceTypeFromName accepts the short names people type (1x, 8x) and fal's full names.
 func InstanceTypeFromName(name string) (string, bool) {
 	switch strings.ToLower(name) {
-	case "1x", "1", "1xh100", "h100", Type1x:
-		return Type1x, true
-	case "8x", "8", "8xh100", Type8x:
-		return Type8x, true
+	case "1x", "1", "1xh100", "h100", fal.Type1xH100:
+		return fal.Type1xH100, true
+	case "8x", "8", "8xh100", fal.Type8xH100:
+		return fal.Type8xH100, true
 	}
 	return "", false
 }
@@ -196,9 +192,9 @@ func InstanceTypeFromName(name string) (string, bool) {
 // ShortType is how a type is shown to people.
 func ShortType(instanceType string) string {
 	switch instanceType {
-	case Type1x:
+	case fal.Type1xH100:
 		return "1x H100"
-	case Type8x:
+	case fal.Type8xH100:
 		return "8x H100"
 	}
 	return instanceType

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gpubot/gpubot/fal"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -22,12 +24,12 @@ func TestParseCommand(t *testing.T) {
 		{"key show", Command{Verb: VerbKeyShow}},
 		{"key remove", Command{Verb: VerbKeyRemove}},
 		{"create", Command{Verb: VerbCreateModal}},
-		{"create 1x", Command{Verb: VerbCreate, InstanceType: Type1x}},
-		{"create 8x sector_1", Command{Verb: VerbCreate, InstanceType: Type8x, Sector: "sector_1"}},
-		{"create gpu_8x_h100_sxm5 sector_3 for 4h fine-tuning run", Command{Verb: VerbCreate, InstanceType: Type8x, Sector: "sector_3", Lifetime: 4 * time.Hour, Reason: "fine-tuning run"}},
-		{"create 8x for 1h30m sector_2 eval", Command{Verb: VerbCreate, InstanceType: Type8x, Sector: "sector_2", Lifetime: 90 * time.Minute, Reason: "eval"}},
-		{"create 1x for 2d", Command{Verb: VerbCreate, InstanceType: Type1x, Lifetime: 48 * time.Hour}},
-		{"create 1x for the demo", Command{Verb: VerbCreate, InstanceType: Type1x, Reason: "for the demo"}},
+		{"create 1x", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100}},
+		{"create 8x sector_1", Command{Verb: VerbCreate, InstanceType: fal.Type8xH100, Sector: "sector_1"}},
+		{"create gpu_8x_h100_sxm5 sector_3 for 4h fine-tuning run", Command{Verb: VerbCreate, InstanceType: fal.Type8xH100, Sector: "sector_3", Lifetime: 4 * time.Hour, Reason: "fine-tuning run"}},
+		{"create 8x for 1h30m sector_2 eval", Command{Verb: VerbCreate, InstanceType: fal.Type8xH100, Sector: "sector_2", Lifetime: 90 * time.Minute, Reason: "eval"}},
+		{"create 1x for 2d", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 48 * time.Hour}},
+		{"create 1x for the demo", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Reason: "for the demo"}},
 		{"list", Command{Verb: VerbList}},
 		{"list all", Command{Verb: VerbListAll}},
 		{"status abcd1234", Command{Verb: VerbStatus, ID: "abcd1234"}},
@@ -107,7 +109,7 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		if cmd.Verb == VerbCreate && cmd.Sector != "" && cmd.InstanceType != Type8x {
+		if cmd.Verb == VerbCreate && cmd.Sector != "" && cmd.InstanceType != fal.Type8xH100 {
 			t.Fatalf("ParseCommand(%q) gave a sector with %s", text, cmd.InstanceType)
 		}
 		if cmd.Lifetime < 0 {
