@@ -283,10 +283,10 @@ func commandName(text string) string {
 }
 
 func outcomeOf(reply *handlers.Reply) string {
-	if reply != nil && strings.HasPrefix(reply.Text, ":no_entry:") {
-		return "refused"
+	if reply == nil {
+		return handlers.OutcomeOK
 	}
-	return "ok"
+	return reply.Outcome
 }
 
 // Ready says whether the bot can serve: Socket Mode connected and the store open.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/storage"
@@ -162,6 +164,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	if n := len(h.slack.Messages()); n != 0+countEphemeral(h) {
 		t.Fatalf("bad input posted messages:\n%s", h.dump())
+	}
+	commands := h.bot.Metrics().Commands
+	if got := testutil.ToFloat64(commands.WithLabelValues("create", "refused")); got != 3 {
+		t.Errorf("gpubot_commands_total{command=create,outcome=refused} = %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(commands.WithLabelValues("unknown", "refused")); got != 1 {
+		t.Errorf("gpubot_commands_total{command=unknown,outcome=refused} = %v, want 1", got)
 	}
 }
 

@@ -17,18 +17,32 @@ type Reply struct {
 	ResponseType string        `json:"response_type"`
 	Text         string        `json:"text"`
 	Blocks       []slack.Block `json:"blocks,omitempty"`
+	// Outcome is how the command went, for metrics: ok, refused (bad input or not
+	// allowed) or error (gpubot's fault). Slack never sees it.
+	Outcome string `json:"-"`
 }
 
+// Outcomes of a command.
+const (
+	OutcomeOK      = "ok"
+	OutcomeRefused = "refused"
+	OutcomeError   = "error"
+)
+
 func reply(m Message) *Reply {
-	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: m.Text, Blocks: m.Blocks}
+	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: m.Text, Blocks: m.Blocks, Outcome: OutcomeOK}
 }
 
 func refusal(err error) *Reply {
 	var ue *UserError
 	if errors.As(err, &ue) {
-		return reply(textMessage(ue.Message))
+		r := reply(textMessage(ue.Message))
+		r.Outcome = OutcomeRefused
+		return r
 	}
-	return reply(textMessage(":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."))
+	r := reply(textMessage(":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."))
+	r.Outcome = OutcomeError
+	return r
 }
 
 // Command answers a `/gpu` command within the ack: it reads and checks what it can at
@@ -91,7 +105,7 @@ func (h *Handlers) openView(triggerID, channel, user string, v slack.ModalViewRe
 func (h *Handlers) setKey(ctx context.Context, user storage.UserRef, text string) *Reply {
 	pk, err := storage.ParsePublicKey(text)
 	if err != nil {
-		return reply(textMessage(keyErrorText(err)))
+		return refusal(&UserError{Message: keyErrorText(err)})
 	}
 	if err := h.store.SetKey(ctx, user, pk); err != nil {
 		h.log.Error("store key", "user", user.UserID, "err", err)
@@ -148,9 +162,9 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 	}
 	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
 	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
-	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here.", shortID(r.ID), describeMachine(r))
+	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	if r.State == storage.StateAwaitingApproval {
-		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here.", shortID(r.ID), describeMachine(r))
+		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
 	return reply(textMessage(text))
 }

@@ -165,6 +165,9 @@ func (h *Handlers) submitKey(ctx context.Context, user storage.UserRef, text str
 
 func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, channel string, values map[string]string) *slack.ViewSubmissionResponse {
 	cmd := Command{Verb: VerbCreate, Reason: strings.TrimSpace(values[BlockReason])}
+	if err := checkReason(cmd.Reason); err != nil {
+		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: userMessage(err)})
+	}
 	typ, ok := InstanceTypeFromName(values[BlockType])
 	if !ok {
 		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: "Choose 1x or 8x."})

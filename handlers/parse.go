@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gpubot/gpubot/fal"
 )
@@ -164,10 +165,23 @@ func parseCreate(args []string) (Command, error) {
 		break
 	}
 	cmd.Reason = strings.Join(rest, " ")
+	if err := checkReason(cmd.Reason); err != nil {
+		return Command{}, err
+	}
 	if cmd.Sector != "" && typ != fal.Type8xH100 {
 		return Command{}, refusef("Sectors only apply to 8x machines (they place the 8 GPUs on one InfiniBand fabric). Drop `%s`: `/gpu create 1x`, or ask for `/gpu create 8x %s`.", cmd.Sector, cmd.Sector)
 	}
 	return cmd, nil
+}
+
+// maxReason keeps a reason readable on a card and within Slack's block limits.
+const maxReason = 300
+
+func checkReason(reason string) error {
+	if n := utf8.RuneCountInString(reason); n > maxReason {
+		return refusef("Keep the reason under %d characters (it has %d): a line the approvers can read at a glance.", maxReason, n)
+	}
+	return nil
 }
 
 func parseSector(n string) (string, error) {

@@ -117,3 +117,14 @@ func FuzzParseCommand(f *testing.F) {
 		}
 	})
 }
+
+func TestLongReasonRefused(t *testing.T) {
+	_, err := ParseCommand("create 1x " + strings.Repeat("é", 301))
+	var ue *UserError
+	if !errors.As(err, &ue) || !strings.Contains(ue.Message, "under 300 characters (it has 301)") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := ParseCommand("create 1x " + strings.Repeat("é", 300)); err != nil {
+		t.Fatalf("a 300-character reason: %v", err)
+	}
+}
