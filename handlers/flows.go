@@ -96,7 +96,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		if err != nil {
 			return r, fmt.Errorf("save approval card: %w", err)
 		}
-		h.say(ctx, r, textMessage(fmt.Sprintf("8x machines need an approver's OK: I've asked in <#%s>.", h.cfg.ApprovalChannel)))
+		h.say(ctx, r, textMessage(fmt.Sprintf("%s machines need an approver's OK: I've asked in <#%s>.", ShortType(r.InstanceType), h.cfg.ApprovalChannel)))
 	}
 	return r, nil
 }
@@ -122,41 +122,48 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 	return dm, ts, nil
 }
 
-// decide records an approver's decision; of two approvers clicking at once exactly one wins.
-func (h *Handlers) decide(ctx context.Context, approver, id, channel string, approve bool, reason string) {
-	if _, ok := h.loadFor(ctx, approver, id, channel, h.cfg.Policy.MayDecide); !ok {
-		return
+// recordDecision commits an approver's decision; of two approvers clicking at once
+// exactly one wins, and the other is told who did. It runs before the click is acked,
+// so a decision Slack saw acknowledged is never lost to a stop.
+func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string) (storage.Request, error) {
+	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
+	if err != nil {
+		return r, err
 	}
 	to, detail := storage.StateApproved, ""
 	if !approve {
 		to, detail = storage.StateDenied, reason
 	}
-	r, err := h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
-		if u.State != storage.StateAwaitingApproval {
-			return nil // the move is refused below; keep the winner's fields
-		}
+	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
 		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
 		return nil
 	})
 	var me *storage.MoveError
 	if errors.As(err, &me) {
-		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(me.Current)+"."))
-		return
+		return me.Current, refusef("Too late: %s.", decisionLine(me.Current))
 	}
 	if err != nil {
-		h.reqLog(r).Error("record decision", "err", err)
-		h.tell(ctx, channel, approver, textMessage(":warning: I couldn't record your decision; please click again."))
-		return
+		return r, fmt.Errorf("record decision: %w", err)
 	}
 	h.reqLog(r).Info("request decided", "approver", approver, "state", r.State)
-	h.refreshCard(ctx, r)
-	h.refreshRoot(ctx, r)
-	if approve {
-		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))
-		h.create(ctx, r)
+	return r, nil
+}
+
+// announceDecision tells the card, the thread and its root of a recorded decision (or
+// the approver why theirs did not count), then asks fal for an approved machine.
+func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err error, approver, channel string) {
+	if err != nil {
+		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
 		return
 	}
-	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(reason))))
+	h.refreshCard(ctx, r)
+	h.refreshRoot(ctx, r)
+	if r.State == storage.StateDenied {
+		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(r.DecisionReason))))
+		return
+	}
+	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))
+	h.create(ctx, r)
 }
 
 // create commits the move to creating, with the idempotency key stored at request
@@ -263,63 +270,59 @@ func statusOf(err error) string {
 	return "no answer"
 }
 
-// loadFor reads the request a click names and checks that user may act on it with may;
-// if not, it tells them why and reports false.
-func (h *Handlers) loadFor(ctx context.Context, user, id, channel string, may func(user, owner string) error) (storage.Request, bool) {
+// load reads the request a click names and checks that user may act on it with may.
+// Both failures are refusals to show the person.
+func (h *Handlers) load(ctx context.Context, user, id string, may func(user, owner string) error) (storage.Request, error) {
 	r, err := h.store.Request(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return r, refusef("I can't find that request any more; `/gpu list` shows what you have.")
+	}
 	if err != nil {
-		h.tell(ctx, channel, user, textMessage("I can't find that request any more; `/gpu list` shows what you have."))
-		return r, false
+		return r, fmt.Errorf("read request %s: %w", id, err)
 	}
-	if err := may(user, r.UserID); err != nil {
-		h.tell(ctx, channel, user, textMessage(userMessage(err)))
-		return r, false
-	}
-	return r, true
+	return r, may(user, r.UserID)
 }
 
-// deleteRequest ends a request on behalf of user: a waiting one is cancelled, a
-// machine is deleted at fal.
-func (h *Handlers) deleteRequest(ctx context.Context, user, id, channel, responseURL string) {
-	r, ok := h.loadFor(ctx, user, id, channel, h.cfg.Policy.MayManage)
-	if !ok {
-		return
+// recordDelete commits, before the click is acked, the end of a request on behalf of
+// user: a request not yet sent to fal is cancelled, a machine moves to deleting.
+func (h *Handlers) recordDelete(ctx context.Context, user, id string) (storage.Request, error) {
+	r, err := h.load(ctx, user, id, h.cfg.Policy.MayManage)
+	if err != nil {
+		return r, err
 	}
+	to, reason := storage.StateDeleting, "by <@"+user+">"
 	if r.State == storage.StateAwaitingApproval || r.State == storage.StateApproved {
-		h.cancel(ctx, user, r, responseURL)
-		return
+		to, reason = storage.StateCancelled, "cancelled by <@"+user+">"
 	}
-	r, err := h.store.Move(ctx, id, storage.StateDeleting, user, "", func(u *storage.Request) error {
-		u.EndReason = "by <@" + user + ">"
+	r, err = h.store.Move(ctx, id, to, user, "", func(u *storage.Request) error {
+		u.EndReason = reason
 		return nil
 	})
-	if err != nil {
-		var me *storage.MoveError
-		if errors.As(err, &me) {
-			h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf("Request `%s` is already %s.", shortID(id), stateWord(me.Current))))
-			return
-		}
-		h.reqLog(r).Error("move to deleting", "err", err)
-		return
+	var me *storage.MoveError
+	if errors.As(err, &me) {
+		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateWord(me.Current))
 	}
-	h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", orPending(r.InstanceID))))
-	h.refreshRoot(ctx, r)
-	h.finishDelete(ctx, r)
+	if err != nil {
+		return r, fmt.Errorf("record delete: %w", err)
+	}
+	return r, nil
 }
 
-func (h *Handlers) cancel(ctx context.Context, user string, r storage.Request, responseURL string) {
-	r, err := h.store.Move(ctx, r.ID, storage.StateCancelled, user, "", func(u *storage.Request) error {
-		u.EndReason, u.EndedAt = "cancelled by <@"+user+">", h.now()
-		return nil
-	})
-	if err != nil {
-		h.respond(ctx, responseURL, r.CommandChannel, user, textMessage("That request has moved on; look at its thread."))
-		return
+// announceDelete answers the click, tells the thread, and deletes the machine at fal.
+func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err error, user, channel, responseURL string) {
+	switch {
+	case err != nil:
+		h.respond(ctx, responseURL, channel, user, textMessage(userMessage(err)))
+	case r.State == storage.StateCancelled:
+		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf("Cancelled request `%s`.", shortID(r.ID))))
+		h.refreshCard(ctx, r)
+		h.refreshRoot(ctx, r)
+		h.say(ctx, r, textMessage(fmt.Sprintf("Cancelled by <@%s> before a machine was created.", user)))
+	default:
+		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", orPending(r.InstanceID))))
+		h.refreshRoot(ctx, r)
+		h.finishDelete(ctx, r)
 	}
-	h.respond(ctx, responseURL, r.CommandChannel, user, textMessage(fmt.Sprintf("Cancelled request `%s`.", shortID(r.ID))))
-	h.refreshCard(ctx, r)
-	h.refreshRoot(ctx, r)
-	h.say(ctx, r, textMessage(fmt.Sprintf("Cancelled by <@%s> before a machine was created.", user)))
 }
 
 // finishDelete deletes the instance at fal and closes the request. A failure leaves it

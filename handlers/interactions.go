@@ -19,7 +19,7 @@ import (
 func (h *Handlers) Interaction(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
 	switch cb.Type {
 	case slack.InteractionTypeBlockActions:
-		h.click(cb)
+		h.click(ctx, cb)
 		return nil
 	case slack.InteractionTypeViewSubmission:
 		return h.submitView(ctx, cb)
@@ -27,7 +27,9 @@ func (h *Handlers) Interaction(ctx context.Context, cb slack.InteractionCallback
 	return nil
 }
 
-func (h *Handlers) click(cb slack.InteractionCallback) {
+// click handles a button. What must not be lost (a decision, a delete) is committed
+// before the ack; the rest follows in the background.
+func (h *Handlers) click(ctx context.Context, cb slack.InteractionCallback) {
 	if len(cb.ActionCallback.BlockActions) != 1 || cb.User.ID == "" {
 		return
 	}
@@ -40,7 +42,8 @@ func (h *Handlers) click(cb slack.InteractionCallback) {
 	}
 	switch action.ActionID {
 	case ActionApprove:
-		h.spawn("approve", func(ctx context.Context) { h.decide(ctx, user.UserID, id, channel, true, "") })
+		r, err := h.recordDecision(ctx, user.UserID, id, true, "")
+		h.spawn("approve", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, channel) })
 	case ActionDeny:
 		trigger := cb.TriggerID
 		h.spawnNow("ask deny reason", func(ctx context.Context) { h.askDenyReason(ctx, user.UserID, id, channel, trigger) })
@@ -49,7 +52,8 @@ func (h *Handlers) click(cb slack.InteractionCallback) {
 		if action.ActionID == ActionDeleteConfirm {
 			responseURL = cb.ResponseURL
 		}
-		h.spawn("delete", func(ctx context.Context) { h.deleteRequest(ctx, user.UserID, id, channel, responseURL) })
+		r, err := h.recordDelete(ctx, user.UserID, id)
+		h.spawn("delete", func(ctx context.Context) { h.announceDelete(ctx, r, err, user.UserID, channel, responseURL) })
 	case ActionDeleteCancel:
 		responseURL := cb.ResponseURL
 		h.spawn("keep", func(ctx context.Context) {
@@ -61,8 +65,9 @@ func (h *Handlers) click(cb slack.InteractionCallback) {
 }
 
 func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, trigger string) {
-	r, ok := h.loadFor(ctx, approver, id, channel, h.cfg.Policy.MayDecide)
-	if !ok {
+	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
+	if err != nil {
+		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
 		return
 	}
 	if r.State != storage.StateAwaitingApproval {
@@ -77,11 +82,11 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 
 // extendByButton extends from a reminder: by the default lifetime, or as much as the maximum allows.
 func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id, channel string) {
-	r, ok := h.loadFor(ctx, user.UserID, id, channel, h.cfg.Policy.MayManage)
-	if !ok {
-		return
+	r, err := h.load(ctx, user.UserID, id, h.cfg.Policy.MayManage)
+	if err == nil {
+		err = h.extend(ctx, user, r, h.extendStep(r))
 	}
-	if err := h.extend(ctx, user, r, h.extendStep(r)); err != nil {
+	if err != nil {
 		h.tell(ctx, channel, user.UserID, textMessage(userMessage(err)))
 	}
 }
@@ -119,8 +124,8 @@ func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback)
 		if reason == "" {
 			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."})
 		}
-		id := cb.View.PrivateMetadata
-		h.spawn("deny", func(ctx context.Context) { h.decide(ctx, user.UserID, id, "", false, reason) })
+		r, err := h.recordDecision(ctx, user.UserID, cb.View.PrivateMetadata, false, reason)
+		h.spawn("deny", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, "") })
 		return slack.NewClearViewSubmissionResponse()
 	}
 	return nil
