@@ -231,3 +231,24 @@ func TestNotInChannelFallsBackToDM(t *testing.T) {
 
 var _ = config.Config{}
 var _ = storage.StateReady
+
+// A bot that cannot post approval cards tells the admins once, not at every retry, and
+// posts the card as soon as it can.
+func TestUnpostableApprovalChannelAlertsAdminsOnce(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.slack.AddChannel(approvals, "gpu-approvals", false) // nobody invited the bot
+	h.command(alice, general, "create 8x")
+	h.waitFor(h.slack.DMChannel(admin), "I can't post approval cards in <#CAPPROVALS>")
+	for range 3 { // three more passes, each a minute apart, each failing again
+		before := h.slack.CallCount("chat.postMessage")
+		h.clock.Advance(2 * time.Minute)
+		h.eventually("another try", func() bool { return h.slack.CallCount("chat.postMessage") > before })
+	}
+	h.slack.AddChannel(approvals, "gpu-approvals", true) // invited at last
+	h.clock.Advance(2 * time.Minute)
+	h.waitFor(approvals, "needs approval")
+	if n := h.count(h.slack.DMChannel(admin), "approval cards"); n != 1 {
+		t.Fatalf("%d alerts, want 1", n)
+	}
+}

@@ -85,7 +85,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", card)
 		if err != nil {
 			if cannotPost(err) {
-				h.alertAdmins(ctx, fmt.Sprintf("I can't post approval cards in <#%s> (Slack said: %v). Invite me there or fix APPROVAL_CHANNEL; request `%s` by <@%s> is waiting.", h.cfg.ApprovalChannel, err, shortID(r.ID), r.UserID))
+				h.alertAdminsEvery(ctx, "approval-channel", time.Hour, fmt.Sprintf("I can't post approval cards in <#%s> (Slack said: %v). Invite me there or fix APPROVAL_CHANNEL; requests are waiting, and I keep trying.", h.cfg.ApprovalChannel, err))
 			}
 			return r, fmt.Errorf("post approval card: %w", err)
 		}
@@ -238,7 +238,7 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
 	if fal.IsAuthorization(err) {
-		h.alertAdmins(ctx, fmt.Sprintf("fal refused gpubot's admin API key (%s) while creating request `%s` for <@%s>. Check FAL_ADMIN_API_KEY: it must be an admin key with compute permission.", statusOf(err), shortID(r.ID), r.UserID))
+		h.alertAdminsEvery(ctx, "fal-key", time.Hour, fmt.Sprintf("fal refused gpubot's admin API key (%s) while creating request `%s` for <@%s>. Check FAL_ADMIN_API_KEY: it must be an admin key with compute permission. (I say this at most once an hour.)", statusOf(err), shortID(r.ID), r.UserID))
 	}
 }
 

@@ -191,6 +191,18 @@ func (h *Handlers) alertAdmins(ctx context.Context, text string) {
 	}
 }
 
+// alertAdminsEvery alerts the admins about a standing problem (a refused key, a channel
+// gpubot cannot post in) at most once per period, however many requests run into it.
+func (h *Handlers) alertAdminsEvery(ctx context.Context, problem string, period time.Duration, text string) {
+	first, err := h.store.MarkSeen(ctx, "alert:"+problem, period)
+	if err != nil {
+		h.log.Error("record alert", "problem", problem, "err", err)
+	}
+	if first || err != nil {
+		h.alertAdmins(ctx, text)
+	}
+}
+
 // tell sends one person a message only they see, in the channel they clicked in,
 // or by direct message when there is no such channel.
 func (h *Handlers) tell(ctx context.Context, channel, user string, m Message) {
