@@ -176,3 +176,22 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		t.Fatalf("%d list calls in the second pass, want 1", got)
 	}
 }
+
+// With nothing to track, gpubot lists fal only to look for machines it did not make:
+// a few passes to be sure of one, then once per sweep interval, not every pass.
+func TestOrphanSweepWithNothingTracked(t *testing.T) {
+	h := start(t)
+	h.fal.AddInstance(fal.Instance{ID: "inst_stray", InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusReady})
+	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_stray`", "gpubot first saw it")
+	lists := h.fal.Counters().Calls["list"]
+	time.Sleep(200 * time.Millisecond) // ten passes
+	if got := h.fal.Counters().Calls["list"]; got != lists {
+		t.Fatalf("%d list calls while nothing is tracked and the stray was reported, want 0", got-lists)
+	}
+	h.clock.Advance(11 * time.Minute)
+	h.eventually("the next sweep", func() bool { return h.fal.Counters().Calls["list"] > lists })
+	time.Sleep(100 * time.Millisecond)
+	if n := h.count(h.slack.DMChannel(admin), "inst_stray"); n != 1 {
+		t.Fatalf("%d reports of the stray, want 1", n)
+	}
+}

@@ -64,9 +64,9 @@ type Handlers struct {
 	slots      chan struct{} // one per background flow running
 
 	mu              sync.Mutex
-	deleteFailures  map[string]int       // request id -> failed delete attempts since start
-	orphanSightings map[string]int       // instance id -> passes in a row that listed it unknown
-	orphanFirstSeen map[string]time.Time // instance id -> when a pass first listed it unknown
+	deleteFailures  map[string]int            // request id -> failed delete attempts since start
+	orphanSightings map[string]orphanSighting // unknown instances under watch
+	orphansReported map[string]bool           // unknown instances the admins have heard of
 	lastOrphanSweep time.Time
 	inFlight        map[string]bool // request ids with a fal call under way, so a pass does not repeat it
 }
@@ -84,8 +84,8 @@ func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now
 		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
 		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
 		deleteFailures:  map[string]int{},
-		orphanSightings: map[string]int{},
-		orphanFirstSeen: map[string]time.Time{},
+		orphanSightings: map[string]orphanSighting{},
+		orphansReported: map[string]bool{},
 		inFlight:        map[string]bool{},
 	}
 }

@@ -120,17 +120,6 @@ func (h *Handlers) watchesOrphans() bool {
 	return len(h.orphanSightings) > 0 || h.lastOrphanSweep.IsZero() || h.now().Sub(h.lastOrphanSweep) >= orphanSweepEvery
 }
 
-// firstSeen is when gpubot first listed an instance it does not know.
-func (h *Handlers) firstSeen(id string) time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if at, ok := h.orphanFirstSeen[id]; ok {
-		return at
-	}
-	h.orphanFirstSeen[id] = h.now()
-	return h.orphanFirstSeen[id]
-}
-
 func ipText(ip string) string {
 	if ip == "" {
 		return ""
@@ -305,9 +294,9 @@ func (h *Handlers) expire(ctx context.Context, r storage.Request) {
 	h.finishDelete(ctx, r)
 }
 
-// orphanSightings is how many passes in a row must list an instance gpubot does not know
+// orphanPassesBeforeReport is how many passes in a row must list an instance gpubot does not know
 // before the admins hear of it: a create whose answer is still on its way is not an orphan.
-const orphanSightings = 3
+const orphanPassesBeforeReport = 3
 
 // orphanSweepEvery is how often gpubot lists fal only to look for machines made
 // outside it, when it tracks nothing (tracking passes look at every list they make).
@@ -319,34 +308,65 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 	for _, r := range unfinished {
 		known[r.InstanceID] = true
 	}
+	now := h.now()
 	h.mu.Lock()
-	sightings := h.orphanSightings
-	h.orphanSightings = make(map[string]int, len(sightings))
-	h.lastOrphanSweep = h.now()
+	previous := h.orphanSightings
+	h.orphanSightings = map[string]orphanSighting{}
+	h.lastOrphanSweep = now
 	h.mu.Unlock()
 	for _, inst := range instances {
-		if known[inst.ID] {
+		if known[inst.ID] || h.wasReported(inst.ID) {
 			continue
 		}
 		if _, err := h.store.RequestByInstance(ctx, inst.ID); err == nil {
 			continue // one of ours that has ended; fal may list it a little longer
 		}
-		seen := sightings[inst.ID] + 1
-		h.mu.Lock()
-		h.orphanSightings[inst.ID] = seen
-		h.mu.Unlock()
-		if seen < orphanSightings {
+		seen := previous[inst.ID]
+		if seen.count == 0 {
+			seen.first = now
+		}
+		seen.count++
+		if seen.count < orphanPassesBeforeReport {
+			h.mu.Lock()
+			h.orphanSightings[inst.ID] = seen
+			h.mu.Unlock()
 			continue
 		}
-		first, err := h.store.MarkSeen(ctx, "orphan:"+inst.ID, 365*24*time.Hour)
-		if err != nil || !first {
-			continue
-		}
-		h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
-		if err := h.store.Audit(ctx, storage.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
-			h.log.Error("audit orphan", "err", err)
-		}
-		h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s. If nobody owns it, delete it at fal: it costs money.",
-			inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), FormatDuration(h.now().Sub(h.firstSeen(inst.ID)))+" ago"))
+		h.reportOrphan(ctx, inst, seen.first)
 	}
+}
+
+// orphanSighting is an unknown instance under watch: how many passes in a row listed
+// it, and when the first did.
+type orphanSighting struct {
+	count int
+	first time.Time
+}
+
+func (h *Handlers) wasReported(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.orphansReported[id]
+}
+
+// reportOrphan tells the admins of an instance gpubot did not make, once ever: the
+// store remembers it across restarts.
+func (h *Handlers) reportOrphan(ctx context.Context, inst fal.Instance, firstSeen time.Time) {
+	first, err := h.store.MarkSeen(ctx, "orphan:"+inst.ID, 365*24*time.Hour)
+	if err != nil {
+		h.log.Error("record orphan", "instance", inst.ID, "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.orphansReported[inst.ID] = true
+	h.mu.Unlock()
+	if !first {
+		return
+	}
+	h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
+	if err := h.store.Audit(ctx, storage.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
+		h.log.Error("audit orphan", "err", err)
+	}
+	h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s ago. If nobody owns it, delete it at fal: it costs money.",
+		inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), FormatDuration(h.now().Sub(firstSeen))))
 }

@@ -87,8 +87,8 @@ func openWith(path string, opts Options, steps []migration) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	// Batched commits wait at most this long for company, so a burst of writes
-	// shares a few fsyncs while a lone one is hardly held up.
+	// Batched commits (new requests, which come in bursts) wait at most this
+	// long for company, so a burst shares a few fsyncs.
 	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error { return migrate(tx, steps) }); err != nil {
 		_ = db.Close()
@@ -113,10 +113,11 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) now() time.Time { return s.opts.Now().UTC().Round(0) }
 
 // batch runs a write so that concurrent writers share one transaction and one
-// fsync: under a burst (hundreds of requests at once) commits stay cheap, and a
-// lone write waits at most MaxBatchDelay. fn may run more than once (bbolt retries
-// it alone when another write in its batch fails), so it must only touch tx and
-// set its results afresh on every run.
+// fsync: for writes that come in bursts (hundreds of /gpu create at once, each
+// committed before its ack). A lone write waits up to MaxBatchDelay for company,
+// so sequential writers use update. fn may run more than once (bbolt retries it
+// alone when another write in its batch fails), so it must only touch tx and set
+// its results afresh on every run.
 func (s *Store) batch(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -132,7 +133,10 @@ func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 }
 
 func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
-	return s.batch(ctx, fn)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(fn)
 }
 
 // migration brings a file from schema version `from` to from+1.
