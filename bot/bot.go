@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,7 @@ type Bot struct {
 
 	connected atomic.Bool
 	listener  net.Listener
+	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
 }
 
 // New opens the store and builds the fal and Slack clients and the handlers. It does
@@ -124,6 +126,7 @@ func (b *Bot) Store() *storage.Store { return b.store }
 // the work in flight finish within the shutdown grace, and closes the store.
 func (b *Bot) Run(ctx context.Context) (err error) {
 	defer func() {
+		b.envelopes.Wait() // each is bounded: it only reads, commits and acks
 		b.handlers.Shutdown(b.opts.ShutdownGrace)
 		if closeErr := b.store.Close(); closeErr != nil {
 			err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
@@ -175,7 +178,8 @@ func (b *Bot) readEvents(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case evt := <-b.socket.Events:
-			b.dispatch(ctx, evt)
+			// An envelope taken is finished even if shutdown begins meanwhile.
+			b.dispatch(context.WithoutCancel(ctx), evt)
 		}
 	}
 }
@@ -194,20 +198,43 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	case socketmode.EventTypeSlashCommand:
 		cmd, ok := evt.Data.(slack.SlashCommand)
 		if ok && evt.Request != nil {
-			go b.onSlashCommand(ctx, *evt.Request, cmd)
+			b.handle(func() { b.onSlashCommand(ctx, *evt.Request, cmd) })
 		}
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if ok && evt.Request != nil {
-			go b.onInteraction(ctx, *evt.Request, cb)
+			b.handle(func() { b.onInteraction(ctx, *evt.Request, cb) })
 		}
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
-			go b.ack(*evt.Request, time.Now(), nil)
+			b.handle(func() { b.ack(*evt.Request, time.Now(), nil) })
 		}
 	case socketmode.EventTypeErrorWriteFailed, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
-		b.log.Warn("Socket Mode error", "event", evt.Type, "data", fmt.Sprint(evt.Data))
+		b.log.Warn("Socket Mode error", "event", evt.Type, "err", socketError(evt.Data))
 	}
+}
+
+// socketError is the cause of a Socket Mode error event, without the message or ack
+// it came with: those can hold what people typed, pasted keys included.
+func socketError(data any) string {
+	switch d := data.(type) {
+	case *socketmode.ErrorBadMessage:
+		return d.Cause.Error()
+	case *socketmode.ErrorWriteFailed:
+		return d.Cause.Error()
+	case error:
+		return d.Error()
+	}
+	return fmt.Sprintf("%T", data)
+}
+
+// handle runs one envelope in its own goroutine, counted so shutdown can wait for it.
+func (b *Bot) handle(fn func()) {
+	b.envelopes.Add(1)
+	go func() {
+		defer b.envelopes.Done()
+		fn()
+	}()
 }
 
 func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd slack.SlashCommand) {
@@ -222,13 +249,12 @@ func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd sl
 		b.ack(req, start, nil)
 		return
 	}
-	if err := b.socket.Ack(req, reply); err != nil {
-		// Too large for an ack (Slack drops those): ack now, answer through response_url.
+	if err := b.ack(req, start, reply); err != nil {
+		// Too large for an ack (Slack drops those), or the link is down: ack plainly
+		// and answer through response_url instead.
 		b.ack(req, start, nil)
 		b.respondLater(cmd.ResponseURL, handlers.Message{Text: reply.Text, Blocks: reply.Blocks})
-		return
 	}
-	b.metrics.AckLatency.Observe(time.Since(start).Seconds())
 }
 
 func (b *Bot) onInteraction(ctx context.Context, req socketmode.Request, cb slack.InteractionCallback) {
@@ -237,26 +263,28 @@ func (b *Bot) onInteraction(ctx context.Context, req socketmode.Request, cb slac
 		b.ack(req, start, nil)
 		return
 	}
-	resp := b.handlers.Interaction(ctx, cb)
-	if resp == nil {
-		b.ack(req, start, nil)
+	if resp := b.handlers.Interaction(ctx, cb); resp != nil {
+		b.ack(req, start, resp)
 		return
 	}
-	b.ack(req, start, resp)
+	b.ack(req, start, nil)
 }
 
-func (b *Bot) ack(req socketmode.Request, start time.Time, payload any) {
-	var err error
-	if payload == nil {
-		err = b.socket.Ack(req)
-	} else {
-		err = b.socket.Ack(req, payload)
-	}
-	if err != nil {
+// ackTimeout bounds queueing an ack: past Slack's 3 seconds nobody is waiting for it,
+// and a link that is down must not hold an envelope's goroutine forever.
+const ackTimeout = 3 * time.Second
+
+// ack answers an envelope, with payload when it is not nil, and records how long the
+// bot took.
+func (b *Bot) ack(req socketmode.Request, start time.Time, payload any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	if err := b.socket.AckCtx(ctx, req.EnvelopeID, payload); err != nil {
 		b.log.Error("ack envelope", "envelope", req.EnvelopeID, "err", err)
-		return
+		return err
 	}
 	b.metrics.AckLatency.Observe(time.Since(start).Seconds())
+	return nil
 }
 
 func (b *Bot) respondLater(responseURL string, m handlers.Message) {

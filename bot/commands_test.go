@@ -1,10 +1,12 @@
 package bot_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -187,4 +189,29 @@ func (h *harness) onlyRequest(user string) storage.Request {
 		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
 	}
 	return reqs[0]
+}
+
+// A reply too large for an ack (Slack drops acks of 20 KB or more) arrives through the
+// command's response_url instead.
+func TestLargeListArrivesThroughResponseURL(t *testing.T) {
+	h := start(t, withConfig(func(c *config.Config) { c.PollInterval = time.Hour }))
+	ctx := h.ctx()
+	store := h.bot.Store()
+	for i := range 300 {
+		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour,
+			State: storage.StateApproved, Reason: fmt.Sprintf("run %d", i)}
+		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := h.command(admin, general, "list all"); got != "" {
+		t.Fatalf("the ack carried %d bytes; want an empty ack", len(got))
+	}
+	m := h.waitFor(general, "Everyone's machines")
+	if !m.Ephemeral || m.User != admin || m.Source != "response_url" || strings.Count(m.AllText(), "1x H100") != 300 {
+		t.Fatalf("list arrived as %+v", m)
+	}
+	if late := h.slack.LateAcks(); len(late) > 0 {
+		t.Fatalf("late or refused acks: %v", late)
+	}
 }
