@@ -18,7 +18,7 @@ import (
 // the bot's own share from its ack histogram (bot-p99, a bucket bound): the slow work
 // must happen after the ack. Each request is committed to the store before its ack.
 func BenchmarkAckLatency(b *testing.B) {
-	for _, burst := range []int{50, 500} {
+	for _, burst := range []int{1, 50, 500} {
 		b.Run(fmt.Sprintf("burst=%d", burst), func(b *testing.B) { benchmarkAckLatency(b, burst) })
 	}
 }
