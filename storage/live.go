@@ -2,7 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,38 +37,74 @@ func (c *liveCache) publish(m map[string]*Request) { c.byID.Store(&m) }
 func (s *Store) Unfinished(ctx context.Context) ([]Request, error) {
 	previous := s.live.snapshot()
 	current := make(map[string]*Request, len(previous))
-	out := make([]Request, 0, len(previous))
+	var listed []*Request
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		records := bucket(tx, bucketRequests)
+		var stale []staleRecord
 		c := bucket(tx, bucketUnfinished).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			version, id, ok := splitUnfinishedValue(v)
 			if !ok {
 				return fmt.Errorf("malformed unfinished index entry %x", k)
 			}
-			r := previous[string(id)]
-			if r == nil || r.Version != version {
-				raw := records.Get(id)
-				if raw == nil {
-					return fmt.Errorf("unfinished index names missing request %s", id)
-				}
-				decoded, err := decodeRequest(raw)
-				if err != nil {
-					return err
-				}
-				if decoded.Version != version {
-					return fmt.Errorf("unfinished index has version %d of request %s, the record %d", version, id, decoded.Version)
-				}
-				r = &decoded
+			if r := previous[string(id)]; r != nil && r.Version == version {
+				listed = append(listed, r)
+				continue
 			}
-			current[r.ID] = r
-			out = append(out, r.clone())
+			raw := records.Get(id)
+			if raw == nil {
+				return fmt.Errorf("unfinished index names missing request %s", id)
+			}
+			stale = append(stale, staleRecord{at: len(listed), id: id, raw: raw, version: version})
+			listed = append(listed, nil)
 		}
-		return nil
+		// raw points into the database's memory map: decode before the transaction ends.
+		return decodeStale(stale, listed)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unfinished requests: %w", err)
 	}
+	out := make([]Request, len(listed))
+	for i, r := range listed {
+		current[r.ID] = r
+		out[i] = r.clone()
+	}
 	s.live.publish(current)
 	return out, nil
+}
+
+// staleRecord is an unfinished request whose cached copy is missing or old.
+type staleRecord struct {
+	at      int // its place in the listing
+	id, raw []byte
+	version int64
+}
+
+// decodeStale decodes the records into their places in listed. Decoding is most of
+// the cost of a listing after a restart, when nothing is cached, so a long list is
+// decoded on every core.
+func decodeStale(stale []staleRecord, listed []*Request) error {
+	workers := min(runtime.GOMAXPROCS(0), len(stale)/64+1)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(stale); i += workers {
+				rec := stale[i]
+				decoded, err := decodeRequest(rec.raw)
+				if err == nil && decoded.Version != rec.version {
+					err = fmt.Errorf("unfinished index has version %d of request %s, the record %d", rec.version, rec.id, decoded.Version)
+				}
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				listed[rec.at] = &decoded
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
