@@ -46,7 +46,11 @@ func (p Policy) MayDecide(user, requester string) error {
 		return refusef("Only approvers can approve or deny GPU requests. Ask one of them (%s) in this channel.", mentionList(p.approvers))
 	}
 	if user == requester {
-		return refusef("You can't decide on your own request: another approver has to. Ask one of them (%s).", mentionList(without(p.approvers, user)))
+		others := without(p.approvers, user)
+		if len(others) == 0 {
+			return refusef("You can't decide on your own request, and there is no other approver: ask an admin to add one to APPROVERS.")
+		}
+		return refusef("You can't decide on your own request: another approver has to. Ask one of them (%s).", mentionList(others))
 	}
 	return nil
 }
