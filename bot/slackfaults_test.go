@@ -41,3 +41,15 @@ func TestReconnectsAfterDroppedConnection(t *testing.T) {
 	h.command(alice, general, "create 1x")
 	h.waitFor(general, "is ready :tada:")
 }
+
+// Slack asks for a refresh: slack-go reconnects, and an envelope sent meanwhile is
+// still handled.
+func TestRefreshRequestedReconnects(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	before := h.slack.TotalConnections()
+	h.slack.Disconnect("refresh_requested")
+	h.command(alice, general, "create 1x")
+	h.eventually("a new connection", func() bool { return h.slack.TotalConnections() > before })
+	h.waitFor(general, "is ready :tada:")
+}
