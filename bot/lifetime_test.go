@@ -195,3 +195,24 @@ func TestOrphanSweepWithNothingTracked(t *testing.T) {
 		t.Fatalf("%d reports of the stray, want 1", n)
 	}
 }
+
+// fal reporting "unknown" for a moment is normal; for longer than the grace period the
+// owner is told, once.
+func TestUnknownForLongTellsTheOwner(t *testing.T) {
+	h := start(t)
+	r := h.readyMachine("4h")
+	if err := h.fal.SetStatus(r.InstanceID, fal.StatusUnknown); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(general, "Status: unknown.")
+	time.Sleep(60 * time.Millisecond) // a few passes within the grace period
+	if n := h.count(general, "as *unknown* for"); n != 0 {
+		t.Fatal("told before the grace period ended")
+	}
+	h.clock.Advance(11 * time.Minute)
+	h.waitFor(general, "fal has reported `"+r.InstanceID+"` as *unknown* for")
+	time.Sleep(60 * time.Millisecond)
+	if n := h.count(general, "as *unknown* for"); n != 1 {
+		t.Fatalf("%d notices, want 1", n)
+	}
+}

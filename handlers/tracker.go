@@ -157,8 +157,8 @@ func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Insta
 	case fal.StatusStopped:
 		h.noticeOnce(ctx, r, noticeStopped, fmt.Sprintf("<@%s> fal reports `%s` as *stopped*: it is not running. Delete it with `/gpu delete %s` and ask for a new one, or tell an admin if you need what is on it.", r.UserID, r.InstanceID, shortID(r.ID)))
 	case fal.StatusUnknown:
-		since, ok := r.Notices["unknown_since"]
-		if ok && h.now().Sub(since) >= h.cfg.UnknownGrace {
+		since := r.UnknownSince
+		if !since.IsZero() && h.now().Sub(since) >= h.cfg.UnknownGrace {
 			h.noticeOnce(ctx, r, noticeUnknown, fmt.Sprintf("<@%s> fal has reported `%s` as *unknown* for %s. It may not be reachable; try `ssh` and, if it fails, delete it with `/gpu delete %s` and ask for a new one.", r.UserID, r.InstanceID, FormatDuration(h.now().Sub(since)), shortID(r.ID)))
 		}
 	}
@@ -172,15 +172,11 @@ func (h *Handlers) statusChanged(ctx context.Context, r storage.Request, inst fa
 		if inst.IP != "" {
 			u.IP = inst.IP
 		}
-		if inst.Status == fal.StatusUnknown {
-			if u.Notices == nil {
-				u.Notices = map[string]time.Time{}
-			}
-			if _, ok := u.Notices["unknown_since"]; !ok {
-				u.Notices["unknown_since"] = now
-			}
-		} else {
-			delete(u.Notices, "unknown_since")
+		switch {
+		case inst.Status != fal.StatusUnknown:
+			u.UnknownSince = time.Time{}
+		case u.UnknownSince.IsZero():
+			u.UnknownSince = now
 		}
 		return nil
 	})

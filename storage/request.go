@@ -37,12 +37,14 @@ type Request struct {
 	Error          string `json:"error,omitempty"`      // plain-words failure, for failed
 	EndReason      string `json:"end_reason,omitempty"` // why it ended: "deleted by <user>", "expired", ...
 
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
-	ReadyAt        time.Time `json:"ready_at,omitzero"`
-	ExpiresAt      time.Time `json:"expires_at,omitzero"`
-	EndedAt        time.Time `json:"ended_at,omitzero"`
-	ReminderSentAt time.Time `json:"reminder_sent_at,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	ReadyAt   time.Time `json:"ready_at,omitzero"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	// UnknownSince is when fal began reporting the instance's status as unknown
+	// (zero while it reports anything else).
+	UnknownSince time.Time `json:"unknown_since,omitzero"`
 
 	// Notices already sent, e.g. "ready", "reminder". Recorded before posting,
 	// so a restart never posts the same notice twice.
