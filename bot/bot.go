@@ -32,11 +32,6 @@ type Options struct {
 	Now     func() time.Time // default time.Now
 	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
 	ShutdownGrace time.Duration
-	// PingInterval is the longest the Socket Mode link may go without a ping from Slack
-	// before it reconnects (slack-go's default when 0).
-	PingInterval time.Duration
-	// Fal replaces the fal client (the console's simulated fal still goes through the real client).
-	Fal handlers.Fal
 }
 
 // Bot is gpubot, assembled.
@@ -46,6 +41,7 @@ type Bot struct {
 	log      *slog.Logger
 	store    *storage.Store
 	api      *slack.Client
+	slack    *slackAPI
 	socket   *socketmode.Client
 	handlers *handlers.Handlers
 	metrics  *metrics.Metrics
@@ -69,32 +65,27 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		opts.ShutdownGrace = 20 * time.Second
 	}
 	m := metrics.New()
-	f := opts.Fal
-	if f == nil {
-		client, err := fal.New(fal.Config{
-			BaseURL: cfg.FalAPIURL,
-			APIKey:  cfg.FalAdminAPIKey,
-			Version: opts.Version,
-			Logger:  opts.Logger,
-			Observe: func(op string, status int, d time.Duration) {
-				m.FalCalls.WithLabelValues(op, fmt.Sprint(status)).Inc()
-				m.FalLatency.WithLabelValues(op).Observe(d.Seconds())
-			},
-		})
-		if err != nil {
-			return nil, fmt.Errorf("fal client: %w", err)
-		}
-		f = client
+	falClient, err := fal.New(fal.Config{
+		BaseURL: cfg.FalAPIURL,
+		APIKey:  cfg.FalAdminAPIKey,
+		Version: opts.Version,
+		Logger:  opts.Logger,
+		Observe: func(op string, status int, d time.Duration) {
+			m.FalCalls.WithLabelValues(op, fmt.Sprint(status)).Inc()
+			m.FalLatency.WithLabelValues(op).Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fal client: %w", err)
 	}
 	store, err := storage.Open(cfg.DBPath, storage.Options{Now: opts.Now})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL))
-	var smOpts []socketmode.Option
-	if opts.PingInterval > 0 {
-		smOpts = append(smOpts, socketmode.OptionPingInterval(opts.PingInterval))
-	}
+	slackCalls := newSlackAPI(api, func(method, outcome string) {
+		m.SlackCalls.WithLabelValues(method, outcome).Inc()
+	})
 	h := handlers.New(handlers.Config{
 		Policy:          handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime),
 		ApprovalChannel: cfg.ApprovalChannel,
@@ -103,12 +94,10 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		Prices:          handlers.Prices(cfg.HourlyPrices),
 		ReminderBefore:  cfg.ReminderBefore,
 		PollInterval:    cfg.PollInterval,
-	}, store, f, newSlackAPI(api, func(method, outcome string) {
-		m.SlackCalls.WithLabelValues(method, outcome).Inc()
-	}), opts.Logger, opts.Now)
+	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
-		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api,
-		socket:   socketmode.New(api, smOpts...),
+		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,
+		socket:   socketmode.New(api),
 		handlers: h, metrics: m, seen: newSeenEnvelopes(opts.Now),
 	}, nil
 }
@@ -291,7 +280,7 @@ func (b *Bot) respondLater(responseURL string, m handlers.Message) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := newSlackAPI(b.api, nil).Respond(ctx, responseURL, m, false); err != nil {
+		if err := b.slack.Respond(ctx, responseURL, m, false); err != nil {
 			b.log.Error("answer through response_url", "err", err)
 		}
 	}()
