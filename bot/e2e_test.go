@@ -252,3 +252,14 @@ func TestUnpostableApprovalChannelAlertsAdminsOnce(t *testing.T) {
 		t.Fatalf("%d alerts, want 1", n)
 	}
 }
+
+// A NOTIFY_CHANNEL the bot may not post in is a misconfiguration the admins hear of; the
+// requester's own ready reply is unaffected.
+func TestUnpostableNotifyChannelAlertsAdmins(t *testing.T) {
+	h := start(t)
+	h.slack.AddChannel(notify, "gpu-notices", false)
+	h.registerKey(alice)
+	h.command(alice, general, "create 1x")
+	h.waitFor(general, "is ready :tada:")
+	h.waitFor(h.slack.DMChannel(admin), "I can't post readiness notices in <#CNOTIFY>", "NOTIFY_CHANNEL")
+}

@@ -218,6 +218,9 @@ func (h *Handlers) announceReady(ctx context.Context, r storage.Request) {
 	if h.cfg.NotifyChannel != "" {
 		if _, err := h.slack.PostMessage(ctx, h.cfg.NotifyChannel, "", readyNotice(r)); err != nil {
 			h.reqLog(r).Error("post ready notice", "channel", h.cfg.NotifyChannel, "err", err)
+			if cannotPost(err) {
+				h.alertAdminsEvery(ctx, "notify-channel", time.Hour, fmt.Sprintf("I can't post readiness notices in <#%s> (Slack said: %v). Invite me there or fix NOTIFY_CHANNEL.", h.cfg.NotifyChannel, err))
+			}
 		}
 	}
 }
