@@ -108,7 +108,7 @@ func TestStatus(t *testing.T) {
 	h.waitFor(general, "is ready :tada:")
 	r := h.onlyRequest(alice)
 	got := h.command(alice, general, "status "+r.ID[:8])
-	for _, want := range []string{"ssh ubuntu@" + r.IP, r.InstanceID, "Time left", "Cost so far"} {
+	for _, want := range []string{"ssh ubuntu@" + r.IP, r.InstanceID, "Time left", "Cost so far", "*History*", "<@UALICE>: requested", "gpubot: ready"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("status lacks %q: %s", want, got)
 		}

@@ -251,7 +251,11 @@ func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) 
 	if err := h.cfg.Policy.MaySee(user.UserID, r.UserID); err != nil {
 		return refusal(err)
 	}
-	return reply(statusMessage(r, h.now(), h.cfg.Prices, h.cfg.ApprovalChannel))
+	history, err := h.store.AuditFor(ctx, r.ID)
+	if err != nil {
+		return refusal(err)
+	}
+	return reply(statusMessage(r, history, h.now(), h.cfg.Prices, h.cfg.ApprovalChannel))
 }
 
 func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id string) *Reply {

@@ -376,7 +376,7 @@ func stateWord(r storage.Request) string {
 	return strings.ReplaceAll(string(r.State), "_", " ")
 }
 
-func statusMessage(r storage.Request, now time.Time, prices Prices, approvalChannel string) Message {
+func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Time, prices Prices, approvalChannel string) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + describeMachine(r)),
@@ -392,14 +392,39 @@ func statusMessage(r storage.Request, now time.Time, prices Prices, approvalChan
 			fields = append(fields, mrkdwn("*Cost so far*\n"+cost))
 		}
 	}
-	return Message{
-		Text: fmt.Sprintf("Request %s: %s", shortID(r.ID), r.State),
-		Blocks: []slack.Block{
-			section(fmt.Sprintf("*Request `%s`*\n>%s", shortID(r.ID), reasonText(r))),
-			section(stateLine(r, approvalChannel)),
-			slack.NewSectionBlock(nil, fields, nil),
-		},
+	blocks := []slack.Block{
+		section(fmt.Sprintf("*Request `%s`*\n>%s", shortID(r.ID), reasonText(r))),
+		section(stateLine(r, approvalChannel)),
+		slack.NewSectionBlock(nil, fields, nil),
 	}
+	if len(history) > 0 {
+		blocks = append(blocks, contextLine(historyText(history)))
+	}
+	return Message{Text: fmt.Sprintf("Request %s: %s", shortID(r.ID), r.State), Blocks: blocks}
+}
+
+// maxHistory is how many of a request's latest audit events its status shows.
+const maxHistory = 12
+
+// historyText is a request's audit trail as read: who did what, and when.
+func historyText(events []storage.AuditEvent) string {
+	if len(events) > maxHistory {
+		events = events[len(events)-maxHistory:]
+	}
+	lines := make([]string, 0, len(events)+1)
+	lines = append(lines, "*History*")
+	for _, e := range events {
+		who := "gpubot"
+		if e.Actor != actorBot {
+			who = "<@" + e.Actor + ">"
+		}
+		line := fmt.Sprintf("%s %s: %s", slackDate(e.At), who, strings.ReplaceAll(e.Action, "_", " "))
+		if e.Detail != "" {
+			line += " (" + escape(clip(e.Detail, 80)) + ")"
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // chunked keeps long lists within Slack's limits: 3,000 characters a section, 50 blocks a message.

@@ -90,7 +90,13 @@ func TestGoldenMessages(t *testing.T) {
 	golden(t, "reminder", reminderMessage(goldenRequest(storage.StateReady), 8*time.Hour))
 	golden(t, "help", helpMessage())
 	golden(t, "list", listMessage([]storage.Request{goldenRequest(storage.StateReady), goldenRequest(storage.StateProvisioning)}, goldenNow, prices, true))
-	golden(t, "status", statusMessage(goldenRequest(storage.StateReady), goldenNow, prices, "CAPPROVALS"))
+	history := []storage.AuditEvent{
+		{At: goldenNow.Add(-time.Hour), Actor: "UALICE", Action: "requested", Detail: "gpu_8x_h100_sxm5 sector_1 for 4h0m0s"},
+		{At: goldenNow.Add(-50 * time.Minute), Actor: "UBOB", Action: "approved"},
+		{At: goldenNow.Add(-49 * time.Minute), Actor: "gpubot", Action: "provisioning", Detail: "inst_abc123"},
+		{At: goldenNow.Add(-30 * time.Minute), Actor: "gpubot", Action: "ready", Detail: "203.0.113.42"},
+	}
+	golden(t, "status", statusMessage(goldenRequest(storage.StateReady), history, goldenNow, prices, "CAPPROVALS"))
 	golden(t, "key_modal", keyModal())
 	golden(t, "create_modal", createModal(p))
 	golden(t, "deny_modal", denyModal(goldenRequest(storage.StateAwaitingApproval)))
