@@ -152,8 +152,34 @@ type console struct {
 	shown   atomic.Int64 // events printed so far
 	mu      sync.Mutex
 	out     io.Writer
+	prompt  string // shown while a person at a terminal is typing; "" otherwise
 	user    person
 	channel string
+}
+
+// event prints what the bot did. At a terminal it clears the prompt line first and
+// shows the prompt again after, so output never lands in the middle of typing.
+func (c *console) event(text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prompt == "" {
+		fmt.Fprintln(c.out, text)
+		return
+	}
+	fmt.Fprintf(c.out, "\r\033[K%s\n%s", text, c.prompt)
+}
+
+func (c *console) setPrompt(prompt string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prompt = prompt
+	fmt.Fprint(c.out, prompt)
+}
+
+func (c *console) clearPrompt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prompt = ""
 }
 
 func (c *console) printf(format string, args ...any) {
@@ -170,9 +196,11 @@ func (c *console) loop(ctx context.Context, in io.Reader) error {
 	scanner.Buffer(make([]byte, 64*1024), 1024*1024)
 	for {
 		if interactive {
-			c.printf("%s in #%s> ", c.user.name, c.channel)
+			c.setPrompt(fmt.Sprintf("%s in #%s> ", c.user.name, c.channel))
 		}
-		if !scanner.Scan() {
+		scanned := scanner.Scan()
+		c.clearPrompt()
+		if !scanned {
 			return scanner.Err()
 		}
 		line := strings.TrimSpace(scanner.Text())
@@ -306,11 +334,11 @@ func (c *console) show(e slacksim.Event) {
 	defer c.shown.Add(1)
 	switch e.Kind {
 	case "post", "ephemeral", "update":
-		c.printf("%s\n", c.render(e.Kind, e.Message))
+		c.event(c.render(e.Kind, e.Message))
 	case "view_open", "view_update":
-		c.printf("%s\n", renderView(e.View))
+		c.event(renderView(e.View))
 	case "view_close":
-		c.printf("  (%s's form closed)\n", nameOf(e.View.User))
+		c.event(fmt.Sprintf("  (%s's form closed)", nameOf(e.View.User)))
 	}
 }
 
