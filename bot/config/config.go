@@ -15,13 +15,6 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// Instance types fal offers; the only values APPROVAL_REQUIRED and
-// HOURLY_PRICES may name.
-const (
-	instanceType1xH100 = "gpu_1x_h100_sxm5"
-	instanceType8xH100 = "gpu_8x_h100_sxm5"
-)
-
 // Config is the validated configuration. Load is the only way to get one from
 // the environment; tests of other packages may build one directly.
 type Config struct {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gpubot/gpubot/fal"
 )
 
 const (
@@ -19,8 +21,6 @@ const (
 	httpOff             = "off"
 	minPollInterval     = 10 * time.Millisecond
 )
-
-var knownInstanceTypes = []string{instanceType1xH100, instanceType8xH100}
 
 // settings is the environment as envconfig sees it: one field per variable,
 // described by envconfig's struct tags. Each field type checks its own value
@@ -300,7 +300,7 @@ func (l *instanceTypeList) Decode(value string) error {
 	}
 	var types, unknown []string
 	for _, item := range items {
-		if !slices.Contains(knownInstanceTypes, item) {
+		if !fal.ValidInstanceType(item) {
 			unknown = append(unknown, strconv.Quote(item))
 			continue
 		}
@@ -310,7 +310,7 @@ func (l *instanceTypeList) Decode(value string) error {
 	}
 	if len(unknown) > 0 {
 		return fmt.Errorf("%s; use a comma-separated list of %s, or none",
-			notA(unknown, "an instance type", "instance types"), strings.Join(knownInstanceTypes, ", "))
+			notA(unknown, "an instance type", "instance types"), strings.Join(fal.InstanceTypes(), ", "))
 	}
 	*l = types
 	return nil
@@ -346,7 +346,7 @@ func parsePrice(pair string) (instanceType string, price float64, err error) {
 	if !found {
 		return "", 0, fmt.Errorf("%q has no =price", pair)
 	}
-	if !slices.Contains(knownInstanceTypes, instanceType) {
+	if !fal.ValidInstanceType(instanceType) {
 		return "", 0, fmt.Errorf("%q is not an instance type", instanceType)
 	}
 	price, err = strconv.ParseFloat(number, 64)
