@@ -41,6 +41,20 @@ func (h *Handlers) advance(ctx context.Context, r storage.Request) {
 	}
 }
 
+// moveByBot records a move gpubot makes on its own and reports whether it happened.
+// Losing a race to another move (the owner deleted the request meanwhile, another pass
+// got there first) is normal and silent; any other failure is logged.
+func (h *Handlers) moveByBot(ctx context.Context, r storage.Request, to storage.State, detail string, edit func(*storage.Request) error) (storage.Request, bool) {
+	moved, err := h.store.Move(ctx, r.ID, to, actorBot, detail, edit)
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record move", "to", to, "err", err)
+		}
+		return r, false
+	}
+	return moved, true
+}
+
 // idempotencyWindow is how long fal remembers an Idempotency-Key (10 minutes), less
 // a margin for clocks: within it, sending a create again is safe.
 const idempotencyWindow = 9 * time.Minute
@@ -50,12 +64,11 @@ const idempotencyWindow = 9 * time.Minute
 // the first call did make one, the admins hear of it as an instance gpubot does not know.
 func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
 	words := fmt.Sprintf("gpubot stopped while fal was creating this machine and came back %s later, too late to ask fal again safely; so as not to pay for two, it did not retry. Ask again with `/gpu create`.", FormatDuration(h.now().Sub(r.UpdatedAt)))
-	r, err := h.store.Move(ctx, r.ID, storage.StateFailed, actorBot, "create abandoned after restart", func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, storage.StateFailed, "create abandoned after restart", func(u *storage.Request) error {
 		u.Error = words
 		return nil
 	})
-	if err != nil {
-		h.reqLog(r).Error("abandon create", "err", err)
+	if !ok {
 		return
 	}
 	h.reqLog(r).Warn("create abandoned: idempotency key expired while gpubot was down")
@@ -169,11 +182,8 @@ func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err 
 // create commits the move to creating, with the idempotency key stored at request
 // time, before fal is called.
 func (h *Handlers) create(ctx context.Context, r storage.Request) {
-	r, err := h.store.Move(ctx, r.ID, storage.StateCreating, actorBot, "", nil)
-	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("move to creating", "err", err)
-		}
+	r, ok := h.moveByBot(ctx, r, storage.StateCreating, "", nil)
+	if !ok {
 		return
 	}
 	h.refreshRoot(ctx, r)
@@ -227,12 +237,11 @@ func (h *Handlers) createAtFal(ctx context.Context, r storage.Request) (storage.
 func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err error) {
 	words := falFailureWords(err)
 	h.reqLog(r).Error("create instance failed", "err", err)
-	r, moveErr := h.store.Move(ctx, r.ID, storage.StateFailed, actorBot, words, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, storage.StateFailed, words, func(u *storage.Request) error {
 		u.Error = words
 		return nil
 	})
-	if moveErr != nil {
-		h.reqLog(r).Error("record failure", "err", moveErr)
+	if !ok {
 		return
 	}
 	h.refreshRoot(ctx, r)
@@ -345,14 +354,11 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 	if r.EndReason == endExpired {
 		final = storage.StateExpired
 	}
-	r, err := h.store.Move(ctx, r.ID, final, actorBot, r.EndReason, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, final, r.EndReason, func(u *storage.Request) error {
 		u.EndedAt = h.now()
 		return nil
 	})
-	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("record deletion", "err", err)
-		}
+	if !ok {
 		return
 	}
 	h.mu.Lock()

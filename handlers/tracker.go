@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -194,14 +193,11 @@ func (h *Handlers) statusChanged(ctx context.Context, r storage.Request, inst fa
 // becameReady starts the lifetime and tells the requester, exactly once.
 func (h *Handlers) becameReady(ctx context.Context, r storage.Request, inst fal.Instance) {
 	now := h.now()
-	r, err := h.store.Move(ctx, r.ID, storage.StateReady, actorBot, inst.IP, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, storage.StateReady, inst.IP, func(u *storage.Request) error {
 		u.IP, u.FalStatus, u.ReadyAt, u.ExpiresAt = inst.IP, string(inst.Status), now, now.Add(u.Lifetime)
 		return nil
 	})
-	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("record ready", "err", err)
-		}
+	if !ok {
 		return
 	}
 	h.reqLog(r).Info("instance ready", "instance", r.InstanceID, "ip", r.IP)
@@ -239,14 +235,11 @@ func (h *Handlers) noticeOnce(ctx context.Context, r storage.Request, name, text
 
 // vanished closes a request whose instance fal no longer knows.
 func (h *Handlers) vanished(ctx context.Context, r storage.Request) {
-	r, err := h.store.Move(ctx, r.ID, storage.StateGone, actorBot, "not listed by fal", func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, storage.StateGone, "not listed by fal", func(u *storage.Request) error {
 		u.EndedAt, u.EndReason = h.now(), "vanished"
 		return nil
 	})
-	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("record vanished instance", "err", err)
-		}
+	if !ok {
 		return
 	}
 	h.reqLog(r).Warn("instance vanished at fal", "instance", r.InstanceID)
@@ -278,14 +271,11 @@ func (h *Handlers) keepLifetimes(ctx context.Context) error {
 }
 
 func (h *Handlers) expire(ctx context.Context, r storage.Request) {
-	r, err := h.store.Move(ctx, r.ID, storage.StateDeleting, actorBot, endExpired, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, storage.StateDeleting, endExpired, func(u *storage.Request) error {
 		u.EndReason = endExpired
 		return nil
 	})
-	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("move to deleting at expiry", "err", err)
-		}
+	if !ok {
 		return
 	}
 	h.reqLog(r).Info("lifetime over; deleting", "instance", r.InstanceID)
