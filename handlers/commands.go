@@ -159,8 +159,8 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 	if err != nil {
 		return refusal(err)
 	}
-	if err := h.store.CreateRequest(ctx, &r, dedupeKey(envelopeID)); err != nil {
-		if errors.Is(err, storage.ErrDuplicate) {
+	if err := h.store.CreateRequest(ctx, &r, storage.ForEnvelope(envelopeID, nil)); err != nil {
+		if errors.Is(err, storage.ErrAlreadyDone) {
 			return nil
 		}
 		h.log.Error("store new request", "user", user.UserID, "err", err)
@@ -173,13 +173,6 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
 	return textReply(text)
-}
-
-func dedupeKey(envelopeID string) string {
-	if envelopeID == "" {
-		return ""
-	}
-	return "envelope:" + envelopeID
 }
 
 // newRequest builds a request from a parsed create command, refusing what cannot succeed.

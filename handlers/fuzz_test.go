@@ -89,7 +89,7 @@ func fuzzStore(t *testing.T) *storage.Store {
 		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type8xH100, Lifetime: time.Hour, State: storage.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
 		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
 	} {
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 	}

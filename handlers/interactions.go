@@ -199,7 +199,7 @@ func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, chann
 	}
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err == nil {
-		err = h.store.CreateRequest(ctx, &r, "")
+		err = h.store.CreateRequest(ctx, &r)
 	}
 	if err != nil {
 		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)})
