@@ -34,6 +34,10 @@ const (
 // ErrAckRefused is returned by AwaitAck when the bot's ack frame was too large.
 var ErrAckRefused = errors.New("slacksim: ack refused: 20,480 bytes or more")
 
+// ErrAckLost is returned by AwaitAck, with the ack that was lost, for an envelope
+// whose ack LoseNextAck made vanish.
+var ErrAckLost = errors.New("slacksim: ack lost before it reached Slack")
+
 // socket is the Socket Mode side: connections, envelopes and acks.
 type socket struct {
 	conns            []*socketConn
@@ -46,6 +50,7 @@ type socket struct {
 	envelopeOrder    []string
 	lateAcks         []string
 	protocolErrors   []string
+	loseNextAck      bool // see LoseNextAck
 }
 
 func newSocket() socket {
@@ -88,6 +93,8 @@ type envelope struct {
 	refused         bool
 	late            bool
 	failureShown    bool
+	loseAcks        bool  // acks vanish until the envelope is redelivered (LoseNextAck)
+	lostAcks        []Ack // what the bot acked while loseAcks held
 }
 
 type delivery struct {
@@ -333,6 +340,7 @@ func (s *Server) sendEnvelopeLocked(kind string, payload any, acceptsResponse bo
 		return nil, fmt.Errorf("slacksim: encode %s payload: %w", kind, err)
 	}
 	env := &envelope{id: uuid.NewString(), kind: kind, payload: data, acceptsResponse: acceptsResponse, origin: origin}
+	env.loseAcks, s.loseNextAck = s.loseNextAck, false
 	if err := s.deliverLocked(env, 0, "", true); err != nil {
 		return nil, err
 	}
@@ -437,6 +445,11 @@ func (s *Server) handleFrame(c *socketConn, data []byte) {
 		s.protocolErrorLocked("connection %d: ack for unknown envelope %s", c.id, ack.EnvelopeID)
 		return
 	}
+	if env.loseAcks {
+		env.lostAcks = append(env.lostAcks, Ack{EnvelopeID: env.id, Payload: nonNull(ack.Payload)})
+		s.notifyLocked()
+		return
+	}
 	if len(data) >= maxAckBytes {
 		s.protocolErrorLocked("envelope %s: ack of %d bytes refused (Slack drops acks of %d bytes or more)", env.id, len(data), maxAckBytes)
 		env.refused = true
@@ -475,6 +488,13 @@ func (s *Server) acceptAckLocked(env *envelope, payload json.RawMessage) {
 		s.applyAckPayloadLocked(env, ack.Payload)
 	}
 	s.notifyLocked()
+}
+
+func nonNull(payload json.RawMessage) json.RawMessage {
+	if isNull(payload) {
+		return nil
+	}
+	return slices.Clone(payload)
 }
 
 func isNull(payload json.RawMessage) bool {
@@ -536,6 +556,8 @@ func (s *Server) awaitAckNumber(ctx context.Context, envelopeID string, n int) (
 			failure = fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 		case len(env.acks) > n:
 			ack = env.acks[n]
+		case env.loseAcks && len(env.lostAcks) > 0:
+			ack, failure = env.lostAcks[0], ErrAckLost
 		case env.refused:
 			failure = ErrAckRefused
 		default:
@@ -560,6 +582,7 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 	}
 	previousAcks := len(env.acks)
+	env.loseAcks = false
 	err := ErrClosed
 	if !s.closed {
 		err = s.deliverLocked(env, 1, "timeout", false)
@@ -569,6 +592,19 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, err
 	}
 	return s.awaitAckNumber(ctx, envelopeID, previousAcks)
+}
+
+// LoseNextAck makes the acks of the next envelope sent (a slash command, a click,
+// a modal submission) vanish on their way to Slack, as if the bot died just after
+// doing the envelope's work and before its ack left: Slack neither sees nor shows
+// them, so the envelope stays unacked (late after the ack timeout). AwaitAck (and
+// so SlashCommand, Click, SubmitView) answers ErrAckLost with the first lost ack,
+// which tells a test that the bot has finished with the envelope. Redeliver ends
+// it: the redelivery's ack reaches Slack as usual.
+func (s *Server) LoseNextAck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseNextAck = true
 }
 
 // LateAcks lists envelopes that were not acked within the ack timeout (3 s), or whose
