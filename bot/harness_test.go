@@ -230,18 +230,24 @@ func ackText(t testing.TB, ack slacksim.Ack) string {
 // registerKey gives user a fresh ed25519 key.
 func (h *harness) registerKey(user string) {
 	h.t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+	line := newKeyLine(h.t, user)
 	if got := h.command(user, general, "key set "+line); !strings.Contains(got, "Saved your ssh-ed25519 key") {
 		h.t.Fatalf("key set answered %q", got)
 	}
+}
+
+// newKeyLine is a fresh ed25519 public key as user would paste it.
+func newKeyLine(t testing.TB, user string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
 }
 
 // waitFor waits for a message matching all of: in channel (if set), containing every text.

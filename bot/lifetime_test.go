@@ -135,7 +135,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		id := fmt.Sprintf("inst_%04d", i)
 		h.fal.AddInstance(fal.Instance{ID: id, InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusProvisioning})
 		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 		for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning} {

@@ -143,7 +143,7 @@ func FuzzInteraction(f *testing.F) {
 			Policy:          NewPolicy([]string{"UBOB", "UCAROL"}, []string{"UADMIN"}, []string{fal.Type8xH100}, time.Hour, 72*time.Hour),
 			ApprovalChannel: "CAPPROVALS", Admins: []string{"UADMIN"}, PollInterval: time.Second, ReminderBefore: time.Minute,
 		}, store, f, s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-		h.Interaction(ctx, cb)
+		h.Interaction(ctx, "", cb)
 		h.Shutdown(10 * time.Second)
 
 		allowed := allowedChange(cb)
