@@ -434,7 +434,9 @@ func TestEventsWaitingForAConnectionAreBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(testCtx(t, 10*time.Second))
 	defer cancel()
 	for range maxWaitingFrames {
-		go func() { _, _ = s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"hi","channel":"CGPU"}`)) }()
+		go func() {
+			_, _ = s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"hi","channel":"CGPU"}`))
+		}()
 	}
 	mustNoError(t, s.WaitUntil(ctx, func() bool { return s.waitingCount.Load() == maxWaitingFrames }), "events waiting")
 	if _, err := s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"one more","channel":"CGPU"}`)); err == nil {
