@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +49,11 @@ func (h *harness) crashBeforeAck(p *process, send func() (slacksim.Ack, error), 
 	var next *process
 	return h.loseAckAndRedeliver(send, settled,
 		func() { p.kill(); next = h.spawn() },
-		func() { next.stop(h.t) })
+		func() {
+			if err := next.stop(h.ctx()); err != nil {
+				h.t.Fatalf("stop the gpubot that took the redelivery: %v", err)
+			}
+		})
 }
 
 // restartBeforeAck is loseAckAndRedeliver with the in-process gpubot, stopped and
@@ -58,25 +61,6 @@ func (h *harness) crashBeforeAck(p *process, send func() (slacksim.Ack, error), 
 func (h *harness) restartBeforeAck(send func() (slacksim.Ack, error), settled func()) slacksim.Ack {
 	h.t.Helper()
 	return h.loseAckAndRedeliver(send, settled, func() { h.stopBot(); h.startBot() }, h.stopBot)
-}
-
-// stop ends the process with SIGTERM and waits for it to exit.
-func (p *process) stop(t testing.TB) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(wait):
-		p.kill()
-		t.Fatalf("no exit within %v of SIGTERM", wait)
-	}
 }
 
 // audited counts the audit events with action, read from the store file once no
