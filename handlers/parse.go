@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/duration"
 )
 
 // Verb names what a `/gpu` command asks for.
@@ -214,58 +216,30 @@ func ShortType(instanceType string) string {
 	return instanceType
 }
 
-var durationPattern = regexp.MustCompile(`^(\d+(\.\d+)?(d|h|m|s|ms|us|ns))+$`)
-
-func looksLikeDuration(s string) bool { return durationPattern.MatchString(strings.ToLower(s)) }
+// looksLikeDuration tells `for 4h` (a lifetime, even one too long) from `for the demo` (a reason).
+func looksLikeDuration(s string) bool {
+	_, err := duration.Parse(s)
+	return err == nil || errors.Is(err, duration.ErrTooLong)
+}
 
 // ParseLifetime reads a lifetime such as 30m, 4h, 1h30m or 2d, rounded to the minute.
 func ParseLifetime(s string) (time.Duration, error) {
-	d, err := parseDuration(strings.ToLower(strings.TrimSpace(s)))
+	d, err := duration.Parse(s)
+	if errors.Is(err, duration.ErrTooLong) {
+		return 0, refusef("`%s` is too long: the longest I accept is %s.", clip(s, 40), duration.Format(duration.Max))
+	}
 	if err != nil || d < time.Minute {
 		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", clip(s, 40))
 	}
 	return d.Round(time.Minute), nil
 }
 
-// parseDuration is time.ParseDuration with days ("2d", "1d12h"), which people use for machines.
-func parseDuration(s string) (time.Duration, error) {
-	var days time.Duration
-	if i := strings.Index(s, "d"); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err != nil || n > 365 {
-			return 0, fmt.Errorf("bad day count %q", s[:i])
-		}
-		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
-		if s == "" {
-			return days, nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	return days + d, nil
-}
-
-// FormatDuration shows a duration the way people write it: 4h, 1h30m, 2d3h, 45m.
+// FormatDuration shows a duration to people, to the minute: 4h, 1h30m, 2d3h, 45m.
 func FormatDuration(d time.Duration) string {
 	if d < time.Minute {
 		return "under a minute"
 	}
-	d = d.Round(time.Minute)
-	days, d := d/(24*time.Hour), d%(24*time.Hour)
-	hours, minutes := d/time.Hour, (d%time.Hour)/time.Minute
-	var b strings.Builder
-	if days > 0 {
-		fmt.Fprintf(&b, "%dd", days)
-	}
-	if hours > 0 {
-		fmt.Fprintf(&b, "%dh", hours)
-	}
-	if minutes > 0 {
-		fmt.Fprintf(&b, "%dm", minutes)
-	}
-	return b.String()
+	return duration.Format(d.Round(time.Minute))
 }
 
 // clip keeps echoed user input short, so a reply never grows past Slack's limits.

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/duration"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -29,6 +30,8 @@ func TestParseCommand(t *testing.T) {
 		{"create gpu_8x_h100_sxm5 sector_3 for 4h fine-tuning run", Command{Verb: VerbCreate, InstanceType: fal.Type8xH100, Sector: "sector_3", Lifetime: 4 * time.Hour, Reason: "fine-tuning run"}},
 		{"create 8x for 1h30m sector_2 eval", Command{Verb: VerbCreate, InstanceType: fal.Type8xH100, Sector: "sector_2", Lifetime: 90 * time.Minute, Reason: "eval"}},
 		{"create 1x for 2d", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 48 * time.Hour}},
+		{"create 1x for 1.5d", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 36 * time.Hour}},
+		{"create 1x for 1D12H", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 36 * time.Hour}},
 		{"create 1x for the demo", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Reason: "for the demo"}},
 		{"list", Command{Verb: VerbList}},
 		{"list all", Command{Verb: VerbListAll}},
@@ -62,6 +65,11 @@ func TestParseCommandRefusesWithAHint(t *testing.T) {
 		{"delete a b", "Give one machine id"},
 		{"extend abc", "`/gpu extend <id> 2h`"},
 		{"extend abc forever", "not a lifetime I understand"},
+		// A lifetime so long that adding it would overflow is refused where it is read.
+		{"extend abcd1234 2562047h", "`2562047h` is too long: the longest I accept is 365d"},
+		{"extend abcd1234 99999999999999999999h", "is too long: the longest I accept is 365d"},
+		{"create 8x for 366d", "`366d` is too long: the longest I accept is 365d"},
+		{"extend abcd1234 -5m", "not a lifetime I understand"},
 	}
 	for _, tt := range tests {
 		_, err := ParseCommand(tt.text)
@@ -94,7 +102,7 @@ func TestFormatDuration(t *testing.T) {
 // FuzzParseCommand: any text gives a command or a refusal with a message, never a
 // panic, and a refusal never echoes more than a short piece of the input.
 func FuzzParseCommand(f *testing.F) {
-	for _, seed := range []string{"", "help", "create 8x sector_1 for 4h train", "key set ssh-ed25519 AAAA x", "extend abc 1d2h", "create 1x for", "list all", "create 8x sector_99999999999999999999", "create 1x for 9999999999h", "delete \x00", "create 8x for 1.5h"} {
+	for _, seed := range []string{"", "help", "create 8x sector_1 for 4h train", "key set ssh-ed25519 AAAA x", "extend abc 1d2h", "create 1x for", "list all", "create 8x sector_99999999999999999999", "create 1x for 9999999999h", "delete \x00", "create 8x for 1.5h", "extend abc 2562047h", "create 1x for 106751d", "extend abc 1.5d"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
@@ -112,8 +120,8 @@ func FuzzParseCommand(f *testing.F) {
 		if cmd.Verb == VerbCreate && cmd.Sector != "" && cmd.InstanceType != fal.Type8xH100 {
 			t.Fatalf("ParseCommand(%q) gave a sector with %s", text, cmd.InstanceType)
 		}
-		if cmd.Lifetime < 0 {
-			t.Fatalf("ParseCommand(%q) gave a negative lifetime", text)
+		if cmd.Lifetime < 0 || cmd.Lifetime > duration.Max {
+			t.Fatalf("ParseCommand(%q) gave the lifetime %v, outside [0, %v]", text, cmd.Lifetime, duration.Max)
 		}
 	})
 }
