@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gpubot/gpubot/fal"
@@ -52,8 +53,6 @@ func refusef(format string, args ...any) error {
 	return &UserError{Message: fmt.Sprintf(format, args...)}
 }
 
-var keySetPattern = regexp.MustCompile(`(?is)^\s*keys?\s+(?:set|add)(?:\s+(.*))?$`)
-
 var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)
 
 // ParseCommand turns the text after `/gpu` into a Command. It only reads the text:
@@ -88,10 +87,7 @@ func parseKey(text string, args []string) (Command, error) {
 	switch strings.ToLower(args[0]) {
 	case "set", "add":
 		// Keep the key text exactly as pasted after "set": a key's comment may hold spaces.
-		rest := ""
-		if m := keySetPattern.FindStringSubmatch(text); m != nil {
-			rest = strings.TrimSpace(m[1])
-		}
+		rest := afterWords(text, 2)
 		if rest == "" {
 			return Command{}, refusef("Paste your SSH *public* key after `/gpu key set`, e.g. `/gpu key set ssh-ed25519 AAAA… you@laptop` (print it with `cat ~/.ssh/id_ed25519.pub`), or type `/gpu key` to paste it in a form.")
 		}
@@ -102,6 +98,20 @@ func parseKey(text string, args []string) (Command, error) {
 		return Command{Verb: VerbKeyRemove}, nil
 	}
 	return Command{}, refusef("`/gpu key` takes `set <public key>`, `show` or `remove` (or nothing, to paste the key in a form).")
+}
+
+// afterWords is text without its first n words, as typed, trimmed. Words are split
+// on every kind of space, as strings.Fields splits them.
+func afterWords(text string, n int) string {
+	rest := strings.TrimLeftFunc(text, unicode.IsSpace)
+	for range n {
+		end := strings.IndexFunc(rest, unicode.IsSpace)
+		if end < 0 {
+			return ""
+		}
+		rest = strings.TrimLeftFunc(rest[end:], unicode.IsSpace)
+	}
+	return strings.TrimRightFunc(rest, unicode.IsSpace)
 }
 
 func parseList(args []string) (Command, error) {

@@ -102,7 +102,7 @@ func TestFormatDuration(t *testing.T) {
 // FuzzParseCommand: any text gives a command or a refusal with a message, never a
 // panic, and a refusal never echoes more than a short piece of the input.
 func FuzzParseCommand(f *testing.F) {
-	for _, seed := range []string{"", "help", "create 8x sector_1 for 4h train", "key set ssh-ed25519 AAAA x", "extend abc 1d2h", "create 1x for", "list all", "create 8x sector_99999999999999999999", "create 1x for 9999999999h", "delete \x00", "create 8x for 1.5h", "extend abc 2562047h", "create 1x for 106751d", "extend abc 1.5d"} {
+	for _, seed := range []string{"", "help", "create 8x sector_1 for 4h train", "key set ssh-ed25519 AAAA x", "extend abc 1d2h", "create 1x for", "list all", "create 8x sector_99999999999999999999", "create 1x for 9999999999h", "delete \x00", "create 8x for 1.5h", "extend abc 2562047h", "create 1x for 106751d", "extend abc 1.5d", "key set\u00a0ssh-ed25519 AAAA x", "key\u3000set\u2009ssh-rsa BBBB", "create\u202f8x\u00a0for\u00a04h\u00a0run"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
@@ -134,5 +134,23 @@ func TestLongReasonRefused(t *testing.T) {
 	}
 	if _, err := ParseCommand("create 1x " + strings.Repeat("é", 300)); err != nil {
 		t.Fatalf("a 300-character reason: %v", err)
+	}
+}
+
+// Every kind of space separates words alike: a no-break space pasted from an editor,
+// a thin or ideographic space, a tab.
+func TestParseCommandTreatsEveryKindOfSpaceAlike(t *testing.T) {
+	for _, space := range []string{"\u00a0", "\u2009", "\u202f", "\u3000", "\u2003", "\t", "\u1680", "\u205f"} {
+		for text, want := range map[string]Command{
+			"key" + space + "set" + space + "ssh-ed25519 AAAA me@laptop":                {Verb: VerbKeySet, Key: "ssh-ed25519 AAAA me@laptop"},
+			space + "key set" + space + "ssh-ed25519" + space + "AAAA" + space:          {Verb: VerbKeySet, Key: "ssh-ed25519" + space + "AAAA"},
+			"create" + space + "8x" + space + "for" + space + "4h" + space + "eval run": {Verb: VerbCreate, InstanceType: fal.Type8xH100, Lifetime: 4 * time.Hour, Reason: "eval run"},
+			"extend" + space + "abcd1234" + space + "2h":                                {Verb: VerbExtend, ID: "abcd1234", Lifetime: 2 * time.Hour},
+		} {
+			got, err := ParseCommand(text)
+			if err != nil || got != want {
+				t.Errorf("ParseCommand(%q) = %+v, %v; want %+v", text, got, err, want)
+			}
+		}
 	}
 }

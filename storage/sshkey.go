@@ -96,15 +96,21 @@ func ParsePublicKey(text string) (PublicKey, error) {
 	return candidates[0].parse()
 }
 
+// lineBreaks are the characters that end a line, as editors and terminals
+// write them (Python's splitlines counts the same): a key broken over lines by
+// any of them is put back together.
+const lineBreaks = "\n\r\v\f\u0085\u2028\u2029"
+
 // cleanPaste removes what pasting through Slack adds around a key: invisible
-// and control characters, odd blank space, backticks and code fences, and
+// and control characters, odd blank space (every kind of space is a space, every
+// kind of line break a line break), backticks and code fences, and
 // Slack's escaping of &, <, > and e-mail addresses.
 func cleanPaste(text string) string {
 	text = strings.ToValidUTF8(text, "")
 	text = strings.ReplaceAll(text, "\r\n", "\n")
 	text = strings.Map(func(r rune) rune {
 		switch {
-		case r == '\n' || r == '\r':
+		case strings.ContainsRune(lineBreaks, r):
 			return '\n'
 		case unicode.IsSpace(r):
 			return ' '
