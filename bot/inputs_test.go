@@ -35,3 +35,36 @@ func TestKeySetWithUnicodeSpaces(t *testing.T) {
 		}
 	}
 }
+
+// Slack sends `/gpu create 1x R&D <tuning> run` as "R&amp;D &lt;tuning&gt; run";
+// the thread root and the card must show what was typed, escaped once.
+func TestReasonTypedInTheCommandIsEscapedOnce(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x R&D <tuning> run <!channel>")
+	const once = "R&amp;D &lt;tuning&gt; run &lt;!channel&gt;"
+	root := h.waitFor(general, "<@UALICE> asked for 8x H100")
+	card := h.waitFor(approvals, "needs approval")
+	for name, m := range map[string]string{"thread root": root.AllText(), "approval card": card.AllText()} {
+		if !strings.Contains(m, once) || strings.Contains(m, "&amp;amp;") || strings.Contains(m, "<!channel>") {
+			t.Errorf("%s shows the reason as %q, want it escaped once: %q", name, m, once)
+		}
+	}
+}
+
+// What a person typed is echoed in a refusal escaped, so it can neither ping a channel
+// nor show entities.
+func TestRefusalsEchoWhatWasTypedEscapedOnce(t *testing.T) {
+	h := start(t)
+	for text, want := range map[string]string{
+		"<!channel>":            "I don't know `/gpu &lt;!channel&gt;`",
+		"create R&D":            "I don't know the machine type `R&amp;D`",
+		"extend abcdef12 <1h>":  "`&lt;1h&gt;` is not a lifetime",
+		"status <@UADMIN>&more": "I can't find a machine `&lt;@UADMIN&gt;&amp;more`",
+	} {
+		got := h.command(alice, general, text)
+		if !strings.Contains(got, want) || strings.Contains(got, "&amp;lt;") || strings.Contains(got, "&amp;amp;") {
+			t.Errorf("/gpu %s answered %q, want %q", text, got, want)
+		}
+	}
+}

@@ -55,9 +55,11 @@ func refusef(format string, args ...any) error {
 
 var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)
 
-// ParseCommand turns the text after `/gpu` into a Command. It only reads the text:
-// whether the person may do it is decided elsewhere.
-func ParseCommand(text string) (Command, error) {
+// ParseCommand turns the text after `/gpu`, as Slack sends it, into a Command. It
+// only reads the text: whether the person may do it is decided elsewhere. What the
+// Command holds is what the person typed; messages escape it where they show it.
+func ParseCommand(slackText string) (Command, error) {
+	text := unescapeSlack(slackText)
 	fields := strings.Fields(text)
 	if len(fields) == 0 {
 		return Command{Verb: VerbHelp}, nil
@@ -77,7 +79,7 @@ func ParseCommand(text string) (Command, error) {
 	case "extend":
 		return parseExtend(args)
 	}
-	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", clip(fields[0], 40))
+	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", echo(fields[0]))
 }
 
 func parseKey(text string, args []string) (Command, error) {
@@ -98,6 +100,13 @@ func parseKey(text string, args []string) (Command, error) {
 		return Command{Verb: VerbKeyRemove}, nil
 	}
 	return Command{}, refusef("`/gpu key` takes `set <public key>`, `show` or `remove` (or nothing, to paste the key in a form).")
+}
+
+// unescapeSlack undoes what Slack does to a slash command's text: it always sends
+// &, < and > as entities. (With should_escape off, as in the manifest, nothing else
+// is changed.) Text from a modal arrives as typed and needs no such step.
+func unescapeSlack(text string) string {
+	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(text)
 }
 
 // afterWords is text without its first n words, as typed, trimmed. Words are split
@@ -152,7 +161,7 @@ func parseCreate(args []string) (Command, error) {
 	}
 	typ, ok := InstanceTypeFromName(args[0])
 	if !ok {
-		return Command{}, refusef("I don't know the machine type `%s`. Use `1x` (one H100) or `8x` (eight H100s), e.g. `/gpu create 8x sector_1 for 4h training run`.", clip(args[0], 40))
+		return Command{}, refusef("I don't know the machine type `%s`. Use `1x` (one H100) or `8x` (eight H100s), e.g. `/gpu create 8x sector_1 for 4h training run`.", echo(args[0]))
 	}
 	cmd := Command{Verb: VerbCreate, InstanceType: typ}
 	rest := args[1:]
@@ -236,10 +245,10 @@ func looksLikeDuration(s string) bool {
 func ParseLifetime(s string) (time.Duration, error) {
 	d, err := duration.Parse(s)
 	if errors.Is(err, duration.ErrTooLong) {
-		return 0, refusef("`%s` is too long: the longest I accept is %s.", clip(s, 40), duration.Format(duration.Max))
+		return 0, refusef("`%s` is too long: the longest I accept is %s.", echo(s), duration.Format(duration.Max))
 	}
 	if err != nil || d < time.Minute {
-		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", clip(s, 40))
+		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", echo(s))
 	}
 	return d.Round(time.Minute), nil
 }
@@ -251,6 +260,10 @@ func FormatDuration(d time.Duration) string {
 	}
 	return duration.Format(d.Round(time.Minute))
 }
+
+// echo is a word the person typed as a refusal repeats it: short, and escaped so it
+// can neither mention anyone nor break the message.
+func echo(word string) string { return escape(clip(word, 40)) }
 
 // clip keeps echoed user input short, so a reply never grows past Slack's limits.
 func clip(s string, n int) string {
