@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -66,5 +67,47 @@ func TestRefusalsEchoWhatWasTypedEscapedOnce(t *testing.T) {
 		if !strings.Contains(got, want) || strings.Contains(got, "&amp;lt;") || strings.Contains(got, "&amp;amp;") {
 			t.Errorf("/gpu %s answered %q, want %q", text, got, want)
 		}
+	}
+}
+
+// A deny reason of nearly 3,000 characters full of & grows past Slack's 3,000 per
+// section once escaped. Every message about the denial must still arrive: the card
+// loses its buttons, and the thread and its root show the reason, clipped.
+func TestLongDenyReasonStillReachesEveryMessage(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x for 2h eval")
+	root := h.waitFor(general, "<@UALICE> asked for 8x H100")
+	card := h.waitFor(approvals, "needs approval")
+	h.waitFor(general, "I've asked in <#CAPPROVALS>") // the card is recorded with its request
+	h.click(bob, card, "Deny")
+	h.eventually("the deny modal", func() bool { _, ok := h.slack.OpenView(bob); return ok })
+	reason := strings.Repeat("R&D ", 749) + "!"
+	if n := utf8.RuneCountInString(reason); n != 2997 {
+		t.Fatalf("reason has %d characters, want 2,997", n)
+	}
+	if _, err := h.slack.SubmitView(h.ctx(), bob, map[string]string{"reason": reason}); err != nil {
+		t.Fatal(err)
+	}
+	const shown = "R&amp;D R&amp;D R&amp;D"
+	reply := h.waitFor(general, "<@UALICE> denied by <@UBOB>: "+shown)
+	if reply.ThreadTS != root.TS || !strings.HasSuffix(reply.AllText(), "…") {
+		t.Errorf("denial reply %q, want it in the thread, clipped", reply.AllText())
+	}
+	h.eventually("the card to lose its buttons", func() bool {
+		m, _ := h.slack.Message(card.ID)
+		return len(m.Buttons()) == 0 && strings.Contains(m.AllText(), "Denied by <@UBOB>: "+shown)
+	})
+	h.eventually("the root to show the denial", func() bool {
+		m, _ := h.slack.Message(root.ID)
+		return strings.Contains(m.AllText(), ":no_entry: Denied by <@UBOB>: "+shown)
+	})
+	for _, c := range h.slack.Calls() {
+		if c.Error != "" {
+			t.Errorf("%s failed with %s", c.Method, c.Error)
+		}
+	}
+	if r := h.onlyRequest(alice); r.DecisionReason != reason {
+		t.Errorf("stored reason has %d characters, want the whole %d", len(r.DecisionReason), len(reason))
 	}
 }

@@ -172,7 +172,7 @@ func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err 
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
 	if r.State == storage.StateDenied {
-		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(r.DecisionReason))))
+		h.say(ctx, r, denialReply(r))
 		return
 	}
 	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))

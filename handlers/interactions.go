@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -123,6 +125,9 @@ func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback)
 		reason := strings.TrimSpace(values[BlockReason])
 		if reason == "" {
 			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."})
+		}
+		if n := utf8.RuneCountInString(reason); n > maxDenyReason {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: fmt.Sprintf("Keep it under %d characters (it has %d).", maxDenyReason, n)})
 		}
 		r, err := h.recordDecision(ctx, user.UserID, cb.View.PrivateMetadata, false, reason)
 		h.spawn("deny", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, "") })
