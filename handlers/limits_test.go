@@ -67,7 +67,10 @@ func worstRequest(state storage.State) storage.Request {
 
 func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
 	prices := Prices{"gpu_8x_h100_sxm5": 20}
-	history := []storage.AuditEvent{{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)}}
+	var history []storage.AuditEvent
+	for range maxHistory + 1 {
+		history = append(history, storage.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
+	}
 	messages := map[string]Message{}
 	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
 		r := worstRequest(state)

@@ -76,6 +76,7 @@ const (
 	maxShownReason      = 1500 // the request's reason: thread root, card field, status
 	maxShownDenial      = 500  // the deny reason on the root and the card; the thread has more
 	maxShownDenialReply = 2800 // the deny reason in the thread, after a short line of mentions
+	maxShownDetail      = 80   // an audit event's detail in a status's history of up to maxHistory lines
 )
 
 // shown is text a person typed, as a message shows it: escaped, and clipped so the
@@ -468,7 +469,7 @@ func historyText(events []storage.AuditEvent) string {
 		}
 		line := fmt.Sprintf("%s %s: %s", slackDate(e.At), who, strings.ReplaceAll(e.Action, "_", " "))
 		if e.Detail != "" {
-			line += " (" + escape(clip(e.Detail, 80)) + ")"
+			line += " (" + shown(e.Detail, maxShownDetail) + ")"
 		}
 		lines = append(lines, line)
 	}
