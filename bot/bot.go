@@ -94,6 +94,13 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		Prices:          handlers.Prices(cfg.HourlyPrices),
 		ReminderBefore:  cfg.ReminderBefore,
 		PollInterval:    cfg.PollInterval,
+		PassDone: func(err error) {
+			outcome := "ok"
+			if err != nil {
+				outcome = "error"
+			}
+			m.TrackingPasses.WithLabelValues(outcome).Inc()
+		},
 	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
 		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,

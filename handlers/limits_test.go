@@ -79,7 +79,7 @@ func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
 		messages["status "+string(state)] = statusMessage(r, history, goldenNow, prices, "CAPPROVALS")
 	}
 	denied := worstRequest(storage.StateDenied)
-	messages["denial reply"] = denialReply(denied)
+	messages["denial reply"] = textMessage(denialText(denied))
 	messages["too late"] = textMessage("Too late: " + decisionLine(denied) + ".")
 	for name, m := range messages {
 		for _, problem := range limitProblems(m) {

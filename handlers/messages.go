@@ -323,10 +323,10 @@ func decisionLine(r storage.Request) string {
 	return stateLine(r, "")
 }
 
-// denialReply tells the requester in their thread who denied the request and why: as
+// denialText tells the requester in their thread who denied the request and why: as
 // much of the why as a message holds.
-func denialReply(r storage.Request) Message {
-	return textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, shown(r.DecisionReason, maxShownDenialReply)))
+func denialText(r storage.Request) string {
+	return fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, shown(r.DecisionReason, maxShownDenialReply))
 }
 
 func readyReply(r storage.Request) Message {
