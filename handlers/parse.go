@@ -235,8 +235,12 @@ func ShortType(instanceType string) string {
 	return instanceType
 }
 
-// looksLikeDuration tells `for 4h` (a lifetime, even one too long) from `for the demo` (a reason).
+// looksLikeDuration tells `for 4h` (a lifetime, even one too long) from `for the demo`
+// or `for 0 downtime` (a reason): a lifetime ends in its unit.
 func looksLikeDuration(s string) bool {
+	if last, _ := utf8.DecodeLastRuneInString(s); !unicode.IsLetter(last) {
+		return false
+	}
 	_, err := duration.Parse(s)
 	return err == nil || errors.Is(err, duration.ErrTooLong)
 }

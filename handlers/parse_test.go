@@ -33,6 +33,8 @@ func TestParseCommand(t *testing.T) {
 		{"create 1x for 1.5d", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 36 * time.Hour}},
 		{"create 1x for 1D12H", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Lifetime: 36 * time.Hour}},
 		{"create 1x for the demo", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Reason: "for the demo"}},
+		{"create 1x for 0 downtime", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Reason: "for 0 downtime"}},
+		{"create 1x for 12 people", Command{Verb: VerbCreate, InstanceType: fal.Type1xH100, Reason: "for 12 people"}},
 		{"list", Command{Verb: VerbList}},
 		{"list all", Command{Verb: VerbListAll}},
 		{"status abcd1234", Command{Verb: VerbStatus, ID: "abcd1234"}},
