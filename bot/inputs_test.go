@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/gpubot/gpubot/storage"
 )
 
 // ed25519Fields is a fresh public key as an authorized_keys line, in its fields.
@@ -109,5 +111,22 @@ func TestLongDenyReasonStillReachesEveryMessage(t *testing.T) {
 	}
 	if r := h.onlyRequest(alice); r.DecisionReason != reason {
 		t.Errorf("stored reason has %d characters, want the whole %d", len(r.DecisionReason), len(reason))
+	}
+}
+
+// A key's comment with &, < and > reaches the machines as typed, not as Slack's
+// entities and not decoded twice.
+func TestKeyCommentIsStoredAsTyped(t *testing.T) {
+	h := start(t)
+	fields := ed25519Fields(t, "me <work> & co &amp; more")
+	if got := h.command(alice, general, "key set "+strings.Join(fields, " ")); !strings.Contains(got, "Saved your ssh-ed25519 key") {
+		t.Fatalf("key set answered %q", got)
+	}
+	k, err := h.bot.Store().Key(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(fields, " "); k.AuthorizedKey != want {
+		t.Errorf("stored %q, want %q", k.AuthorizedKey, want)
 	}
 }
