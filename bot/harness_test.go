@@ -198,6 +198,22 @@ func (h *harness) stopBot() {
 	h.cancel = nil
 }
 
+// untilDeadline is a context that ends a little before the test's deadline, so a run
+// that cannot settle fails with what it saw rather than a panic.
+func untilDeadline(t testing.TB) context.Context {
+	type deadliner interface{ Deadline() (time.Time, bool) }
+	deadline, ok := time.Time{}, false
+	if d, is := t.(deadliner); is {
+		deadline, ok = d.Deadline()
+	}
+	if !ok {
+		deadline = time.Now().Add(30 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-time.Until(deadline)/10))
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func (h *harness) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	h.t.Cleanup(cancel)

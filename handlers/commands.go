@@ -358,7 +358,7 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 // requests, then (for admins and approvers) among everything still running.
 func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string) (storage.Request, error) {
 	id = strings.Trim(strings.TrimSpace(id), "`")
-	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", clip(id, 40))
+	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", echo(id))
 	if id == "" {
 		return storage.Request{}, notFound
 	}

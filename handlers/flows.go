@@ -194,7 +194,7 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.refreshRoot(ctx, r)
 	switch {
 	case r.State == storage.StateDenied:
-		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, escape(r.DecisionReason)))
+		h.noticeOnce(ctx, r, noticeDecision, denialText(r))
 	case r.ApproverID != "":
 		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, r.ApproverID))
 	}

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -121,6 +123,8 @@ func FuzzInteraction(f *testing.F) {
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, "no budget"),
 		submit("UALICE", ViewDeny, fuzzWaiting, BlockReason, "me"),
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, ""),
+		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, strings.Repeat("&", maxDenyReason+1)),
+		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, strings.Repeat("é", maxDenyReason)),
 		submit("UALICE", ViewKey, "", BlockKey, "not a key"),
 		submit("UALICE", ViewCreate, "C1", BlockType, "gpu_8x_h100_sxm5"),
 		`{"type":"block_actions","actions":[]}`,
@@ -183,7 +187,9 @@ func allowedChange(cb slack.InteractionCallback) map[string]bool {
 			allowed[fuzzReady] = true
 		}
 	case slack.InteractionTypeViewSubmission:
-		if cb.View.CallbackID == ViewDeny && cb.View.PrivateMetadata == fuzzWaiting && approver {
+		reason := strings.TrimSpace(viewValues(cb.View.State)[BlockReason])
+		bounded := reason != "" && utf8.RuneCountInString(reason) <= maxDenyReason
+		if cb.View.CallbackID == ViewDeny && cb.View.PrivateMetadata == fuzzWaiting && approver && bounded {
 			allowed[fuzzWaiting] = true
 		}
 	}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -157,6 +159,9 @@ func (h *Handlers) submitDeny(ctx context.Context, envelopeID string, user stora
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."}))
+	}
+	if n := utf8.RuneCountInString(reason); n > maxDenyReason {
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: fmt.Sprintf("Keep it under %d characters (it has %d).", maxDenyReason, n)}))
 	}
 	closed := viewJSON(slack.NewClearViewSubmissionResponse())
 	r, err := h.recordDecision(ctx, user.UserID, id, false, reason, storage.ForEnvelope(envelopeID, closed))
