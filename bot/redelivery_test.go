@@ -48,7 +48,7 @@ func (h *harness) crashBeforeAck(p *process, send func() (slacksim.Ack, error), 
 	h.t.Helper()
 	var next *process
 	return h.loseAckAndRedeliver(send, settled,
-		func() { p.kill(); next = h.spawn() },
+		func() { p.kill(); h.waitDisconnected(); next = h.spawn() },
 		func() {
 			if err := next.stop(h.ctx()); err != nil {
 				h.t.Fatalf("stop the gpubot that took the redelivery: %v", err)
@@ -60,7 +60,16 @@ func (h *harness) crashBeforeAck(p *process, send func() (slacksim.Ack, error), 
 // started again on the same store: its memory goes, the store stays.
 func (h *harness) restartBeforeAck(send func() (slacksim.Ack, error), settled func()) slacksim.Ack {
 	h.t.Helper()
-	return h.loseAckAndRedeliver(send, settled, func() { h.stopBot(); h.startBot() }, h.stopBot)
+	return h.loseAckAndRedeliver(send, settled, func() { h.stopBot(); h.waitDisconnected(); h.startBot() }, h.stopBot)
+}
+
+// waitDisconnected waits until Slack has seen the stopped gpubot's connection close, so
+// that the redelivery goes to the gpubot started next and not down a dead connection.
+func (h *harness) waitDisconnected() {
+	h.t.Helper()
+	if err := h.slack.WaitUntil(h.ctx(), func() bool { return h.slack.Connections() == 0 }); err != nil {
+		h.t.Fatalf("the stopped gpubot's connection is still open: %v", err)
+	}
 }
 
 // audited counts the audit events with action, read from the store file once no
