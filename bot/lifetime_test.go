@@ -178,8 +178,11 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 // With nothing to track, gpubot lists fal only to look for machines it did not make:
 // a few passes to be sure of one, then once per sweep interval, not every pass.
 func TestOrphanSweepWithNothingTracked(t *testing.T) {
-	h := start(t)
+	h := start(t, notStarted())
+	// There before gpubot starts, so its first sweep sees it: a sweep that ran just
+	// before it appeared would put the next one ten (simulated) minutes away.
 	h.fal.AddInstance(fal.Instance{ID: "inst_stray", InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusReady})
+	h.startBot()
 	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_stray`", "gpubot first saw it")
 	lists := h.fal.Counters().Calls["list"]
 	h.passes(10)
