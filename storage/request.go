@@ -2,6 +2,7 @@ package storage
 
 import (
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -28,6 +29,9 @@ type Request struct {
 	DecidedAt       time.Time `json:"decided_at,omitzero"`
 	ApprovalChannel string    `json:"approval_channel,omitempty"`
 	ApprovalTS      string    `json:"approval_ts,omitempty"`
+	// Approvals are the approvers who said yes so far, in order, when a type
+	// needs more than one; the last one completes the count.
+	Approvals []Approval `json:"approvals,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key"`
 	InstanceID     string `json:"instance_id,omitempty"`
@@ -87,5 +91,6 @@ func (r Request) TimeLeft(now time.Time) time.Duration {
 // change the copy freely.
 func (r Request) clone() Request {
 	r.Notices = maps.Clone(r.Notices)
+	r.Approvals = slices.Clone(r.Approvals)
 	return r
 }

@@ -17,13 +17,17 @@ const (
 	StateDenied           State = "denied"    // terminal
 	StateCancelled        State = "cancelled" // terminal
 	StateFailed           State = "failed"    // terminal: fal refused or it never came up
+	// StateApprovalExpired is terminal: nobody decided within APPROVAL_TIMEOUT. It is
+	// its own state, not a cancellation, because nobody chose it: the requester may
+	// ask again, and the audit trail and metrics tell it from a withdrawn request.
+	StateApprovalExpired State = "approval_expired"
 )
 
 // AllStates lists every state, in the order of a request's life.
 func AllStates() []State {
 	return []State{
 		StateAwaitingApproval, StateApproved, StateCreating, StateProvisioning, StateReady, StateDeleting,
-		StateDeleted, StateExpired, StateGone, StateDenied, StateCancelled, StateFailed,
+		StateDeleted, StateExpired, StateGone, StateDenied, StateCancelled, StateFailed, StateApprovalExpired,
 	}
 }
 
@@ -31,7 +35,7 @@ func AllStates() []State {
 // or mapped to nothing, is terminal.
 func transitions() map[State][]State {
 	return map[State][]State{
-		StateAwaitingApproval: {StateApproved, StateDenied, StateCancelled, StateFailed},
+		StateAwaitingApproval: {StateApproved, StateDenied, StateCancelled, StateFailed, StateApprovalExpired},
 		StateApproved:         {StateCreating, StateCancelled, StateFailed},
 		StateCreating:         {StateProvisioning, StateReady, StateFailed, StateDeleting},
 		StateProvisioning:     {StateReady, StateDeleting, StateFailed, StateGone},
@@ -53,7 +57,7 @@ func (s State) Valid() bool {
 // Terminal reports whether a request in state s has ended for good.
 func (s State) Terminal() bool {
 	switch s {
-	case StateDeleted, StateExpired, StateGone, StateDenied, StateCancelled, StateFailed:
+	case StateDeleted, StateExpired, StateGone, StateDenied, StateCancelled, StateFailed, StateApprovalExpired:
 		return true
 	}
 	return false

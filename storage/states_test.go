@@ -8,7 +8,7 @@ import (
 // legalMoves restates the state table from the product's point of view; the
 // test compares every pair of states against it.
 var legalMoves = map[State][]State{
-	StateAwaitingApproval: {StateApproved, StateDenied, StateCancelled, StateFailed},
+	StateAwaitingApproval: {StateApproved, StateDenied, StateCancelled, StateFailed, StateApprovalExpired},
 	StateApproved:         {StateCreating, StateCancelled, StateFailed},
 	StateCreating:         {StateProvisioning, StateReady, StateFailed, StateDeleting},
 	StateProvisioning:     {StateReady, StateDeleting, StateFailed, StateGone},
@@ -35,6 +35,7 @@ func TestCanMoveEveryPair(t *testing.T) {
 func TestTerminalStatesMoveNowhere(t *testing.T) {
 	terminal := map[State]bool{
 		StateDeleted: true, StateExpired: true, StateGone: true, StateDenied: true, StateCancelled: true, StateFailed: true,
+		StateApprovalExpired: true,
 	}
 	for _, s := range AllStates() {
 		if s.Terminal() != terminal[s] {
