@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,9 +29,13 @@ type Config struct {
 	DBPath           string             // DB_PATH
 	ApprovalChannel  string             // APPROVAL_CHANNEL, a channel ID; set whenever ApprovalRequired is non-empty
 	NotifyChannel    string             // NOTIFY_CHANNEL, a channel ID or "" (no notices)
-	Approvers        []string           // APPROVERS, user IDs
-	Admins           []string           // ADMINS, user IDs
+	Approvers        []string           // APPROVERS, user IDs and user group IDs (S…)
+	Admins           []string           // ADMINS, user IDs and user group IDs (S…)
 	ApprovalRequired []string           // APPROVAL_REQUIRED, instance types; empty when it is "none"
+	ApprovalsNeeded  map[string]int     // APPROVALS_NEEDED, distinct approvals by type (1 when absent)
+	ApprovalTimeout  time.Duration      // APPROVAL_TIMEOUT, > 0: a request waiting longer expires
+	ApprovalReminder time.Duration      // APPROVAL_REMINDER, how often approvers are reminded; 0 when it is "off"
+	UsergroupRefresh time.Duration      // USERGROUP_REFRESH, >= 1s: how often user groups' members are read again
 	DefaultLifetime  time.Duration      // DEFAULT_LIFETIME, in (0, MaxLifetime]
 	MaxLifetime      time.Duration      // MAX_LIFETIME, > 0
 	ReminderBefore   time.Duration      // REMINDER_BEFORE, > 0: how long before expiry the owner is reminded
@@ -91,12 +96,13 @@ func (c Config) NeedsApproval(instanceType string) bool {
 	return slices.Contains(c.ApprovalRequired, instanceType)
 }
 
-// IsApprover reports whether userID may approve or deny requests.
+// IsApprover reports whether userID is listed in APPROVERS itself; members of a
+// user group listed there are known only to the running bot, which reads them.
 func (c Config) IsApprover(userID string) bool {
 	return slices.Contains(c.Approvers, userID)
 }
 
-// IsAdmin reports whether userID may see and delete every instance.
+// IsAdmin reports whether userID is listed in ADMINS itself (see IsApprover for groups).
 func (c Config) IsAdmin(userID string) bool {
 	return slices.Contains(c.Admins, userID)
 }
@@ -164,6 +170,10 @@ func (c Config) settingsList() []setting {
 		{"APPROVERS", strings.Join(c.Approvers, ",")},
 		{"ADMINS", strings.Join(c.Admins, ",")},
 		{"APPROVAL_REQUIRED", formatApprovalRequired(c.ApprovalRequired)},
+		{"APPROVALS_NEEDED", formatCounts(c.ApprovalsNeeded)},
+		{"APPROVAL_TIMEOUT", durations.Format(c.ApprovalTimeout)},
+		{"APPROVAL_REMINDER", formatReminder(c.ApprovalReminder)},
+		{"USERGROUP_REFRESH", durations.Format(c.UsergroupRefresh)},
 		{"DEFAULT_LIFETIME", durations.Format(c.DefaultLifetime)},
 		{"MAX_LIFETIME", durations.Format(c.MaxLifetime)},
 		{"REMINDER_BEFORE", durations.Format(c.ReminderBefore)},
@@ -192,6 +202,21 @@ func formatApprovalRequired(types []string) string {
 		return noApproval
 	}
 	return strings.Join(types, ",")
+}
+
+func formatCounts(counts map[string]int) string {
+	pairs := make([]string, 0, len(counts))
+	for _, instanceType := range slices.Sorted(maps.Keys(counts)) {
+		pairs = append(pairs, instanceType+"="+strconv.Itoa(counts[instanceType]))
+	}
+	return strings.Join(pairs, ",")
+}
+
+func formatReminder(period time.Duration) string {
+	if period == 0 {
+		return reminderOff
+	}
+	return durations.Format(period)
 }
 
 func formatListenAddr(addr string) string {

@@ -47,9 +47,13 @@ func fullEnv() map[string]string {
 		"DB_PATH":           "/data/gpubot.db",
 		"APPROVAL_CHANNEL":  "C0APPROVE",
 		"NOTIFY_CHANNEL":    "G0NOTIFY",
-		"APPROVERS":         "U0ALICE,W0BOB",
-		"ADMINS":            "U0ADMIN",
+		"APPROVERS":         "U0ALICE,W0BOB,S0GPUAPPROVE",
+		"ADMINS":            "U0ADMIN,S0GPUADMIN",
 		"APPROVAL_REQUIRED": "gpu_1x_h100_sxm5,gpu_8x_h100_sxm5",
+		"APPROVALS_NEEDED":  "gpu_8x_h100_sxm5=2",
+		"APPROVAL_TIMEOUT":  "12h",
+		"APPROVAL_REMINDER": "90m",
+		"USERGROUP_REFRESH": "1m",
 		"DEFAULT_LIFETIME":  "4h",
 		"MAX_LIFETIME":      "24h",
 		"REMINDER_BEFORE":   "15m",
@@ -101,6 +105,9 @@ func TestLoadAppliesDocumentedDefaults(t *testing.T) {
 		DBPath:           "gpubot.db",
 		ApprovalChannel:  "C0APPROVE",
 		ApprovalRequired: []string{"gpu_8x_h100_sxm5"},
+		ApprovalTimeout:  24 * time.Hour,
+		ApprovalReminder: 2 * time.Hour,
+		UsergroupRefresh: 5 * time.Minute,
 		DefaultLifetime:  8 * time.Hour,
 		MaxLifetime:      72 * time.Hour,
 		ReminderBefore:   30 * time.Minute,
@@ -125,9 +132,13 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		DBPath:           "/data/gpubot.db",
 		ApprovalChannel:  "C0APPROVE",
 		NotifyChannel:    "G0NOTIFY",
-		Approvers:        []string{"U0ALICE", "W0BOB"},
-		Admins:           []string{"U0ADMIN"},
+		Approvers:        []string{"U0ALICE", "W0BOB", "S0GPUAPPROVE"},
+		Admins:           []string{"U0ADMIN", "S0GPUADMIN"},
 		ApprovalRequired: []string{"gpu_1x_h100_sxm5", "gpu_8x_h100_sxm5"},
+		ApprovalsNeeded:  map[string]int{"gpu_8x_h100_sxm5": 2},
+		ApprovalTimeout:  12 * time.Hour,
+		ApprovalReminder: 90 * time.Minute,
+		UsergroupRefresh: time.Minute,
 		DefaultLifetime:  4 * time.Hour,
 		MaxLifetime:      24 * time.Hour,
 		ReminderBefore:   15 * time.Minute,
@@ -187,6 +198,14 @@ func TestLoadNormalisesForgivableInput(t *testing.T) {
 			func(c Config) any { return c.MaxLifetime }, 365 * 24 * time.Hour},
 		{"reminder in capitals", map[string]string{"REMINDER_BEFORE": "45M"},
 			func(c Config) any { return c.ReminderBefore }, 45 * time.Minute},
+		{"approval reminder off", map[string]string{"APPROVAL_REMINDER": "OFF"},
+			func(c Config) any { return c.ApprovalReminder }, time.Duration(0)},
+		{"approval timeout in seconds, as tests use it", map[string]string{"APPROVAL_TIMEOUT": "5s", "APPROVAL_REMINDER": "1s", "USERGROUP_REFRESH": "1s"},
+			func(c Config) any { return []time.Duration{c.ApprovalTimeout, c.ApprovalReminder, c.UsergroupRefresh} }, []time.Duration{5 * time.Second, time.Second, time.Second}},
+		{"approvals needed with spaces", map[string]string{"APPROVALS_NEEDED": " gpu_8x_h100_sxm5 = 2 ,", "APPROVERS": "U0A,U0B"},
+			func(c Config) any { return c.ApprovalsNeeded }, map[string]int{"gpu_8x_h100_sxm5": 2}},
+		{"a user group among the approvers", map[string]string{"APPROVERS": "S0GPU, U0A"},
+			func(c Config) any { return c.Approvers }, []string{"S0GPU", "U0A"}},
 		{"ipv6 listen address", map[string]string{"HTTP_ADDR": "[::1]:8080"},
 			func(c Config) any { return c.HTTPAddr }, "[::1]:8080"},
 	}
@@ -257,9 +276,33 @@ func TestLoadRejectsEachBadSetting(t *testing.T) {
 		{"notify channel that is a user", map[string]string{"NOTIFY_CHANNEL": "U0ALICE"},
 			`NOTIFY_CHANNEL: "U0ALICE" is not a channel ID; use the ID (like C0123ABCD) from the bottom of the channel's About tab, not its name`},
 		{"approver given by name", map[string]string{"APPROVERS": "U0ALICE,@bob"},
-			`APPROVERS: "@bob" is not a user ID; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID), comma-separated`},
+			`APPROVERS: "@bob" is not a user or user group ID; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID) or user group IDs like S0123ABCD, comma-separated`},
+		{"approver group given by handle", map[string]string{"APPROVERS": "@gpu-approvers"},
+			`APPROVERS: "@gpu-approvers" is not a user or user group ID; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID) or user group IDs like S0123ABCD, comma-separated`},
 		{"several admins given by name", map[string]string{"ADMINS": "alice,u0lower"},
-			`ADMINS: "alice", "u0lower" are not user IDs; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID), comma-separated`},
+			`ADMINS: "alice", "u0lower" are not user or user group IDs; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID) or user group IDs like S0123ABCD, comma-separated`},
+		{"approvals needed for an unknown type", map[string]string{"APPROVALS_NEEDED": "8x=2"},
+			`APPROVALS_NEEDED: "8x" is not an instance type; the format is gpu_8x_h100_sxm5=2 (distinct approvals a type needs, 1 to 10)`},
+		{"approvals needed not a number", map[string]string{"APPROVALS_NEEDED": "gpu_8x_h100_sxm5=two"},
+			`APPROVALS_NEEDED: "two" is not a whole number from 1 to 10; the format is gpu_8x_h100_sxm5=2 (distinct approvals a type needs, 1 to 10)`},
+		{"approvals needed zero", map[string]string{"APPROVALS_NEEDED": "gpu_8x_h100_sxm5=0"},
+			`APPROVALS_NEEDED: "0" is not a whole number from 1 to 10; the format is gpu_8x_h100_sxm5=2 (distinct approvals a type needs, 1 to 10)`},
+		{"approvals needed twice", map[string]string{"APPROVALS_NEEDED": "gpu_8x_h100_sxm5=2,gpu_8x_h100_sxm5=3"},
+			`APPROVALS_NEEDED: gpu_8x_h100_sxm5 is given twice; the format is gpu_8x_h100_sxm5=2 (distinct approvals a type needs, 1 to 10)`},
+		{"approvals needed for a type that needs none", map[string]string{"APPROVALS_NEEDED": "gpu_1x_h100_sxm5=2", "APPROVERS": "U0A,U0B"},
+			"APPROVALS_NEEDED: gpu_1x_h100_sxm5 is not in APPROVAL_REQUIRED, so it needs no approval at all; add it to APPROVAL_REQUIRED or drop it here"},
+		{"more approvals needed than approvers", map[string]string{"APPROVALS_NEEDED": "gpu_8x_h100_sxm5=3", "APPROVERS": "U0A,U0B"},
+			"APPROVALS_NEEDED: gpu_8x_h100_sxm5 needs 3 approvals but APPROVERS lists only 2 people, so no request could ever be approved; lower it, or add approvers (or a user group)"},
+		{"approval timeout zero", map[string]string{"APPROVAL_TIMEOUT": "0s"},
+			"APPROVAL_TIMEOUT: must be positive; use e.g. 24h"},
+		{"approval timeout off", map[string]string{"APPROVAL_TIMEOUT": "off"},
+			`APPROVAL_TIMEOUT: "off" is not a duration; use e.g. 8h, 90m, 1h30m or 2d`},
+		{"approval reminder not a duration", map[string]string{"APPROVAL_REMINDER": "hourly"},
+			`APPROVAL_REMINDER: "hourly" is not a duration; use e.g. 2h or 30m, or off for no reminders`},
+		{"approval reminder zero", map[string]string{"APPROVAL_REMINDER": "0s"},
+			"APPROVAL_REMINDER: must be positive; use e.g. 2h, or off for no reminders"},
+		{"usergroup refresh too short", map[string]string{"USERGROUP_REFRESH": "100ms"},
+			"USERGROUP_REFRESH: 100ms is too short; use at least 1s (e.g. 5m): Slack allows about 20 reads of a group a minute"},
 		{"approval for a short type name", map[string]string{"APPROVAL_REQUIRED": "8x"},
 			`APPROVAL_REQUIRED: "8x" is not an instance type; use a comma-separated list of gpu_1x_h100_sxm5, gpu_8x_h100_sxm5, or none`},
 		{"approval none mixed with a type", map[string]string{"APPROVAL_REQUIRED": "none,gpu_8x_h100_sxm5"},
@@ -353,9 +396,13 @@ func TestStringListsEverySettingWithSecretsRedacted(t *testing.T) {
 		"DB_PATH=/data/gpubot.db",
 		"APPROVAL_CHANNEL=C0APPROVE",
 		"NOTIFY_CHANNEL=G0NOTIFY",
-		"APPROVERS=U0ALICE,W0BOB",
-		"ADMINS=U0ADMIN",
+		"APPROVERS=U0ALICE,W0BOB,S0GPUAPPROVE",
+		"ADMINS=U0ADMIN,S0GPUADMIN",
 		"APPROVAL_REQUIRED=gpu_1x_h100_sxm5,gpu_8x_h100_sxm5",
+		"APPROVALS_NEEDED=gpu_8x_h100_sxm5=2",
+		"APPROVAL_TIMEOUT=12h",
+		"APPROVAL_REMINDER=1h30m",
+		"USERGROUP_REFRESH=1m",
 		"DEFAULT_LIFETIME=4h",
 		"MAX_LIFETIME=1d",
 		"REMINDER_BEFORE=15m",
@@ -386,7 +433,7 @@ func TestStringReadsBackAsTheSameConfig(t *testing.T) {
 	for name, env := range map[string]map[string]string{
 		"full":         fullEnv(),
 		"minimal":      minimalEnv(),
-		"switched off": with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none", "HTTP_ADDR": "off", "DEFAULT_LIFETIME": "1h30m"}),
+		"switched off": with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none", "HTTP_ADDR": "off", "DEFAULT_LIFETIME": "1h30m", "APPROVAL_REMINDER": "off"}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -425,15 +472,15 @@ func TestLogValueRedactsSecretsInJSONLogs(t *testing.T) {
 		"FAL_ADMIN_API_KEY": "(redacted)",
 		"SLACK_API_URL":     "https://u:xxxxx@slack.example/api/",
 		"DEFAULT_LIFETIME":  "4h",
-		"APPROVERS":         "U0ALICE,W0BOB",
+		"APPROVERS":         "U0ALICE,W0BOB,S0GPUAPPROVE",
 	}
 	for key, value := range want {
 		if record.Config[key] != value {
 			t.Errorf("logged %s = %q, want %q", key, record.Config[key], value)
 		}
 	}
-	if len(record.Config) != 18 {
-		t.Errorf("logged %d settings, want all 18: %v", len(record.Config), record.Config)
+	if len(record.Config) != 22 {
+		t.Errorf("logged %d settings, want all 22: %v", len(record.Config), record.Config)
 	}
 }
 
@@ -518,13 +565,14 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatalf("Usage: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 19 || !strings.HasPrefix(lines[0], "VARIABLE") {
-		t.Fatalf("Usage wrote %d lines, want a header and 18 variables:\n%s", len(lines), out.String())
+	if len(lines) != 23 || !strings.HasPrefix(lines[0], "VARIABLE") {
+		t.Fatalf("Usage wrote %d lines, want a header and 22 variables:\n%s", len(lines), out.String())
 	}
 	for _, key := range []string{
 		"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_API_URL", "FAL_ADMIN_API_KEY", "FAL_API_URL", "DB_PATH",
 		"APPROVAL_CHANNEL", "NOTIFY_CHANNEL", "APPROVERS", "ADMINS", "APPROVAL_REQUIRED", "DEFAULT_LIFETIME",
 		"MAX_LIFETIME", "REMINDER_BEFORE", "HOURLY_PRICES", "POLL_INTERVAL", "HTTP_ADDR", "LOG_LEVEL",
+		"APPROVALS_NEEDED", "APPROVAL_TIMEOUT", "APPROVAL_REMINDER", "USERGROUP_REFRESH",
 	} {
 		if !strings.Contains(out.String(), "\n"+key+" ") {
 			t.Errorf("Usage lacks %s:\n%s", key, out.String())
@@ -534,6 +582,8 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		`SLACK_BOT_TOKEN +true +the Bot User OAuth Token`,
 		`DEFAULT_LIFETIME +8h +lifetime of an instance`,
 		`APPROVAL_REQUIRED +gpu_8x_h100_sxm5 +comma-separated instance types`,
+		`APPROVAL_REMINDER +2h +how often`,
+		`USERGROUP_REFRESH +5m +how often`,
 	} {
 		if !matchesLine(out.String(), row) {
 			t.Errorf("Usage lacks a row like %q:\n%s", row, out.String())

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -22,6 +23,9 @@ const (
 	noApproval          = "none"
 	httpOff             = "off"
 	minPollInterval     = 10 * time.Millisecond
+	reminderOff         = "off"
+	minUsergroupRefresh = time.Second
+	maxApprovalsNeeded  = 10
 )
 
 // settings is the environment as envconfig sees it: one field per variable,
@@ -37,9 +41,13 @@ type settings struct {
 	DBPath           dbPath           `envconfig:"DB_PATH" default:"gpubot.db" desc:"path of the bbolt database file"`
 	ApprovalChannel  channelID        `envconfig:"APPROVAL_CHANNEL" desc:"channel ID (C…) for approval cards; required unless APPROVAL_REQUIRED=none"`
 	NotifyChannel    channelID        `envconfig:"NOTIFY_CHANNEL" desc:"channel ID (C…) for readiness notices; empty for none"`
-	Approvers        userIDList       `envconfig:"APPROVERS" desc:"comma-separated user IDs (U…) who approve or deny requests"`
-	Admins           userIDList       `envconfig:"ADMINS" desc:"comma-separated user IDs (U…) who see and delete every instance and get alerts"`
+	Approvers        peopleList       `envconfig:"APPROVERS" desc:"comma-separated user IDs (U…) and user group IDs (S…) who approve or deny requests"`
+	Admins           peopleList       `envconfig:"ADMINS" desc:"comma-separated user IDs (U…) and user group IDs (S…) who see and delete every instance and get alerts"`
 	ApprovalRequired instanceTypeList `envconfig:"APPROVAL_REQUIRED" default:"gpu_8x_h100_sxm5" desc:"comma-separated instance types that need approval, or none"`
+	ApprovalsNeeded  approvalsNeeded  `envconfig:"APPROVALS_NEEDED" desc:"distinct approvals a type needs, e.g. gpu_8x_h100_sxm5=2; 1 for every type not named"`
+	ApprovalTimeout  duration         `envconfig:"APPROVAL_TIMEOUT" default:"24h" desc:"how long a request may wait for approval before it expires"`
+	ApprovalReminder reminderPeriod   `envconfig:"APPROVAL_REMINDER" default:"2h" desc:"how often the approvers are reminded of a waiting request, in its card's thread; off for never"`
+	UsergroupRefresh duration         `envconfig:"USERGROUP_REFRESH" default:"5m" desc:"how often the members of user groups in APPROVERS and ADMINS are read again, at least 1s"`
 	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready, e.g. 8h, 90m or 2d"`
 	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach, e.g. 72h or 3d (at most 365d)"`
 	ReminderBefore   duration         `envconfig:"REMINDER_BEFORE" default:"30m" desc:"how long before expiry the owner is reminded"`
@@ -77,11 +85,40 @@ func (s settings) crossCheck(failed map[string]bool) []string {
 	if pollInterval := time.Duration(s.PollInterval); pollInterval < minPollInterval {
 		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", durations.Format(pollInterval), minPollInterval)
 	}
+	s.crossCheckApprovals(report)
 	if len(s.ApprovalRequired) > 0 && s.ApprovalChannel == "" {
 		report("APPROVAL_CHANNEL", "required because APPROVAL_REQUIRED lists %s; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none",
 			strings.Join(s.ApprovalRequired, ", "))
 	}
 	return problems
+}
+
+// crossCheckApprovals checks the approval settings against each other: the timers,
+// and that every count asked for can be reached.
+func (s settings) crossCheckApprovals(report func(key, format string, args ...any)) {
+	if s.ApprovalTimeout <= 0 {
+		report("APPROVAL_TIMEOUT", "must be positive; use e.g. 24h")
+	}
+	if refresh := time.Duration(s.UsergroupRefresh); refresh < minUsergroupRefresh {
+		report("USERGROUP_REFRESH", "%s is too short; use at least %s (e.g. 5m): Slack allows about 20 reads of a group a minute", durations.Format(refresh), durations.Format(minUsergroupRefresh))
+	}
+	people, groups := 0, 0
+	for _, id := range s.Approvers {
+		if isGroupID(id) {
+			groups++
+		} else {
+			people++
+		}
+	}
+	for _, instanceType := range slices.Sorted(maps.Keys(s.ApprovalsNeeded)) {
+		needed := s.ApprovalsNeeded[instanceType]
+		switch {
+		case !slices.Contains(s.ApprovalRequired, instanceType):
+			report("APPROVALS_NEEDED", "%s is not in APPROVAL_REQUIRED, so it needs no approval at all; add it to APPROVAL_REQUIRED or drop it here", instanceType)
+		case groups == 0 && needed > people:
+			report("APPROVALS_NEEDED", "%s needs %d approvals but APPROVERS lists only %d people, so no request could ever be approved; lower it, or add approvers (or a user group)", instanceType, needed, people)
+		}
+	}
 }
 
 func (s settings) config() Config {
@@ -97,6 +134,10 @@ func (s settings) config() Config {
 		Approvers:        slices.Clone(s.Approvers),
 		Admins:           slices.Clone(s.Admins),
 		ApprovalRequired: slices.Clone(s.ApprovalRequired),
+		ApprovalsNeeded:  maps.Clone(s.ApprovalsNeeded),
+		ApprovalTimeout:  time.Duration(s.ApprovalTimeout),
+		ApprovalReminder: time.Duration(s.ApprovalReminder),
+		UsergroupRefresh: time.Duration(s.UsergroupRefresh),
 		DefaultLifetime:  time.Duration(s.DefaultLifetime),
 		MaxLifetime:      time.Duration(s.MaxLifetime),
 		ReminderBefore:   time.Duration(s.ReminderBefore),
@@ -255,8 +296,11 @@ func (p *dbPath) Decode(value string) error {
 // Slack IDs are upper-case letters and digits after a one-letter kind.
 var (
 	channelIDPattern = regexp.MustCompile(`^[CG][A-Z0-9]{2,}$`)
-	userIDPattern    = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+	personIDPattern  = regexp.MustCompile(`^[UWS][A-Z0-9]{2,}$`)
 )
+
+// isGroupID says whether an ID in APPROVERS or ADMINS names a user group (S…).
+func isGroupID(id string) bool { return strings.HasPrefix(id, "S") }
 
 type channelID string
 
@@ -268,12 +312,14 @@ func (c *channelID) Decode(value string) error {
 	return nil
 }
 
-type userIDList []string
+// peopleList is user IDs and user group IDs: a group stands for its members,
+// read from Slack as they change.
+type peopleList []string
 
-func (l *userIDList) Decode(value string) error {
+func (l *peopleList) Decode(value string) error {
 	var ids, malformed []string
 	for _, id := range splitList(value) {
-		if !userIDPattern.MatchString(id) {
+		if !personIDPattern.MatchString(id) {
 			malformed = append(malformed, strconv.Quote(id))
 			continue
 		}
@@ -282,8 +328,8 @@ func (l *userIDList) Decode(value string) error {
 		}
 	}
 	if len(malformed) > 0 {
-		return fmt.Errorf("%s; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID), comma-separated",
-			notA(malformed, "a user ID", "user IDs"))
+		return fmt.Errorf("%s; use member IDs like U0123ABCD (profile → ⋮ → Copy member ID) or user group IDs like S0123ABCD, comma-separated",
+			notA(malformed, "a user or user group ID", "user or user group IDs"))
 	}
 	*l = ids
 	return nil
@@ -375,6 +421,58 @@ func (d *duration) Decode(value string) error {
 		return fmt.Errorf("%q is not a duration; use e.g. 8h, 90m, 1h30m or 2d", value)
 	}
 	*d = duration(parsed)
+	return nil
+}
+
+// approvalsNeeded is how many distinct approvals each type needs.
+type approvalsNeeded map[string]int
+
+func (a *approvalsNeeded) Decode(value string) error {
+	needed := make(map[string]int)
+	var problems []string
+	for _, pair := range splitList(value) {
+		instanceType, number, found := strings.Cut(pair, "=")
+		instanceType, number = strings.TrimSpace(instanceType), strings.TrimSpace(number)
+		n, err := strconv.Atoi(number)
+		_, twice := needed[instanceType]
+		switch {
+		case !found:
+			problems = append(problems, fmt.Sprintf("%q has no =count", pair))
+		case !fal.ValidInstanceType(instanceType):
+			problems = append(problems, fmt.Sprintf("%q is not an instance type", instanceType))
+		case err != nil || n < 1 || n > maxApprovalsNeeded:
+			problems = append(problems, fmt.Sprintf("%q is not a whole number from 1 to %d", number, maxApprovalsNeeded))
+		case twice:
+			problems = append(problems, fmt.Sprintf("%s is given twice", instanceType))
+		default:
+			needed[instanceType] = n
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s; the format is gpu_8x_h100_sxm5=2 (distinct approvals a type needs, 1 to %d)", strings.Join(problems, "; "), maxApprovalsNeeded)
+	}
+	*a = needed
+	return nil
+}
+
+// reminderPeriod is a duration, or off (zero) for no reminders.
+type reminderPeriod time.Duration
+
+func (p *reminderPeriod) Decode(value string) error {
+	if strings.EqualFold(value, reminderOff) {
+		*p = 0
+		return nil
+	}
+	parsed, err := durations.Parse(value)
+	switch {
+	case errors.Is(err, durations.ErrTooLong):
+		return fmt.Errorf("%q is %w", value, err)
+	case err != nil:
+		return fmt.Errorf("%q is not a duration; use e.g. 2h or 30m, or off for no reminders", value)
+	case parsed <= 0:
+		return errors.New("must be positive; use e.g. 2h, or off for no reminders")
+	}
+	*p = reminderPeriod(parsed)
 	return nil
 }
 
