@@ -86,13 +86,19 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		m.SlackCalls.WithLabelValues(method, outcome).Inc()
 	})
 	h := handlers.New(handlers.Config{
-		Policy:          handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime),
-		ApprovalChannel: cfg.ApprovalChannel,
-		NotifyChannel:   cfg.NotifyChannel,
-		Admins:          cfg.Admins,
-		Prices:          handlers.Prices(cfg.HourlyPrices),
-		ReminderBefore:  cfg.ReminderBefore,
-		PollInterval:    cfg.PollInterval,
+		Policy: handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime).
+			WithApprovalsNeeded(cfg.ApprovalsNeeded),
+		ApprovalChannel:  cfg.ApprovalChannel,
+		NotifyChannel:    cfg.NotifyChannel,
+		Admins:           cfg.Admins,
+		Prices:           handlers.Prices(cfg.HourlyPrices),
+		ReminderBefore:   cfg.ReminderBefore,
+		PollInterval:     cfg.PollInterval,
+		ApprovalTimeout:  cfg.ApprovalTimeout,
+		ApprovalReminder: cfg.ApprovalReminder,
+		UsergroupRefresh: cfg.UsergroupRefresh,
+		Groups:           slackCalls,
+		Links:            slackCalls,
 		PassDone: func(err error) {
 			outcome := "ok"
 			if err != nil {

@@ -153,3 +153,23 @@ func (s *slackAPI) Respond(ctx context.Context, responseURL string, m handlers.M
 		return err
 	})
 }
+
+// GroupMembers lists the members of a user group (usergroups.users.list).
+func (s *slackAPI) GroupMembers(ctx context.Context, group string) ([]string, error) {
+	var users []string
+	err := s.call(ctx, "usergroups.users.list", func() (err error) {
+		users, err = s.api.GetUserGroupMembersContext(ctx, group)
+		return err
+	})
+	return users, err
+}
+
+// Permalink is a link to a message that opens it in Slack (chat.getPermalink).
+func (s *slackAPI) Permalink(ctx context.Context, channel, ts string) (string, error) {
+	var link string
+	err := s.call(ctx, "chat.getPermalink", func() (err error) {
+		link, err = s.api.GetPermalinkContext(ctx, &slack.PermalinkParameters{Channel: channel, Ts: ts})
+		return err
+	})
+	return link, err
+}

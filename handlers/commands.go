@@ -155,6 +155,8 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		return h.status(ctx, user, cmd.ID)
 	case VerbDelete:
 		return h.askDelete(ctx, user, cmd.ID)
+	case VerbCancel:
+		return h.withdraw(ctx, envelopeID, user, cmd.ID)
 	case VerbExtend:
 		r, err := h.resolve(ctx, user, cmd.ID)
 		if err != nil {
@@ -276,9 +278,9 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 	if err != nil {
 		return storage.Request{}, fmt.Errorf("read key: %w", err)
 	}
-	state := storage.StateApproved
+	state, needed := storage.StateApproved, 0
 	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) {
-		state = storage.StateAwaitingApproval
+		state, needed = storage.StateAwaitingApproval, h.cfg.Policy.ApprovalsNeeded(cmd.InstanceType)
 	}
 	return storage.Request{
 		ID:             uuid.NewString(),
@@ -293,6 +295,8 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 		SSHKey:         key.AuthorizedKey,
 		Lifetime:       lifetime,
 		State:          state,
+		// The count is fixed now: the approvers decide on what the card asks.
+		ApprovalsNeeded: needed,
 	}, nil
 }
 
@@ -337,6 +341,26 @@ func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) 
 		return refusal(err)
 	}
 	return reply(statusMessage(r, history, h.now(), h.cfg.Prices, h.cfg.ApprovalChannel))
+}
+
+// withdraw is `/gpu cancel <id>`: the requester withdraws a request still waiting for
+// approval. The withdrawal is committed with the envelope before the ack; the card, the
+// root and the thread are told after it.
+func (h *Handlers) withdraw(ctx context.Context, envelopeID string, user storage.UserRef, id string) *Reply {
+	r, err := h.resolve(ctx, user, id)
+	if err != nil {
+		return refusal(err)
+	}
+	done := textReply(fmt.Sprintf("Withdrew request `%s`; the approvers' card and your thread now say so.", shortID(r.ID)))
+	r, err = h.recordCancel(ctx, user.UserID, r, storage.ForEnvelope(envelopeID, replyJSON(done)))
+	if answer, again := redelivered(err); again {
+		return recordedReply(answer)
+	}
+	if err != nil {
+		return refusal(err)
+	}
+	h.spawn("announce withdrawal", func(ctx context.Context) { h.announceCancel(ctx, r) })
+	return done
 }
 
 func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id string) *Reply {

@@ -94,8 +94,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		}
 	}
 	if r.State == storage.StateAwaitingApproval && r.ApprovalTS == "" {
-		card := approvalCard(r, h.cfg.ApprovalChannel, h.cfg.Prices.Estimate(r.InstanceType, r.Lifetime))
-		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", card)
+		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", h.card(r))
 		if err != nil {
 			if cannotPost(err) {
 				h.alertAdminsEvery(ctx, "approval-channel", time.Hour, fmt.Sprintf("I can't post approval cards in <#%s> (Slack said: %v). Invite me there or fix APPROVAL_CHANNEL; requests are waiting, and I keep trying.", h.cfg.ApprovalChannel, err))
@@ -109,7 +108,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		if err != nil {
 			return r, fmt.Errorf("save approval card: %w", err)
 		}
-		h.say(ctx, r, textMessage(fmt.Sprintf("%s machines need an approver's OK: I've asked in <#%s>.", ShortType(r.InstanceType), h.cfg.ApprovalChannel)))
+		h.say(ctx, r, textMessage(h.askedText(r)))
 	}
 	return r, nil
 }
@@ -140,14 +139,14 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 // so a decision Slack saw acknowledged is never lost to a stop; once makes it the one
 // effect of its envelope.
 func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string, once storage.WriteOption) (storage.Request, error) {
+	if approve {
+		return h.recordApproval(ctx, approver, id, once)
+	}
 	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
 	if err != nil {
 		return r, err
 	}
-	to, detail := storage.StateApproved, ""
-	if !approve {
-		to, detail = storage.StateDenied, reason
-	}
+	to, detail := storage.StateDenied, reason
 	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
 		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
 		return nil
@@ -193,11 +192,17 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
 	switch {
+	case r.State == storage.StateAwaitingApproval:
+		h.showApprovals(ctx, r)
+		return
 	case r.State == storage.StateDenied:
 		h.noticeOnce(ctx, r, noticeDecision, denialText(r))
 	case r.ApproverID != "":
-		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, r.ApproverID))
+		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by %s. Asking fal for the machine now.", r.UserID, approversText(r)))
+	default:
+		return
 	}
+	h.tellDecisionByDM(ctx, r)
 }
 
 // create commits the move to creating, with the idempotency key stored at request

@@ -48,7 +48,25 @@ type Config struct {
 	UnknownGrace time.Duration
 	// PassDone, when set, hears of every background pass Run makes, with its error.
 	PassDone func(err error)
+
+	// ApprovalTimeout is how long a request may wait for approval before it expires.
+	ApprovalTimeout time.Duration
+	// ApprovalReminder is how often the approvers are reminded of a waiting request;
+	// zero for never.
+	ApprovalReminder time.Duration
+	// UsergroupRefresh is how often the members of user groups are read again.
+	UsergroupRefresh time.Duration
+	// Groups reads user groups' members; nil when no group is used.
+	Groups GroupReader
+	// Links gives a message's permalink, for the DM that tells a requester the decision.
+	Links Permalinker
 }
+
+// Defaults of the approval settings, as documented.
+const (
+	DefaultApprovalTimeout  = 24 * time.Hour
+	DefaultUsergroupRefresh = 5 * time.Minute
+)
 
 // Handlers runs gpubot's flows. Work that is slow (fal, posting to Slack) runs in the
 // background after the envelope is acked; Shutdown waits for it.
@@ -59,6 +77,10 @@ type Handlers struct {
 	slack Slack
 	log   *slog.Logger
 	now   func() time.Time
+
+	groups      *groupCache
+	groupReader GroupReader
+	links       Permalinker
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
@@ -81,9 +103,18 @@ func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now
 	if cfg.UnknownGrace == 0 {
 		cfg.UnknownGrace = 10 * time.Minute
 	}
+	if cfg.ApprovalTimeout == 0 {
+		cfg.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	if cfg.UsergroupRefresh == 0 {
+		cfg.UsergroupRefresh = DefaultUsergroupRefresh
+	}
+	groups := newGroupCache()
+	cfg.Policy.groups = groups
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Handlers{
 		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
+		groups: groups, groupReader: cfg.Groups, links: cfg.Links,
 		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
 		deleteFailures:  map[string]int{},
 		orphanSightings: map[string]orphanSighting{},
@@ -174,15 +205,19 @@ func (h *Handlers) refreshCard(ctx context.Context, r storage.Request) {
 	if r.ApprovalTS == "" {
 		return
 	}
-	card := approvalCard(r, h.cfg.ApprovalChannel, h.cfg.Prices.Estimate(r.InstanceType, r.Lifetime))
-	if err := h.slack.UpdateMessage(ctx, r.ApprovalChannel, r.ApprovalTS, card); err != nil {
+	if err := h.slack.UpdateMessage(ctx, r.ApprovalChannel, r.ApprovalTS, h.card(r)); err != nil {
 		h.reqLog(r).Error("update approval card", "err", err)
 	}
 }
 
-// alertAdmins sends a direct message to every admin: for problems only they can fix.
+// alertAdmins sends a direct message to every admin (named, or in an admin group):
+// for problems only they can fix.
 func (h *Handlers) alertAdmins(ctx context.Context, text string) {
-	for _, admin := range h.cfg.Admins {
+	admins := h.cfg.Policy.AdminUsers()
+	if len(admins) == 0 {
+		h.log.Error("no admin to alert", "alert", text)
+	}
+	for _, admin := range admins {
 		dm, err := h.slack.OpenDM(ctx, admin)
 		if err == nil {
 			_, err = h.slack.PostMessage(ctx, dm, "", textMessage(":rotating_light: "+text))

@@ -80,6 +80,22 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 			return
 		}
 		h.spawn("delete", func(ctx context.Context) { h.announceDelete(ctx, r, err, user.UserID, channel, responseURL) })
+	case ActionWithdraw:
+		r, err := h.load(ctx, user.UserID, id, h.cfg.Policy.MayWithdraw)
+		if err == nil {
+			r, err = h.recordCancel(ctx, user.UserID, r, once)
+		}
+		if _, again := redelivered(err); again {
+			return
+		}
+		h.spawn("withdraw", func(ctx context.Context) {
+			if err != nil {
+				h.tell(ctx, channel, user.UserID, textMessage(userMessage(err)))
+				return
+			}
+			h.tell(ctx, channel, user.UserID, textMessage(fmt.Sprintf("Withdrew request `%s`.", shortID(r.ID))))
+			h.announceCancel(ctx, r)
+		})
 	case ActionDeleteCancel:
 		responseURL := cb.ResponseURL
 		h.spawn("keep", func(ctx context.Context) {

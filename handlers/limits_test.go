@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/slack-go/slack"
@@ -72,15 +73,22 @@ func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
 		history = append(history, storage.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
 	}
 	messages := map[string]Message{}
-	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
+	worstApprovers := strings.Repeat("<!subteam^S0123456789>, ", 20)
+	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted, storage.StateApprovalExpired} {
 		r := worstRequest(state)
+		r.ApprovalsNeeded = 10
+		for i := range 9 {
+			r.Approvals = append(r.Approvals, storage.Approval{UserID: fmt.Sprintf("U0APPROVER%02d", i)})
+		}
 		messages["root "+string(state)] = rootMessage(r, "CAPPROVALS")
-		messages["card "+string(state)] = approvalCard(r, "CAPPROVALS", prices.Estimate(r.InstanceType, r.Lifetime))
+		messages["card "+string(state)] = approvalCard(r, cardFacts{estimate: prices.Estimate(r.InstanceType, r.Lifetime), approvers: worstApprovers, expires: goldenNow})
+		messages["reminder "+string(state)] = approvalReminder(r, worstApprovers, time.Hour, goldenNow)
 		messages["status "+string(state)] = statusMessage(r, history, goldenNow, prices, "CAPPROVALS")
 	}
 	denied := worstRequest(storage.StateDenied)
 	messages["denial reply"] = textMessage(denialText(denied))
 	messages["too late"] = textMessage("Too late: " + decisionLine(denied) + ".")
+	messages["decision DM, denied"] = decisionDM(denied, "https://example.slack.com/archives/CGENERAL/p1764493200000100")
 	for name, m := range messages {
 		for _, problem := range limitProblems(m) {
 			t.Errorf("%s: %s", name, problem)

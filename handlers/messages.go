@@ -20,6 +20,7 @@ const (
 	ActionDeleteCancel  = "gpubot_delete_cancel"
 	ActionExtend        = "gpubot_extend"
 	ActionDeleteNow     = "gpubot_delete_now"
+	ActionWithdraw      = "gpubot_withdraw"
 
 	ViewKey    = "gpubot_key"
 	ViewCreate = "gpubot_create"
@@ -76,6 +77,7 @@ const (
 	maxShownReason      = 1500 // the request's reason: thread root, card field, status
 	maxShownDenial      = 500  // the deny reason on the root and the card; the thread has more
 	maxShownDenialReply = 2800 // the deny reason in the thread, after a short line of mentions
+	maxShownDenialDM    = 2600 // the deny reason in the requester's DM, between the request and the link
 	maxShownDetail      = 80   // an audit event's detail in a status's history of up to maxHistory lines
 )
 
@@ -124,6 +126,7 @@ func helpMessage() Message {
 		"`/gpu create`  the same in a form",
 		"`/gpu list` · `/gpu list all`  your machines · everyone's",
 		"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`",
+		"`/gpu cancel <id>`  withdraw a request still waiting for approval",
 	}, "\n")
 	return Message{Text: "How to use /gpu", Blocks: []slack.Block{section(text)}}
 }
@@ -224,12 +227,15 @@ func reasonText(r storage.Request) string {
 func stateLine(r storage.Request, approvalChannel string) string {
 	switch r.State {
 	case storage.StateAwaitingApproval:
+		if len(r.Approvals) > 0 {
+			return fmt.Sprintf(":hourglass_flowing_sand: Waiting for approval in <#%s> (%s)", approvalChannel, progressText(r))
+		}
 		return fmt.Sprintf(":hourglass_flowing_sand: Waiting for an approver in <#%s>", approvalChannel)
 	case storage.StateApproved:
 		if r.ApproverID == "" {
 			return ":white_check_mark: No approval needed; asking fal for the machine"
 		}
-		return fmt.Sprintf(":white_check_mark: Approved by <@%s>; asking fal for the machine", r.ApproverID)
+		return fmt.Sprintf(":white_check_mark: Approved by %s; asking fal for the machine", approversText(r))
 	case storage.StateCreating:
 		return ":gear: Asking fal for the machine"
 	case storage.StateProvisioning:
@@ -244,6 +250,8 @@ func stateLine(r storage.Request, approvalChannel string) string {
 		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
 	case storage.StateCancelled:
 		return ":heavy_multiplication_x: Cancelled"
+	case storage.StateApprovalExpired:
+		return ":hourglass: Expired: nobody decided in time, so nothing was created"
 	case storage.StateFailed:
 		return ":x: Failed: " + r.Error
 	}
@@ -272,14 +280,27 @@ func rootMessage(r storage.Request, approvalChannel string) Message {
 	if r.InstanceID != "" {
 		ids += fmt.Sprintf(" · instance `%s`", r.InstanceID)
 	}
+	blocks := []slack.Block{section(head), section(state), contextLine(ids)}
+	if r.State == storage.StateAwaitingApproval {
+		// Only the requester may click it; the edit that leaves this state removes it.
+		blocks = append(blocks, slack.NewActionBlock("withdraw", button(ActionWithdraw, r.ID, "Withdraw request", slack.StyleDefault)))
+	}
 	return Message{
 		Text:   fmt.Sprintf("GPU request from <@%s>: %s", r.UserID, describeMachine(r)),
-		Blocks: []slack.Block{section(head), section(state), contextLine(ids)},
+		Blocks: blocks,
 	}
 }
 
-// approvalCard asks the approvers; once decided it keeps the facts and loses the buttons.
-func approvalCard(r storage.Request, approvalChannel string, estimate string) Message {
+// cardFacts is what the approval card shows beside the request itself.
+type cardFacts struct {
+	estimate  string    // hourly price times lifetime; "" without prices
+	approvers string    // mentions of who may decide
+	expires   time.Time // when the request expires if nobody decides
+}
+
+// approvalCard asks the approvers, with the approvals so far; once decided it keeps
+// the facts and loses the buttons.
+func approvalCard(r storage.Request, facts cardFacts) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Requester*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + ShortType(r.InstanceType)),
@@ -287,14 +308,15 @@ func approvalCard(r storage.Request, approvalChannel string, estimate string) Me
 		mrkdwn("*Lifetime*\n" + FormatDuration(r.Lifetime)),
 		mrkdwn("*Reason*\n" + reasonText(r)),
 	}
-	if estimate != "" {
-		fields = append(fields, mrkdwn("*Estimated cost*\n"+estimate))
+	if facts.estimate != "" {
+		fields = append(fields, mrkdwn("*Estimated cost*\n"+facts.estimate))
 	}
 	blocks := []slack.Block{
 		section(fmt.Sprintf("*GPU request `%s` needs approval*", shortID(r.ID))),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
 	if r.State == storage.StateAwaitingApproval {
+		blocks = append(blocks, contextLine(waitingLine(r, facts)))
 		blocks = append(blocks, slack.NewActionBlock("decision",
 			button(ActionApprove, r.ID, "Approve", slack.StylePrimary),
 			button(ActionDeny, r.ID, "Deny", slack.StyleDanger)))
@@ -311,16 +333,99 @@ func orAny(sector string) string {
 	return sector
 }
 
+// waitingLine says on a card who may decide, how many must, the approvals so far, and
+// when the request expires.
+func waitingLine(r storage.Request, facts cardFacts) string {
+	line := "Approvers: " + facts.approvers
+	if n := approvalsNeeded(r); n > 1 {
+		line += fmt.Sprintf(" · needs %d different approvers", n)
+	}
+	if len(r.Approvals) > 0 {
+		line += " · " + progressText(r)
+	}
+	return line + " · expires " + slackDate(facts.expires) + " if nobody decides"
+}
+
+// progressText is "1 of 2: approved by <@UBOB>".
+func progressText(r storage.Request) string {
+	return fmt.Sprintf("%d of %d: approved by %s", len(r.Approvals), approvalsNeeded(r), approversText(r))
+}
+
+// approversText names who approved a request: every approver, in order.
+func approversText(r storage.Request) string {
+	if len(r.Approvals) == 0 {
+		return "<@" + r.ApproverID + ">"
+	}
+	names := make([]string, len(r.Approvals))
+	for i, a := range r.Approvals {
+		names[i] = "<@" + a.UserID + ">"
+	}
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// countText is "1 more approval" or "2 more approvals".
+func countText(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func decisionLine(r storage.Request) string {
 	switch {
 	case r.State == storage.StateDenied:
 		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
 	case r.State == storage.StateCancelled && r.ApproverID == "":
-		return ":heavy_multiplication_x: Cancelled by the requester"
+		if r.EndReason != "" {
+			return ":heavy_multiplication_x: " + upperFirst(r.EndReason)
+		}
+		return ":heavy_multiplication_x: Withdrawn by the requester"
+	case r.State == storage.StateApprovalExpired:
+		return ":hourglass: Expired: " + r.EndReason
 	case r.ApproverID != "":
-		return fmt.Sprintf(":white_check_mark: Approved by <@%s>", r.ApproverID)
+		return ":white_check_mark: Approved by " + approversText(r)
 	}
 	return stateLine(r, "")
+}
+
+// approvalReminder nudges the approvers in the card's thread.
+func approvalReminder(r storage.Request, approvers string, waited time.Duration, expires time.Time) Message {
+	text := fmt.Sprintf("%s: <@%s>'s request `%s` for %s has waited %s for a decision", approvers, r.UserID, shortID(r.ID), describeMachine(r), FormatDuration(waited))
+	if len(r.Approvals) > 0 {
+		text += " (" + progressText(r) + ")"
+	}
+	text += ". It expires " + slackDate(expires) + " if nobody decides."
+	return Message{Text: fmt.Sprintf("Reminder: GPU request %s is waiting for a decision", shortID(r.ID)), Blocks: []slack.Block{section(text)}}
+}
+
+// decisionDM tells the requester the decision directly, with a link to the thread.
+func decisionDM(r storage.Request, threadLink string) Message {
+	thread := "its thread"
+	if threadLink != "" {
+		thread = "<" + threadLink + "|its thread>"
+	}
+	var text string
+	decision := "approved"
+	if r.State == storage.StateDenied {
+		decision = "denied"
+		text = fmt.Sprintf(":no_entry: Your request `%s` for %s was denied by <@%s>: %s\nMore in %s; ask again with `/gpu create` if something else will do.",
+			shortID(r.ID), describeMachine(r), r.ApproverID, shown(r.DecisionReason, maxShownDenialDM), thread)
+	} else {
+		text = fmt.Sprintf(":white_check_mark: Your request `%s` for %s was approved by %s. I'm asking fal for the machine; follow it in %s.",
+			shortID(r.ID), describeMachine(r), approversText(r), thread)
+	}
+	return Message{Text: fmt.Sprintf("Your GPU request %s was %s", shortID(r.ID), decision), Blocks: []slack.Block{section(text)}}
+}
+
+// upperFirst starts a sentence with a capital letter.
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // denialText tells the requester in their thread who denied the request and why: as

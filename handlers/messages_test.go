@@ -80,10 +80,27 @@ func TestGoldenMessages(t *testing.T) {
 	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
 		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
 	}
-	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), "CAPPROVALS", prices.Estimate(fal.Type8xH100, 4*time.Hour)))
+	facts := cardFacts{estimate: prices.Estimate(fal.Type8xH100, 4*time.Hour), approvers: "<@UBOB>, <!subteam^S0GPUAPPROVE>", expires: goldenNow.Add(23 * time.Hour)}
+	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), facts))
 	approved := goldenRequest(storage.StateProvisioning)
 	approved.ApproverID = "UBOB"
-	golden(t, "approval_card_decided", approvalCard(approved, "CAPPROVALS", ""))
+	golden(t, "approval_card_decided", approvalCard(approved, cardFacts{}))
+	golden(t, "approval_card_one_of_two", approvalCard(halfApproved(), facts))
+	golden(t, "root_one_of_two", rootMessage(halfApproved(), "CAPPROVALS"))
+	twice := goldenRequest(storage.StateProvisioning)
+	twice.ApprovalsNeeded, twice.ApproverID = 2, "UCAROL"
+	twice.Approvals = []storage.Approval{{UserID: "UBOB"}, {UserID: "UCAROL"}}
+	golden(t, "approval_card_approved_by_two", approvalCard(twice, cardFacts{}))
+	golden(t, "decision_dm_approved", decisionDM(twice, "https://gpubot.slack.com/archives/CGENERAL/p1764493200000100"))
+	golden(t, "decision_dm_denied", decisionDM(goldenRequest(storage.StateDenied), "https://gpubot.slack.com/archives/CGENERAL/p1764493200000100"))
+	expired := goldenRequest(storage.StateApprovalExpired)
+	expired.EndReason = "nobody decided within 1d"
+	golden(t, "approval_card_expired", approvalCard(expired, cardFacts{}))
+	golden(t, "root_approval_expired", rootMessage(expired, "CAPPROVALS"))
+	withdrawn := goldenRequest(storage.StateCancelled)
+	withdrawn.EndReason = "withdrawn by <@UALICE>"
+	golden(t, "approval_card_withdrawn", approvalCard(withdrawn, cardFacts{}))
+	golden(t, "approval_reminder", approvalReminder(halfApproved(), "<!subteam^S0GPUAPPROVE>", 2*time.Hour, goldenNow.Add(22*time.Hour)))
 	golden(t, "ready_reply", readyReply(goldenRequest(storage.StateReady)))
 	golden(t, "ready_notice", readyNotice(goldenRequest(storage.StateReady)))
 	golden(t, "delete_confirm", deleteConfirmMessage(goldenRequest(storage.StateReady)))
@@ -101,6 +118,14 @@ func TestGoldenMessages(t *testing.T) {
 	golden(t, "create_modal", createModal(p))
 	golden(t, "deny_modal", denyModal(goldenRequest(storage.StateAwaitingApproval)))
 	golden(t, "key_saved", keySavedMessage(storage.PublicKey{Type: "ssh-ed25519", Fingerprint: "SHA256:abc"}))
+}
+
+// halfApproved is a request that needs two approvals and has one, bob's.
+func halfApproved() storage.Request {
+	r := goldenRequest(storage.StateAwaitingApproval)
+	r.ApprovalsNeeded = 2
+	r.Approvals = []storage.Approval{{UserID: "UBOB", At: goldenNow.Add(-10 * time.Minute)}}
+	return r
 }
 
 func TestListStaysWithinSlackLimits(t *testing.T) {

@@ -30,6 +30,7 @@ const (
 	VerbStatus      Verb = "status"
 	VerbDelete      Verb = "delete"
 	VerbExtend      Verb = "extend"
+	VerbCancel      Verb = "cancel"
 )
 
 // Command is the parsed text of a `/gpu` command. Only the fields its Verb uses are set.
@@ -40,7 +41,7 @@ type Command struct {
 	Sector       string        // create, optional
 	Lifetime     time.Duration // create (optional, 0 = default) and extend
 	Reason       string        // create, optional
-	ID           string        // status, delete, extend
+	ID           string        // status, delete, extend, cancel
 }
 
 // UserError is a refusal shown to the person as is: bad input, or something they may not do.
@@ -74,7 +75,7 @@ func ParseCommand(slackText string) (Command, error) {
 		return parseCreate(args)
 	case "list", "ls":
 		return parseList(args)
-	case "status", "show", "delete", "rm":
+	case "status", "show", "delete", "rm", "cancel", "withdraw":
 		return parseWithID(verb, args)
 	case "extend":
 		return parseExtend(args)
@@ -135,8 +136,14 @@ func parseList(args []string) (Command, error) {
 
 func parseWithID(verb string, args []string) (Command, error) {
 	v := VerbStatus
-	if verb == "delete" || verb == "rm" {
+	switch verb {
+	case "delete", "rm":
 		v = VerbDelete
+	case "cancel", "withdraw":
+		v = VerbCancel
+	}
+	if len(args) != 1 && v == VerbCancel {
+		return Command{}, refusef("Give one request id: `/gpu cancel <id>`. It is in the request's thread, and `/gpu list` shows it.")
 	}
 	if len(args) != 1 {
 		return Command{}, refusef("Give one machine id: `/gpu %s <id>`. `/gpu list` shows the ids of your machines.", v)

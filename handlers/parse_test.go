@@ -39,6 +39,8 @@ func TestParseCommand(t *testing.T) {
 		{"list all", Command{Verb: VerbListAll}},
 		{"status abcd1234", Command{Verb: VerbStatus, ID: "abcd1234"}},
 		{"delete inst_x", Command{Verb: VerbDelete, ID: "inst_x"}},
+		{"cancel 3f2a9c1e", Command{Verb: VerbCancel, ID: "3f2a9c1e"}},
+		{"withdraw 3f2a9c1e", Command{Verb: VerbCancel, ID: "3f2a9c1e"}},
 		{"extend abcd1234 2h", Command{Verb: VerbExtend, ID: "abcd1234", Lifetime: 2 * time.Hour}},
 	}
 	for _, tt := range tests {
@@ -65,6 +67,7 @@ func TestParseCommandRefusesWithAHint(t *testing.T) {
 		{"list everything", "`/gpu list all`"},
 		{"status", "Give one machine id"},
 		{"delete a b", "Give one machine id"},
+		{"cancel", "Give one request id: `/gpu cancel <id>`"},
 		{"extend abc", "`/gpu extend <id> 2h`"},
 		{"extend abc forever", "not a lifetime I understand"},
 		// A lifetime so long that adding it would overflow is refused where it is read.

@@ -52,9 +52,47 @@ func TestPolicy(t *testing.T) {
 	if _, err := p.Lifetime(73 * time.Hour); !refusedWith(err, "The longest lifetime is 3d") {
 		t.Errorf("past the maximum: %v", err)
 	}
+	if p.ApprovalsNeeded(fal.Type8xH100) != 1 || p.WithApprovalsNeeded(map[string]int{fal.Type8xH100: 2}).ApprovalsNeeded(fal.Type8xH100) != 2 {
+		t.Error("a type needs 1 approval unless APPROVALS_NEEDED says more")
+	}
 	lone := NewPolicy([]string{"UBOB"}, nil, nil, time.Hour, time.Hour)
 	if err := lone.MayDecide("UBOB", "UBOB"); !refusedWith(err, "there is no other approver") {
 		t.Errorf("the only approver deciding their own request: %v", err)
+	}
+}
+
+// A user group stands for its members as last read: members approve (never their own
+// request), non-members do not, and a group never read has nobody in it.
+func TestPolicyWithUserGroups(t *testing.T) {
+	p := NewPolicy([]string{"S0APPROVE"}, []string{"UADMIN", "S0ADMIN"}, []string{fal.Type8xH100}, time.Hour, time.Hour)
+	if p.IsApprover("UDAVE") || p.IsAdmin("UERIN") {
+		t.Fatal("a group never read counts people in it")
+	}
+	p.groups = newGroupCache()
+	p.groups.set("S0APPROVE", []string{"UDAVE", "UALICE"}, goldenNow)
+	p.groups.set("S0ADMIN", []string{"UERIN"}, goldenNow)
+	refusedWith := func(err error, words string) bool {
+		var ue *UserError
+		return errors.As(err, &ue) && strings.Contains(ue.Message, words)
+	}
+	if err := p.MayDecide("UDAVE", "UALICE"); err != nil {
+		t.Errorf("a group member deciding: %v", err)
+	}
+	if err := p.MayDecide("UMALLORY", "UALICE"); !refusedWith(err, "<!subteam^S0APPROVE>") {
+		t.Errorf("a non-member deciding: %v; want a refusal mentioning the group", err)
+	}
+	if err := p.MayDecide("UALICE", "UALICE"); !refusedWith(err, "You can't decide on your own request: another approver has to. Ask one of them (<!subteam^S0APPROVE>)") {
+		t.Errorf("the requester, a group member, deciding their own: %v", err)
+	}
+	if !p.IsAdmin("UERIN") || !p.IsAdmin("UADMIN") || p.IsAdmin("UDAVE") {
+		t.Error("admins: want the named admin and the admin group's member only")
+	}
+	if got := p.AdminUsers(); strings.Join(got, ",") != "UADMIN,UERIN" {
+		t.Errorf("AdminUsers = %v, want UADMIN and UERIN", got)
+	}
+	p.groups.set("S0APPROVE", nil, goldenNow) // Slack refused to list it
+	if p.IsApprover("UDAVE") {
+		t.Error("a group Slack refused to list still counts its old members")
 	}
 }
 

@@ -23,6 +23,7 @@ const (
 // Run resumes every unfinished request, then follows instances every PollInterval
 // until ctx ends.
 func (h *Handlers) Run(ctx context.Context) error {
+	h.refreshGroups(ctx) // before the first click on a card, as far as it can be
 	if err := h.Resume(ctx); err != nil {
 		return err
 	}
@@ -82,10 +83,12 @@ func (h *Handlers) advanceStalled(reqs []storage.Request, minAge time.Duration) 
 // the list no longer shows), then reminders, expiries and retried deletes. With nothing to
 // track it calls nothing.
 func (h *Handlers) Tick(ctx context.Context) error {
+	h.refreshGroups(ctx)
 	reqs, err := h.store.Unfinished(ctx)
 	if err != nil {
 		return fmt.Errorf("read unfinished requests: %w", err)
 	}
+	h.keepApprovals(ctx, reqs)
 	var tracked []storage.Request
 	for _, r := range reqs {
 		if r.InstanceID != "" && (r.State == storage.StateProvisioning || r.State == storage.StateReady) {

@@ -29,8 +29,11 @@ type Request struct {
 	DecidedAt       time.Time `json:"decided_at,omitzero"`
 	ApprovalChannel string    `json:"approval_channel,omitempty"`
 	ApprovalTS      string    `json:"approval_ts,omitempty"`
-	// Approvals are the approvers who said yes so far, in order, when a type
-	// needs more than one; the last one completes the count.
+	// ApprovalsNeeded is how many distinct approvals the request needs, fixed
+	// when it is made (0 in records from before it was kept: one).
+	ApprovalsNeeded int `json:"approvals_needed,omitempty"`
+	// Approvals are the approvers who said yes so far, in order; the last one
+	// completes the count.
 	Approvals []Approval `json:"approvals,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key"`
