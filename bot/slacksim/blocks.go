@@ -44,6 +44,7 @@ const (
 type apiError struct {
 	code     string
 	messages []string
+	fields   map[string]any // more fields of the error body, e.g. missing_scope's needed and provided
 }
 
 func (e *apiError) Error() string {

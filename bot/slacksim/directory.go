@@ -21,6 +21,8 @@ type directory struct {
 	channels   map[string]*channel
 	usergroups map[string][]string
 	dms        map[string]string // user id → DM channel id
+	// revokedScopes are the bot scopes taken away from the app (all are granted at first).
+	revokedScopes map[string]bool
 }
 
 func newDirectory() directory {
@@ -29,6 +31,8 @@ func newDirectory() directory {
 		channels:   map[string]*channel{},
 		usergroups: map[string][]string{},
 		dms:        map[string]string{},
+
+		revokedScopes: map[string]bool{},
 	}
 }
 
@@ -190,14 +194,6 @@ func (s *Server) userJSON(u *user) map[string]any {
 			"display_name_normalized": u.name,
 		},
 	}
-}
-
-func (s *Server) usergroupsUsersListLocked(req *apiRequest) (map[string]any, *apiError) {
-	members, ok := s.usergroups[req.params["usergroup"]]
-	if !ok {
-		return nil, slackError("no_such_subteam")
-	}
-	return map[string]any{"users": append([]string{}, members...)}, nil
 }
 
 func splitList(list string) []string {

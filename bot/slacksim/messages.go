@@ -105,6 +105,9 @@ func (s *Server) addMessageLocked(m *message) {
 	m.ID = s.nextIDLocked("M")
 	m.changed = s.nextMarkLocked()
 	m.Blocks = m.blocks.parsed
+	if !m.Ephemeral {
+		m.Notified = s.notifiedLocked(m.AllText())
+	}
 	s.messages = append(s.messages, m)
 	s.messageByID[m.ID] = m
 	if m.TS != "" {

@@ -23,6 +23,9 @@ type Message struct {
 	Updates   int                  // how many times chat.update or replace_original changed it
 	Deleted   bool
 	Source    string // "chat.postMessage", "chat.postEphemeral", "ack", "response_url", "slack"
+	// Notified is who Slack notified when the message was posted: each person it
+	// mentions, and each member of each user group it mentions (<!subteam^S…>).
+	Notified []string
 }
 
 // Buttons lists the labels of every button on the message, in order.

@@ -59,6 +59,7 @@ var apiMethods = map[string]apiHandler{
 	"conversations.open":    (*Server).conversationsOpenLocked,
 	"users.info":            (*Server).usersInfoLocked,
 	"usergroups.users.list": (*Server).usergroupsUsersListLocked,
+	"chat.getPermalink":     (*Server).chatGetPermalinkLocked,
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +103,9 @@ func (s *Server) answerLocked(req *apiRequest) (map[string]any, *apiError) {
 		return nil, slackError("internal_error")
 	}
 	if err := s.checkTokenLocked(req); err != nil {
+		return nil, err
+	}
+	if err := s.checkScopeLocked(req.method); err != nil {
 		return nil, err
 	}
 	return handler(s, req)
@@ -219,6 +223,9 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 
 func writeAPIError(w http.ResponseWriter, status int, e *apiError) {
 	body := map[string]any{"ok": false, "error": e.code}
+	for name, value := range e.fields {
+		body[name] = value
+	}
 	if len(e.messages) > 0 {
 		body["response_metadata"] = map[string]any{"messages": e.messages}
 	}
