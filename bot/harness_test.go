@@ -32,6 +32,11 @@ const (
 	bob     = "UBOB"   // approver
 	carol   = "UCAROL" // approver
 	admin   = "UADMIN"
+	dave    = "UDAVE" // in approverGroup
+	erin    = "UERIN" // in approverGroup
+
+	// approverGroup is a Slack user group a test may name in APPROVERS or ADMINS.
+	approverGroup = "S0GPUAPPROVERS"
 
 	general   = "CGENERAL" // the bot is a member
 	private   = "CPRIVATE" // the bot is not a member
@@ -120,9 +125,10 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 	}
 	sim := slacksim.New(simOpts)
 	t.Cleanup(sim.Close)
-	for _, u := range []string{alice, mallory, bob, carol, admin} {
+	for _, u := range []string{alice, mallory, bob, carol, admin, dave, erin} {
 		sim.AddUser(u, strings.ToLower(u[1:]))
 	}
+	sim.AddUsergroup(approverGroup, dave, erin)
 	sim.AddChannel(general, "general", true)
 	sim.AddChannel(private, "private", false)
 	sim.AddChannel(approvals, "gpu-approvals", true)

@@ -18,12 +18,14 @@ var scopeOf = map[string]string{
 	"conversations.open":    "im:write",
 	"views.open":            "",
 	"response_url":          "",
+	"usergroups.users.list": "usergroups:read",
+	"chat.getPermalink":     "",
 }
 
 // The scopes the manifest asks for are exactly those the code uses: the end-to-end
 // flows below call every method gpubot has, and each call's scope must be granted.
 func TestManifestScopesAreWhatTheCodeUses(t *testing.T) {
-	h := start(t)
+	h := start(t, withConfig(func(c *config.Config) { c.Approvers = append(c.Approvers, approverGroup) }))
 	h.registerKey(alice)
 	h.command(alice, private, "create 8x") // DM fallback: conversations.open
 	h.click(bob, h.waitFor(approvals, "needs approval"), "Deny")

@@ -393,7 +393,8 @@ func decisionLine(r storage.Request) string {
 
 // approvalReminder nudges the approvers in the card's thread.
 func approvalReminder(r storage.Request, approvers string, waited time.Duration, expires time.Time) Message {
-	text := fmt.Sprintf("%s: <@%s>'s request `%s` for %s has waited %s for a decision", approvers, r.UserID, shortID(r.ID), describeMachine(r), FormatDuration(waited))
+	// The requester is not mentioned: the card above names them, and they need no ping here.
+	text := fmt.Sprintf("%s: request `%s` for %s has waited %s for a decision", approvers, shortID(r.ID), describeMachine(r), FormatDuration(waited))
 	if len(r.Approvals) > 0 {
 		text += " (" + progressText(r) + ")"
 	}
