@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -20,12 +21,41 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"extend":   {"requester": true, "admin": true},
 		"status":   {"requester": true, "approver": true, "admin": true},
 		"list all": {"approver": true, "admin": true},
+		"withdraw": {"requester": true},
 	}
-	for _, action := range []string{"approve", "deny", "delete", "extend", "status", "list all"} {
+	for _, action := range []string{"approve", "deny", "delete", "extend", "status", "list all", "withdraw"} {
 		for _, r := range roles {
 			t.Run(action+" by "+r.name, func(t *testing.T) {
 				want := allowed[action][r.name]
-				if got := tryAction(t, action, r.user); got != want {
+				if got := tryAction(t, start(t), action, r.user); got != want {
+					t.Fatalf("%s by %s: allowed=%v, want %v", action, r.name, got, want)
+				}
+			})
+		}
+	}
+}
+
+// The matrix with a user group as the approvers: its members decide and see everyone's
+// machines; others do not; the requester, though in the group, never decides on their
+// own request, and alone may withdraw it.
+func TestAuthorizationMatrixWithUserGroups(t *testing.T) {
+	type role struct{ name, user string }
+	roles := []role{{"group member", dave}, {"non-member", mallory}, {"requester in the group", alice}}
+	allowed := map[string]map[string]bool{
+		"approve":  {"group member": true},
+		"deny":     {"group member": true},
+		"status":   {"group member": true, "requester in the group": true},
+		"list all": {"group member": true, "requester in the group": true},
+		"withdraw": {"requester in the group": true},
+	}
+	for _, action := range []string{"approve", "deny", "status", "list all", "withdraw"} {
+		for _, r := range roles {
+			t.Run(action+" by "+r.name, func(t *testing.T) {
+				h := start(t, notStarted(), withConfig(func(c *config.Config) { c.Approvers = []string{approverGroup} }))
+				h.slack.SetUsergroupMembers(approverGroup, dave, alice)
+				h.startBot()
+				h.passes(1) // the groups are read before the first pass
+				if got, want := tryAction(t, h, action, r.user), allowed[action][r.name]; got != want {
 					t.Fatalf("%s by %s: allowed=%v, want %v", action, r.name, got, want)
 				}
 			})
@@ -34,10 +64,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 }
 
 // tryAction has user attempt action on alice's request and reports whether it took effect.
-func tryAction(t *testing.T, action, user string) bool {
-	h := start(t)
+func tryAction(t *testing.T, h *harness, action, user string) bool {
 	h.registerKey(alice)
 	switch action {
+	case "withdraw":
+		h.command(alice, general, "create 8x")
+		h.waitCard()
+		h.command(user, general, "cancel "+h.onlyRequest(alice).ID)
+		return h.onlyRequest(alice).State == storage.StateCancelled
 	case "approve", "deny":
 		h.command(alice, general, "create 8x")
 		card := h.waitFor(approvals, "needs approval")

@@ -340,3 +340,68 @@ func TestRedeliveredDeleteNowAfterRestartDeletesOnce(t *testing.T) {
 	}
 	h.noMessage("is already")
 }
+
+// The approvals that count, the withdrawal command and its button are each the one
+// effect of their envelope too.
+
+func TestRedeliveredPartialApprovalAfterRestartCountsOnce(t *testing.T) {
+	h := start(t, withConfig(withTwoApprovals))
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x")
+	card := h.waitCard()
+	lost := h.restartBeforeAck(func() (slacksim.Ack, error) {
+		return h.slack.Click(h.ctx(), bob, card, "Approve")
+	}, func() {
+		h.waitFor(general, "Approved by <@UBOB> (1 of 2)")
+	})
+	if len(lost.Payload) != 0 {
+		t.Errorf("the click was acked with %s, want an empty ack", lost.Payload)
+	}
+	if n := h.audited("approval"); n != 1 {
+		t.Errorf("%d approvals audited, want 1", n)
+	}
+	h.noMessage("You already approved")
+	if n := h.count(general, "Approved by <@UBOB> (1 of 2)"); n != 1 {
+		t.Errorf("%d thread replies for bob's approval, want 1", n)
+	}
+}
+
+func TestRedeliveredCancelAfterRestartWithdrawsOnce(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x")
+	h.waitCard()
+	id := h.onlyRequest(alice).ID
+	lost := h.restartBeforeAck(func() (slacksim.Ack, error) {
+		return h.slack.SlashCommand(h.ctx(), alice, general, "/gpu", "cancel "+id)
+	}, func() {
+		h.waitFor(general, "Withdrawn by <@UALICE> before anyone decided")
+	})
+	if got := ackText(t, lost); !strings.Contains(got, "Withdrew request `"+id[:8]+"`") {
+		t.Errorf("cancel answered %q", got)
+	}
+	if n := h.audited(string(storage.StateCancelled)); n != 1 {
+		t.Errorf("%d withdrawals audited, want 1", n)
+	}
+	h.noMessage("already over")
+}
+
+func TestRedeliveredWithdrawButtonAfterRestartWithdrawsOnce(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x")
+	h.waitCard()
+	root := h.waitFor(general, "<@UALICE> asked for 8x H100")
+	h.restartBeforeAck(func() (slacksim.Ack, error) {
+		return h.slack.Click(h.ctx(), alice, root, "Withdraw request")
+	}, func() {
+		h.waitFor(general, "Withdrawn by <@UALICE> before anyone decided")
+	})
+	if n := h.audited(string(storage.StateCancelled)); n != 1 {
+		t.Errorf("%d withdrawals audited, want 1", n)
+	}
+	h.noMessage("already over")
+	if n := h.count(general, "Withdrawn by <@UALICE> before anyone decided"); n != 1 {
+		t.Errorf("%d withdrawal replies, want 1", n)
+	}
+}
