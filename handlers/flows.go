@@ -108,6 +108,11 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		if err != nil {
 			return r, fmt.Errorf("save approval card: %w", err)
 		}
+		if r.State != storage.StateAwaitingApproval || len(r.Approvals) > 0 {
+			// A click decided before the card was saved, so its edit could not find the
+			// card: show it now. One of the two transactions sees the other.
+			h.refreshCard(ctx, r)
+		}
 		h.say(ctx, r, textMessage(h.askedText(r)))
 	}
 	return r, nil
