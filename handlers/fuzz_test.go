@@ -120,6 +120,8 @@ func FuzzInteraction(f *testing.F) {
 		click("UBOB", ActionApprove, ""),
 		click("", ActionApprove, fuzzWaiting),
 		click("UBOB", "gpubot_unknown", fuzzWaiting),
+		click("UALICE", ActionWithdraw, fuzzWaiting),
+		click("UBOB", ActionWithdraw, fuzzWaiting),
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, "no budget"),
 		submit("UALICE", ViewDeny, fuzzWaiting, BlockReason, "me"),
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, ""),
@@ -181,6 +183,8 @@ func allowedChange(cb slack.InteractionCallback) map[string]bool {
 		a := cb.ActionCallback.BlockActions[0]
 		switch {
 		case a.ActionID == ActionApprove && a.Value == fuzzWaiting && approver:
+			allowed[fuzzWaiting] = true
+		case a.ActionID == ActionWithdraw && a.Value == fuzzWaiting && user == "UALICE":
 			allowed[fuzzWaiting] = true
 		case (a.ActionID == ActionDeleteConfirm || a.ActionID == ActionDeleteNow || a.ActionID == ActionExtend) &&
 			a.Value == fuzzReady && (user == "UALICE" || user == "UADMIN"):
