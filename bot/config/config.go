@@ -122,13 +122,18 @@ func (c Config) Warnings() []string {
 	var warnings []string
 	if len(c.ApprovalRequired) > 0 && len(c.Approvers) == 0 {
 		warnings = append(warnings, fmt.Sprintf(
-			"APPROVERS is empty, so requests for %s wait forever; list the approvers' user IDs or set APPROVAL_REQUIRED=none",
+			"APPROVERS is empty, so requests for %s expire unapproved after APPROVAL_TIMEOUT; list the approvers' user or user group IDs or set APPROVAL_REQUIRED=none",
 			strings.Join(c.ApprovalRequired, ", ")))
 	}
 	if c.ReminderBefore >= c.DefaultLifetime {
 		warnings = append(warnings, fmt.Sprintf(
 			"REMINDER_BEFORE (%s) is not shorter than DEFAULT_LIFETIME (%s), so owners are reminded as soon as an instance is ready",
 			durations.Format(c.ReminderBefore), durations.Format(c.DefaultLifetime)))
+	}
+	if c.ApprovalReminder > 0 && c.ApprovalReminder >= c.ApprovalTimeout && len(c.ApprovalRequired) > 0 {
+		warnings = append(warnings, fmt.Sprintf(
+			"APPROVAL_REMINDER (%s) is not shorter than APPROVAL_TIMEOUT (%s), so requests expire before the approvers are reminded; shorten it, or set it to off",
+			durations.Format(c.ApprovalReminder), durations.Format(c.ApprovalTimeout)))
 	}
 	return warnings
 }

@@ -548,10 +548,11 @@ func TestWarnings(t *testing.T) {
 	if got := mustLoad(t, fullEnv()).Warnings(); len(got) != 0 {
 		t.Errorf("full configuration warns: %q", got)
 	}
-	got := mustLoad(t, with(minimalEnv(), map[string]string{"DEFAULT_LIFETIME": "20m"})).Warnings()
+	got := mustLoad(t, with(minimalEnv(), map[string]string{"DEFAULT_LIFETIME": "20m", "APPROVAL_TIMEOUT": "2h"})).Warnings()
 	want := []string{
-		"APPROVERS is empty, so requests for gpu_8x_h100_sxm5 wait forever; list the approvers' user IDs or set APPROVAL_REQUIRED=none",
+		"APPROVERS is empty, so requests for gpu_8x_h100_sxm5 expire unapproved after APPROVAL_TIMEOUT; list the approvers' user or user group IDs or set APPROVAL_REQUIRED=none",
 		"REMINDER_BEFORE (30m) is not shorter than DEFAULT_LIFETIME (20m), so owners are reminded as soon as an instance is ready",
+		"APPROVAL_REMINDER (2h) is not shorter than APPROVAL_TIMEOUT (2h), so requests expire before the approvers are reminded; shorten it, or set it to off",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Warnings():\n got %q\nwant %q", got, want)
