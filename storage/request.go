@@ -37,6 +37,17 @@ type Request struct {
 	Error          string `json:"error,omitempty"`      // plain-words failure, for failed
 	EndReason      string `json:"end_reason,omitempty"` // why it ended: "deleted by <user>", "expired", ...
 
+	// CreateSentAt is when a create call for the request was first sent: from then
+	// on fal may run a machine for it, and fal remembers the idempotency key for
+	// 10 minutes. Zero while no create was sent, and again once fal refused it.
+	CreateSentAt time.Time `json:"create_sent_at,omitzero"`
+	// CreateAttempts counts create calls whose outcome stayed unknown (no answer,
+	// 429, 5xx after the client's retries).
+	CreateAttempts int `json:"create_attempts,omitempty"`
+	// DeleteFailures counts failed delete calls, so an alert that needs several
+	// holds across restarts.
+	DeleteFailures int `json:"delete_failures,omitempty"`
+
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	ReadyAt   time.Time `json:"ready_at,omitzero"`
