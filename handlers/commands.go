@@ -167,7 +167,7 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		return refusal(err)
 	}
 	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
-	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	h.kick(r.ID)
 	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	if r.State == storage.StateAwaitingApproval {
 		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))

@@ -204,6 +204,6 @@ func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, chann
 	if err != nil {
 		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)})
 	}
-	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	h.kick(r.ID)
 	return slack.NewClearViewSubmissionResponse()
 }
