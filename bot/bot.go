@@ -87,13 +87,14 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		m.SlackCalls.WithLabelValues(method, outcome).Inc()
 	})
 	h := handlers.New(handlers.Config{
-		Policy:          handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime),
-		ApprovalChannel: cfg.ApprovalChannel,
-		NotifyChannel:   cfg.NotifyChannel,
-		Admins:          cfg.Admins,
-		Prices:          handlers.Prices(cfg.HourlyPrices),
-		ReminderBefore:  cfg.ReminderBefore,
-		PollInterval:    cfg.PollInterval,
+		Policy:           handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime),
+		ApprovalChannel:  cfg.ApprovalChannel,
+		NotifyChannel:    cfg.NotifyChannel,
+		Admins:           cfg.Admins,
+		Prices:           handlers.Prices(cfg.HourlyPrices),
+		ReminderBefore:   cfg.ReminderBefore,
+		PollInterval:     cfg.PollInterval,
+		ProvisionTimeout: cfg.ProvisionTimeout,
 	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
 		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,
