@@ -293,10 +293,3 @@ func (h *Handlers) release(id string) {
 	delete(h.workers, id)
 	h.mu.Unlock()
 }
-
-// busy reports how many requests have work queued or running.
-func (h *Handlers) busy() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.workers)
-}
