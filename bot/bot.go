@@ -95,6 +95,13 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		ReminderBefore:   cfg.ReminderBefore,
 		PollInterval:     cfg.PollInterval,
 		ProvisionTimeout: cfg.ProvisionTimeout,
+		PassDone: func(err error) {
+			outcome := "ok"
+			if err != nil {
+				outcome = "error"
+			}
+			m.TrackingPasses.WithLabelValues(outcome).Inc()
+		},
 	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
 		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,

@@ -211,7 +211,7 @@ func TestLargeListArrivesThroughResponseURL(t *testing.T) {
 	if !m.Ephemeral || m.User != admin || m.Source != "response_url" || strings.Count(m.AllText(), "1x H100") != 300 {
 		t.Fatalf("list arrived as %+v", m)
 	}
-	if late := h.slack.LateAcks(); len(late) > 0 {
-		t.Fatalf("late or refused acks: %v", late)
+	if errs := h.slack.ProtocolErrors(); len(errs) > 0 {
+		t.Fatalf("Slack refused what the bot sent: %v", errs)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/slack-go/slack"
 	"golang.org/x/crypto/ssh"
 
@@ -301,6 +303,22 @@ func (h *harness) click(user string, m slacksim.Message, label string) {
 	if _, err := h.slack.Click(h.ctx(), user, m, label); err != nil {
 		h.t.Fatalf("%s clicks %q: %v", user, label, err)
 	}
+}
+
+// passes waits until the bot has made n more background passes (tracking, reminders,
+// expiries) than when it was called: the event a "nothing more happens" check needs,
+// rather than a sleep.
+func (h *harness) passes(n int) {
+	h.t.Helper()
+	counted := func() int {
+		var total float64
+		for _, outcome := range []string{"ok", "error"} {
+			total += testutil.ToFloat64(h.bot.Metrics().TrackingPasses.WithLabelValues(outcome))
+		}
+		return int(total)
+	}
+	target := counted() + n
+	h.eventually(fmt.Sprintf("%d tracking passes", n), func() bool { return counted() >= target })
 }
 
 // eventually waits for cond, checking every few milliseconds, for at most wait.

@@ -97,7 +97,7 @@ func TestStoppedInstanceTellsTheOwnerOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(general, "fal reports `"+r.InstanceID+"` as *stopped*")
-	time.Sleep(100 * time.Millisecond) // several tracking passes
+	h.passes(5)
 	if n := h.count(general, "as *stopped*"); n != 1 {
 		t.Fatalf("%d stopped notices, want 1", n)
 	}
@@ -108,7 +108,7 @@ func TestOrphanInstanceReportedToAdminsOnce(t *testing.T) {
 	h.fal.AddInstance(fal.Instance{ID: "inst_outside", InstanceType: "gpu_8x_h100_sxm5", Region: "us-east", Status: fal.StatusReady, IP: "198.51.100.7"})
 	h.readyMachine("4h") // tracking lists fal on every pass
 	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_outside` (8x H100, ready, 198.51.100.7) that gpubot did not create")
-	time.Sleep(100 * time.Millisecond)
+	h.passes(5)
 	if n := h.count(h.slack.DMChannel(admin), "inst_outside"); n != 1 {
 		t.Fatalf("%d orphan alerts, want 1", n)
 	}
@@ -184,13 +184,13 @@ func TestOrphanSweepWithNothingTracked(t *testing.T) {
 	h.fal.AddInstance(fal.Instance{ID: "inst_stray", InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusReady})
 	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_stray`", "gpubot first saw it")
 	lists := h.fal.Counters().Calls["list"]
-	time.Sleep(200 * time.Millisecond) // ten passes
+	h.passes(10)
 	if got := h.fal.Counters().Calls["list"]; got != lists {
 		t.Fatalf("%d list calls while nothing is tracked and the stray was reported, want 0", got-lists)
 	}
 	h.clock.Advance(11 * time.Minute)
 	h.eventually("the next sweep", func() bool { return h.fal.Counters().Calls["list"] > lists })
-	time.Sleep(100 * time.Millisecond)
+	h.passes(5)
 	if n := h.count(h.slack.DMChannel(admin), "inst_stray"); n != 1 {
 		t.Fatalf("%d reports of the stray, want 1", n)
 	}
@@ -205,13 +205,13 @@ func TestUnknownForLongTellsTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(general, "Status: unknown.")
-	time.Sleep(60 * time.Millisecond) // a few passes within the grace period
+	h.passes(3) // within the grace period
 	if n := h.count(general, "as *unknown* for"); n != 0 {
 		t.Fatal("told before the grace period ended")
 	}
 	h.clock.Advance(11 * time.Minute)
 	h.waitFor(general, "fal has reported `"+r.InstanceID+"` as *unknown* for")
-	time.Sleep(60 * time.Millisecond)
+	h.passes(3)
 	if n := h.count(general, "as *unknown* for"); n != 1 {
 		t.Fatalf("%d notices, want 1", n)
 	}

@@ -171,7 +171,7 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	})
 	var me *storage.MoveError
 	if errors.As(err, &me) {
-		return me.Current, refusef("Too late: %s.", decisionLine(me.Current))
+		return me.Current, errors.Join(refusef("Too late: %s.", decisionLine(me.Current)), errDecidedAlready)
 	}
 	if err != nil {
 		return r, fmt.Errorf("record decision: %w", err)
@@ -180,21 +180,40 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	return r, nil
 }
 
+// errDecidedAlready marks a click on a card whose request was decided before it.
+var errDecidedAlready = errors.New("decided already")
+
+// noticeDecision names the notice that tells the requester's thread of the decision.
+const noticeDecision = "decision"
+
 // announceDecision tells the card, the thread and its root of a recorded decision (or
 // the approver why theirs did not count), then asks fal for an approved machine.
 func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
+		if errors.Is(err, errDecidedAlready) {
+			h.showDecision(ctx, r)
+		}
 		return
 	}
+	h.showDecision(ctx, r)
+	if r.State == storage.StateApproved {
+		h.kick(r.ID)
+	}
+}
+
+// showDecision edits the card and the thread root to show a decision and tells the
+// thread once. Every part can be done again: a click on a card that still shows its
+// buttons (the gpubot that recorded the decision stopped before it said so) mends them.
+func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
-	if r.State == storage.StateDenied {
-		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(r.DecisionReason))))
-		return
+	switch {
+	case r.State == storage.StateDenied:
+		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, escape(r.DecisionReason)))
+	case r.ApproverID != "":
+		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, r.ApproverID))
 	}
-	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))
-	h.kick(r.ID)
 }
 
 // create commits the move to creating, with the idempotency key stored at request

@@ -49,6 +49,8 @@ type Config struct {
 	// ProvisionTimeout is how long fal may take to make a machine ready, counted
 	// from the create call; then the owner and admins are told and it is deleted.
 	ProvisionTimeout time.Duration
+	// PassDone, when set, hears of every background pass Run makes, with its error.
+	PassDone func(err error)
 }
 
 // Handlers runs gpubot's flows. Work that is slow (fal, posting to Slack) runs in the

@@ -72,6 +72,7 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 	}
 	if r.State != storage.StateAwaitingApproval {
 		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(r)+"."))
+		h.showDecision(ctx, r)
 		return
 	}
 	if err := h.slack.OpenView(ctx, trigger, denyModal(r)); err != nil {
