@@ -306,3 +306,32 @@ func TestHugeExtendIsRefused(t *testing.T) {
 		t.Errorf("expiry moved from %s to %s", ready.ExpiresAt, got.ExpiresAt)
 	}
 }
+
+// The machine of a create fal has not confirmed yet is not reported to the admins as
+// unknown while gpubot still asks fal about it; the next ask adopts it.
+func TestUnconfirmedCreateIsNotReportedAsUnknown(t *testing.T) {
+	e := newEnv(t)
+	loseCreateAnswer(e.sim)
+	r := e.request()
+	made := e.listed()
+	if len(made) != 1 {
+		t.Fatalf("fal runs %v, want the one machine the lost create made", made)
+	}
+	e.sim.ClearFaults()
+	for range orphanPassesBeforeReport + 1 {
+		if err := e.tick(); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(e.config.PollInterval)
+	}
+	e.clock.Advance(stalledAfter)
+	if err := e.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.get(r.ID); got.InstanceID != made[0] {
+		t.Fatalf("request is %s with instance %q, want it to track %s", got.State, got.InstanceID, made[0])
+	}
+	if said := e.slack.said("D"+testAdmin, made[0]); len(said) > 0 {
+		t.Errorf("the admins were told of the machine as unknown while its create was being confirmed: %q", said)
+	}
+}

@@ -379,7 +379,8 @@ const endedGrace = 10 * time.Minute
 
 // reconcile deals with instances at fal that no live request tracks: one whose request
 // ended is deleted again once endedGrace has passed; one gpubot did not make is reported
-// to the admins once, after orphanPassesBeforeReport listings in a row (kept in the store).
+// to the admins once, after orphanPassesBeforeReport listings in a row (kept in the store)
+// and once no create of its type waits for fal's answer.
 func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []storage.Request) error {
 	known := make(map[string]bool, len(unfinished))
 	for _, r := range unfinished {
@@ -411,12 +412,13 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 	if err != nil {
 		return err
 	}
+	confirming := typesBeingConfirmed(unfinished)
 	watching := false
 	for _, inst := range untracked {
 		seen := sightings[inst.ID]
 		switch {
 		case seen.Reported:
-		case seen.Count >= orphanPassesBeforeReport:
+		case seen.Count >= orphanPassesBeforeReport && !confirming[inst.InstanceType]:
 			h.reportOrphan(ctx, inst, seen.First)
 		default:
 			watching = true
@@ -426,6 +428,20 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 	h.watchingOrphans, h.lastOrphanSweep = watching, now
 	h.mu.Unlock()
 	return nil
+}
+
+// typesBeingConfirmed lists the instance types of creates fal has not answered yet: an
+// untracked instance of such a type may be theirs, and is not reported until gpubot has
+// asked again or given up (within fal's key window).
+func typesBeingConfirmed(unfinished []storage.Request) map[string]bool {
+	types := map[string]bool{}
+	for _, r := range unfinished {
+		unanswered := r.State == storage.StateCreating || (r.State == storage.StateDeleting && r.InstanceID == "" && !r.CreateSentAt.IsZero())
+		if unanswered {
+			types[r.InstanceType] = true
+		}
+	}
+	return types
 }
 
 // deleteLingering deletes, again, the instance of a request that ended while fal still
