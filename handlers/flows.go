@@ -507,8 +507,8 @@ func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) 
 // lastLine is the thread's last word on a machine: how it ended, how long it ran, what it cost.
 func (h *Handlers) lastLine(r storage.Request) string {
 	line := endText(r)
-	if r.State == storage.StateFailed && r.Error != "" {
-		line = r.Error
+	if r.EndReason == endNeverReady {
+		line = "Deleted: fal did not make it ready in time."
 	}
 	if !r.ReadyAt.IsZero() {
 		if cost := h.cfg.Prices.Cost(r.InstanceType, r.EndedAt.Sub(r.ReadyAt)); cost != "" {

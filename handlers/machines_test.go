@@ -189,8 +189,11 @@ func TestMachineThatNeverBecomesReadyIsDeleted(t *testing.T) {
 	if ids := e.listed(); len(ids) != 0 {
 		t.Errorf("fal still runs %v", ids)
 	}
-	if len(e.slack.said("CGENERAL", "ready in "+FormatDuration(DefaultProvisionTimeout))) == 0 {
-		t.Errorf("the owner was not told why: %v", e.slack.all())
+	if len(e.slack.said("CGENERAL", "ready in "+FormatDuration(DefaultProvisionTimeout))) != 1 {
+		t.Errorf("the owner was not told why, once: %v", e.slack.all())
+	}
+	if len(e.slack.said("CGENERAL", "Deleted: fal did not make it ready in time.")) != 1 {
+		t.Errorf("the thread has no last line: %v", e.slack.all())
 	}
 	if len(e.slack.said("D"+testAdmin, r.InstanceID)) == 0 {
 		t.Error("the admins were not told")
