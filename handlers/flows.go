@@ -60,19 +60,19 @@ func (h *Handlers) moveByBot(ctx context.Context, r storage.Request, to storage.
 // a margin for clocks: within it, sending a create again is safe.
 const idempotencyWindow = 9 * time.Minute
 
-// createSentAt is when the request's first create call went out. Records written
-// before CreateSentAt was kept have only the move to creating, their last update.
-func createSentAt(r storage.Request) time.Time {
-	if r.CreateSentAt.IsZero() && r.State == storage.StateCreating {
+// creatingSince is when the request moved to creating. Records written before that was
+// kept have only their last update, which the move to creating was.
+func creatingSince(r storage.Request) time.Time {
+	if r.CreatingSince.IsZero() && r.State == storage.StateCreating {
 		return r.UpdatedAt
 	}
-	return r.CreateSentAt
+	return r.CreatingSince
 }
 
 // keyExpired says whether fal may have forgotten the request's idempotency key, so
 // that sending the create again could make a second machine.
 func (h *Handlers) keyExpired(r storage.Request) bool {
-	return h.now().Sub(createSentAt(r)) > idempotencyWindow
+	return h.now().Sub(creatingSince(r)) > idempotencyWindow
 }
 
 // abandonCreate ends a create whose outcome gpubot never learned (fal did not answer,
@@ -80,7 +80,7 @@ func (h *Handlers) keyExpired(r storage.Request) bool {
 // it again could make a second machine. If the first call did make one, it is an
 // instance no request tracks: the admins are told now, and the next listing looks for it.
 func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
-	words := abandonedCreateText(h.now().Sub(createSentAt(r)))
+	words := abandonedCreateText(h.now().Sub(creatingSince(r)))
 	r, ok := h.moveByBot(ctx, r, storage.StateFailed, "create abandoned: outcome unknown", func(u *storage.Request) error {
 		u.Error = words
 		return nil
@@ -88,7 +88,7 @@ func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
 	if !ok {
 		return
 	}
-	h.reqLog(r).Warn("create abandoned: fal never confirmed it and the idempotency key has expired", "attempts", r.CreateAttempts)
+	h.reqLog(r).Warn("create abandoned: fal never confirmed it and the idempotency key has expired", "calls", r.CreateCalls)
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
 	h.alertAdmins(ctx, abandonedCreateAlert(r))
@@ -216,14 +216,12 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	}
 }
 
-// create commits the move to creating, with the idempotency key stored at request
-// time and the moment the create goes out, before fal is called. The call itself is
-// the worker's next step, on a fresh read: a delete confirmed meanwhile comes first.
+// create commits the move to creating (the idempotency key was stored at request time)
+// before fal is called. The call itself is the worker's next step, on a fresh read: a
+// delete confirmed meanwhile comes first.
 func (h *Handlers) create(ctx context.Context, r storage.Request) {
 	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateApproved}, storage.StateCreating, actorBot, "", func(u *storage.Request) error {
-		if u.CreateSentAt.IsZero() {
-			u.CreateSentAt = h.now()
-		}
+		u.CreatingSince = h.now()
 		return nil
 	})
 	if err != nil {
@@ -244,6 +242,19 @@ func (h *Handlers) callCreate(ctx context.Context, r storage.Request) {
 		h.abandonCreate(ctx, r)
 		return
 	}
+	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if u.State != storage.StateCreating {
+			return errMovedOn
+		}
+		u.CreateCalls++
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errMovedOn) {
+			h.reqLog(r).Error("record create call", "err", err)
+		}
+		return // a delete came first: the worker's next step closes the request
+	}
 	inst, err := h.fal.Create(ctx, fal.CreateRequest{InstanceType: r.InstanceType, SSHKey: r.SSHKey, Sector: r.Sector}, r.IdempotencyKey)
 	switch {
 	case err == nil:
@@ -256,6 +267,9 @@ func (h *Handlers) callCreate(ctx context.Context, r storage.Request) {
 		h.createUnconfirmed(ctx, r, err)
 	}
 }
+
+// errMovedOn refuses to record a create call for a request no longer in creating.
+var errMovedOn = errors.New("request moved on")
 
 // refused says whether fal definitely did not create a machine: it refused the request
 // or the key. After no answer, a 429 or a 5xx, an earlier attempt may have made one.
@@ -309,15 +323,7 @@ func (h *Handlers) keepInstance(ctx context.Context, r storage.Request, instance
 // createUnconfirmed keeps a create whose outcome is unknown in creating: a later pass
 // sends it again with the same key. The requester hears of the wait once.
 func (h *Handlers) createUnconfirmed(ctx context.Context, r storage.Request, err error) {
-	h.reqLog(r).Warn("create instance: no definite answer from fal; will ask again with the same key", "attempt", r.CreateAttempts+1, "err", err)
-	r, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
-		u.CreateAttempts++
-		return nil
-	})
-	if updateErr != nil {
-		h.reqLog(r).Error("record create attempt", "err", updateErr)
-		return
-	}
+	h.reqLog(r).Warn("create instance: no definite answer from fal; will ask again with the same key", "calls", r.CreateCalls, "err", err)
 	h.noticeOnce(ctx, r, noticeCreateUnconfirmed, createUnconfirmedText(r, statusOf(err)))
 }
 
@@ -328,11 +334,11 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 	words := falFailureWords(err)
 	h.reqLog(r).Error("create instance failed", "err", err)
 	failed, moveErr := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateCreating}, storage.StateFailed, actorBot, words, func(u *storage.Request) error {
-		u.Error, u.CreateSentAt = words, time.Time{}
+		u.Error, u.CreateCalls = words, 0
 		return nil
 	})
 	if me, ok := errors.AsType[*storage.MoveError](moveErr); ok && me.Current.State == storage.StateDeleting {
-		if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.CreateSentAt = time.Time{}; return nil }); err != nil {
+		if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.CreateCalls = 0; return nil }); err != nil {
 			h.reqLog(r).Error("record refused create", "err", err)
 		}
 		h.kick(r.ID)
@@ -433,7 +439,7 @@ func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err er
 // in deleting, where the tracker tries again; the admins hear if it keeps failing. It
 // runs in the request's worker, so it never overlaps the request's create call.
 func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
-	if r.InstanceID == "" && !r.CreateSentAt.IsZero() {
+	if r.InstanceID == "" && r.CreateCalls > 0 {
 		learned, known := h.learnCreatedInstance(ctx, r)
 		if !known {
 			return // fal's answer is still unknown: the next pass asks again
@@ -491,7 +497,7 @@ func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) 
 	}
 	updated, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
 		if err != nil {
-			u.CreateSentAt = time.Time{} // refused: no machine
+			u.CreateCalls = 0 // refused: no machine
 		} else if u.InstanceID == "" {
 			u.InstanceID = inst.ID
 		}

@@ -47,6 +47,9 @@ func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 	if ids := e.listed(); len(ids) != 0 {
 		t.Errorf("fal still runs %v after the owner was told it was deleted", ids)
 	}
+	if c := e.sim.Counters(); c.CreateCalls != 0 {
+		t.Errorf("%d create calls for a request deleted before its create went out; want none", c.CreateCalls)
+	}
 
 	// After a restart nothing sends the create again for the ended request.
 	calls := e.sim.Counters().CreateCalls
@@ -63,6 +66,39 @@ func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 		t.Errorf("%d create calls after the restart for a request that ended", after-calls)
 	}
 	e.checkNoForgottenMachine()
+}
+
+// A delete confirmed while the create call is at fal waits for its answer and deletes
+// the machine it made.
+func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.sim.InjectNext("create", 1, falsim.Fault{Hang: 200 * time.Millisecond})
+	r := storage.Request{
+		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
+		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
+	}
+	if err := e.store.CreateRequest(ctx, &r, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; e.sim.Counters().Calls["create"] == 0; i++ {
+		if i == 10_000 {
+			t.Fatal("the create call never reached fal")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got, err := e.h.recordDelete(ctx, testOwner, r.ID)
+	e.h.announceDelete(ctx, got, err, testOwner, "CGENERAL", "")
+	e.idle()
+	if got := e.get(r.ID); got.State != storage.StateDeleted {
+		t.Errorf("request is %s, want deleted", got.State)
+	}
+	if c := e.sim.Counters(); c.Creates != 1 || len(e.listed()) != 0 {
+		t.Errorf("fal made %d machines and runs %v; want one made and none left", c.Creates, e.listed())
+	}
 }
 
 // loseCreateAnswer makes fal create the next machine but lose its answer, and refuse

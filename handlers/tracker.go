@@ -357,8 +357,8 @@ func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []storage.
 // that was kept fall back to the decision, or the request.
 func provisionStart(r storage.Request) time.Time {
 	switch {
-	case !r.CreateSentAt.IsZero():
-		return r.CreateSentAt
+	case !r.CreatingSince.IsZero():
+		return r.CreatingSince
 	case !r.DecidedAt.IsZero():
 		return r.DecidedAt
 	}
@@ -436,7 +436,7 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 func typesBeingConfirmed(unfinished []storage.Request) map[string]bool {
 	types := map[string]bool{}
 	for _, r := range unfinished {
-		unanswered := r.State == storage.StateCreating || (r.State == storage.StateDeleting && r.InstanceID == "" && !r.CreateSentAt.IsZero())
+		unanswered := r.State == storage.StateCreating || (r.State == storage.StateDeleting && r.InstanceID == "" && r.CreateCalls > 0)
 		if unanswered {
 			types[r.InstanceType] = true
 		}

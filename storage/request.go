@@ -37,13 +37,13 @@ type Request struct {
 	Error          string `json:"error,omitempty"`      // plain-words failure, for failed
 	EndReason      string `json:"end_reason,omitempty"` // why it ended: "deleted by <user>", "expired", ...
 
-	// CreateSentAt is when a create call for the request was first sent: from then
-	// on fal may run a machine for it, and fal remembers the idempotency key for
-	// 10 minutes. Zero while no create was sent, and again once fal refused it.
-	CreateSentAt time.Time `json:"create_sent_at,omitzero"`
-	// CreateAttempts counts create calls whose outcome stayed unknown (no answer,
-	// 429, 5xx after the client's retries).
-	CreateAttempts int `json:"create_attempts,omitempty"`
+	// CreatingSince is when the request moved to creating: fal remembers the
+	// idempotency key for 10 minutes from a create call, none of which came earlier.
+	CreatingSince time.Time `json:"creating_since,omitzero"`
+	// CreateCalls counts the create calls sent for the request, each recorded before
+	// it goes out: while above zero, fal may run a machine for the request even
+	// without an answer. Reset when fal refuses the create.
+	CreateCalls int `json:"create_calls,omitempty"`
 	// DeleteFailures counts failed delete calls, so an alert that needs several
 	// holds across restarts.
 	DeleteFailures int `json:"delete_failures,omitempty"`
