@@ -374,3 +374,26 @@ func TestUnconfirmedCreateIsNotReportedAsUnknown(t *testing.T) {
 		t.Errorf("the admins were told of the machine as unknown while its create was being confirmed: %q", said)
 	}
 }
+
+// A pass whose list of unfinished requests was read before a create was recorded sees
+// that request's instance as untracked: it belongs to a live request, and is kept.
+func TestInstanceRecordedDuringPassIsKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.readyMachine()
+	e.clock.Advance(endedGrace + orphanSweepEvery)
+	instances, err := e.fal.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.reconcile(ctx, instances, nil); err != nil { // read before r was recorded
+		t.Fatal(err)
+	}
+	e.idle()
+	if ids := e.listed(); len(ids) != 1 || ids[0] != r.InstanceID {
+		t.Errorf("fal runs %v, want the live request's %s", ids, r.InstanceID)
+	}
+	if said := e.slack.said("D"+testAdmin, r.InstanceID); len(said) > 0 {
+		t.Errorf("the admins were told of a tracked machine: %q", said)
+	}
+}

@@ -392,11 +392,12 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 		if known[inst.ID] {
 			continue
 		}
-		ended, err := h.store.RequestByInstance(ctx, inst.ID)
+		owner, err := h.store.RequestByInstance(ctx, inst.ID)
 		switch {
 		case err == nil:
-			if now.Sub(ended.EndedAt) >= endedGrace {
-				h.deleteLingering(ctx, ended, inst)
+			// A live owner was recorded after this pass read the unfinished requests.
+			if !owner.Live() && now.Sub(owner.EndedAt) >= endedGrace {
+				h.deleteLingering(ctx, owner, inst)
 			}
 		case errors.Is(err, storage.ErrNotFound):
 			untracked = append(untracked, inst)
