@@ -45,7 +45,6 @@ type Bot struct {
 	socket   *socketmode.Client
 	handlers *handlers.Handlers
 	metrics  *metrics.Metrics
-	seen     *seenEnvelopes
 
 	connected atomic.Bool
 	listener  net.Listener
@@ -106,7 +105,7 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 	return &Bot{
 		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,
 		socket:   socketmode.New(api),
-		handlers: h, metrics: m, seen: newSeenEnvelopes(opts.Now),
+		handlers: h, metrics: m,
 	}, nil
 }
 
@@ -234,12 +233,10 @@ func (b *Bot) handle(fn func()) {
 	}()
 }
 
+// onSlashCommand answers a command. A redelivered envelope the handlers find already
+// handled (in the store, so also across a restart) is acked with its first answer.
 func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd slack.SlashCommand) {
 	start := time.Now()
-	if !b.seen.first(req.EnvelopeID) {
-		b.ack(req, start, nil)
-		return
-	}
 	reply := b.handlers.Command(ctx, req.EnvelopeID, cmd)
 	b.metrics.Commands.WithLabelValues(commandName(cmd.Text), outcomeOf(reply)).Inc()
 	if reply == nil {
@@ -256,11 +253,7 @@ func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd sl
 
 func (b *Bot) onInteraction(ctx context.Context, req socketmode.Request, cb slack.InteractionCallback) {
 	start := time.Now()
-	if !b.seen.first(req.EnvelopeID) {
-		b.ack(req, start, nil)
-		return
-	}
-	if resp := b.handlers.Interaction(ctx, cb); resp != nil {
+	if resp := b.handlers.Interaction(ctx, req.EnvelopeID, cb); len(resp) > 0 {
 		b.ack(req, start, resp)
 		return
 	}

@@ -83,18 +83,6 @@ func TestChaos(t *testing.T) {
 	checkChaosOutcome(t, h, plan, outcomes, finalStart, k.count())
 }
 
-// untilDeadline is a context that ends a little before the test's deadline, so a run
-// that cannot settle fails with what it saw rather than a panic.
-func untilDeadline(t *testing.T) context.Context {
-	deadline, ok := t.Deadline()
-	if !ok {
-		deadline = time.Now().Add(30 * time.Minute)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-time.Until(deadline)/10))
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // plannedRequest is one command the chaos test types.
 type plannedRequest struct {
 	tag, user, typ string

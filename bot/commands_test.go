@@ -200,7 +200,7 @@ func TestLargeListArrivesThroughResponseURL(t *testing.T) {
 	for i := range 300 {
 		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour,
 			State: storage.StateApproved, Reason: fmt.Sprintf("run %d", i)}
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 	}

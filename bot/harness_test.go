@@ -198,6 +198,22 @@ func (h *harness) stopBot() {
 	h.cancel = nil
 }
 
+// untilDeadline is a context that ends a little before the test's deadline, so a run
+// that cannot settle fails with what it saw rather than a panic.
+func untilDeadline(t testing.TB) context.Context {
+	type deadliner interface{ Deadline() (time.Time, bool) }
+	deadline, ok := time.Time{}, false
+	if d, is := t.(deadliner); is {
+		deadline, ok = d.Deadline()
+	}
+	if !ok {
+		deadline = time.Now().Add(30 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-time.Until(deadline)/10))
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func (h *harness) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	h.t.Cleanup(cancel)
@@ -232,24 +248,41 @@ func ackText(t testing.TB, ack slacksim.Ack) string {
 // registerKey gives user a fresh ed25519 key.
 func (h *harness) registerKey(user string) {
 	h.t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+	line := newKeyLine(h.t, user)
 	if got := h.command(user, general, "key set "+line); !strings.Contains(got, "Saved your ssh-ed25519 key") {
 		h.t.Fatalf("key set answered %q", got)
 	}
 }
 
-// waitFor waits for a message matching all of: in channel (if set), containing every text.
+// newKeyLine is a fresh ed25519 public key as user would paste it.
+func newKeyLine(t testing.TB, user string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+}
+
+// waitFor waits for a message matching all of: in channel (if set), containing every
+// text, posted at any time. To wait for what an action causes, use waitForSince.
 func (h *harness) waitFor(channel string, texts ...string) slacksim.Message {
 	h.t.Helper()
-	m, err := h.slack.WaitMessage(h.ctx(), func(m slacksim.Message) bool {
+	return h.waitForSince(0, channel, texts...)
+}
+
+// mark is the point in Slack's history of messages reached now.
+func (h *harness) mark() slacksim.Mark { return h.slack.Mark() }
+
+// waitForSince is waitFor for messages posted or edited after mark, so that an older,
+// similar message cannot answer.
+func (h *harness) waitForSince(mark slacksim.Mark, channel string, texts ...string) slacksim.Message {
+	h.t.Helper()
+	m, err := h.slack.WaitMessageSince(h.ctx(), mark, func(m slacksim.Message) bool {
 		if channel != "" && m.Channel != channel {
 			return false
 		}

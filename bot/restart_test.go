@@ -303,7 +303,7 @@ func TestReadyRecordedButNotAnnouncedIsAnnouncedAfterRestart(t *testing.T) {
 	ctx := h.ctx()
 	r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, ChannelID: general, CommandChannel: general, ThreadTS: rootTS,
 		InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
-	if err := store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
 	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady} {

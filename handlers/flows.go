@@ -155,8 +155,9 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 
 // recordDecision commits an approver's decision; of two approvers clicking at once
 // exactly one wins, and the other is told who did. It runs before the click is acked,
-// so a decision Slack saw acknowledged is never lost to a stop.
-func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string) (storage.Request, error) {
+// so a decision Slack saw acknowledged is never lost to a stop; once makes it the one
+// effect of its envelope.
+func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string, once storage.WriteOption) (storage.Request, error) {
 	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
 	if err != nil {
 		return r, err
@@ -168,7 +169,7 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
 		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
 		return nil
-	})
+	}, once)
 	var me *storage.MoveError
 	if errors.As(err, &me) {
 		return me.Current, errors.Join(refusef("Too late: %s.", decisionLine(me.Current)), errDecidedAlready)
@@ -210,7 +211,7 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.refreshRoot(ctx, r)
 	switch {
 	case r.State == storage.StateDenied:
-		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, escape(r.DecisionReason)))
+		h.noticeOnce(ctx, r, noticeDecision, denialText(r))
 	case r.ApproverID != "":
 		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, r.ApproverID))
 	}
@@ -394,8 +395,9 @@ func (h *Handlers) load(ctx context.Context, user, id string, may func(user, own
 }
 
 // recordDelete commits, before the click is acked, the end of a request on behalf of
-// user: a request not yet sent to fal is cancelled, a machine moves to deleting.
-func (h *Handlers) recordDelete(ctx context.Context, user, id string) (storage.Request, error) {
+// user: a request not yet sent to fal is cancelled, a machine moves to deleting. once
+// makes it the one effect of its envelope.
+func (h *Handlers) recordDelete(ctx context.Context, user, id string, once storage.WriteOption) (storage.Request, error) {
 	r, err := h.load(ctx, user, id, h.cfg.Policy.MayManage)
 	if err != nil {
 		return r, err
@@ -407,7 +409,7 @@ func (h *Handlers) recordDelete(ctx context.Context, user, id string) (storage.R
 	r, err = h.store.Move(ctx, id, to, user, "", func(u *storage.Request) error {
 		u.EndReason = reason
 		return nil
-	})
+	}, once)
 	var me *storage.MoveError
 	if errors.As(err, &me) {
 		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateWord(me.Current))
@@ -553,7 +555,8 @@ func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err erro
 // The state and the limit are checked in the transaction that changes the expiry, so an
 // extension never lands on a machine being deleted, and the expiry pass (which checks
 // the expiry in its own move) never deletes a machine whose extension was accepted.
-func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration) error {
+// once makes it the one effect of its envelope.
+func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, once storage.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
 	}
@@ -583,7 +586,7 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 		u.ExpiresAt = u.ExpiresAt.Add(d)
 		delete(u.Notices, noticeReminder) // a new expiry deserves a new reminder
 		return nil
-	})
+	}, once)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,10 @@ const (
 	testKey   = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@example"
 )
 
+// noEnvelope is the write option of an effect the test calls directly, with no
+// Slack envelope to record it against.
+var noEnvelope = storage.ForEnvelope("", nil)
+
 // clock is a settable clock shared by the handlers, the store and falsim.
 type clock struct {
 	mu sync.Mutex
@@ -221,7 +225,7 @@ func (e *env) request() storage.Request {
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
 		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
 	}
-	if err := e.store.CreateRequest(context.Background(), &r, ""); err != nil {
+	if err := e.store.CreateRequest(context.Background(), &r); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := e.h.Resume(context.Background()); err != nil {

@@ -21,7 +21,7 @@ func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
 		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
 	}
-	if err := e.store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
 	deleted := false
@@ -31,7 +31,7 @@ func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 		}
 		deleted = true
 		// The owner confirms the delete while gpubot edits the root to say "creating".
-		got, err := e.h.recordDelete(ctx, testOwner, r.ID)
+		got, err := e.h.recordDelete(ctx, testOwner, r.ID, noEnvelope)
 		e.h.announceDelete(ctx, got, err, testOwner, "CGENERAL", "")
 	})
 	if err := e.h.Resume(ctx); err != nil {
@@ -78,7 +78,7 @@ func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
 		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
 	}
-	if err := e.store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.h.Resume(ctx); err != nil {
@@ -90,7 +90,7 @@ func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	got, err := e.h.recordDelete(ctx, testOwner, r.ID)
+	got, err := e.h.recordDelete(ctx, testOwner, r.ID, noEnvelope)
 	e.h.announceDelete(ctx, got, err, testOwner, "CGENERAL", "")
 	e.idle()
 	if got := e.get(r.ID); got.State != storage.StateDeleted {
@@ -171,7 +171,7 @@ func TestDeleteAfterLostCreateAnswerReachesTheMachine(t *testing.T) {
 	r := e.request()
 	e.restart()
 	e.sim.ClearFaults()
-	got, err := e.h.recordDelete(context.Background(), testOwner, r.ID)
+	got, err := e.h.recordDelete(context.Background(), testOwner, r.ID, noEnvelope)
 	if err != nil {
 		t.Fatalf("delete refused: %v", err)
 	}
@@ -242,7 +242,7 @@ func TestEndedRequestsLingeringInstanceIsDeletedAgain(t *testing.T) {
 	e := newEnv(t)
 	r := e.readyMachine()
 	e.sim.InjectNext("delete", 1, falsim.Fault{Status: http.StatusNotFound})
-	got, err := e.h.recordDelete(context.Background(), testOwner, r.ID)
+	got, err := e.h.recordDelete(context.Background(), testOwner, r.ID, noEnvelope)
 	e.h.announceDelete(context.Background(), got, err, testOwner, "CGENERAL", "")
 	e.idle()
 	if got := e.get(r.ID); got.State != storage.StateDeleted {
@@ -273,7 +273,7 @@ func TestExtendAcceptedBeforeExpiryWins(t *testing.T) {
 	r := e.readyMachine()
 	e.clock.Advance(r.ExpiresAt.Sub(e.clock.Now()))
 	due := e.get(r.ID) // as the expiry pass read it
-	if err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, due, time.Hour); err != nil {
+	if err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, due, time.Hour, noEnvelope); err != nil {
 		t.Fatal(err)
 	}
 	e.h.expire(ctx, due)
@@ -297,7 +297,7 @@ func TestExtendOfMachineBeingDeletedIsRefused(t *testing.T) {
 	if err := e.tick(); err != nil {
 		t.Fatal(err)
 	}
-	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, stale, time.Hour)
+	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, stale, time.Hour, noEnvelope)
 	if err == nil || !strings.Contains(userMessage(err), "already") {
 		t.Errorf("extending a machine being deleted: %v, want a refusal", err)
 	}
@@ -315,10 +315,10 @@ func TestExtendWhileAwaitingApprovalIsRefused(t *testing.T) {
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type8xH100,
 		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateAwaitingApproval,
 	}
-	if err := e.store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
-	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, r, 71*time.Hour)
+	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, r, 71*time.Hour, noEnvelope)
 	if err == nil || !strings.Contains(userMessage(err), "approv") {
 		t.Fatalf("extend while awaiting approval: %v, want a refusal that says why", err)
 	}
@@ -334,11 +334,11 @@ func TestHugeExtendIsRefused(t *testing.T) {
 	owner := storage.UserRef{TeamID: "T1", UserID: testOwner}
 	huge := 2562047 * time.Hour
 	r := e.request() // provisioning: the lifetime grows
-	if err := e.h.extend(ctx, owner, r, huge); err == nil {
+	if err := e.h.extend(ctx, owner, r, huge, noEnvelope); err == nil {
 		t.Errorf("a %s extension of a provisioning machine was accepted; lifetime now %s", huge, e.get(r.ID).Lifetime)
 	}
 	ready := e.readyMachine()
-	if err := e.h.extend(ctx, owner, ready, huge); err == nil {
+	if err := e.h.extend(ctx, owner, ready, huge, noEnvelope); err == nil {
 		t.Errorf("a %s extension of a ready machine was accepted; expiry now %s", huge, e.get(ready.ID).ExpiresAt)
 	}
 	if got := e.get(ready.ID); !got.ExpiresAt.Equal(ready.ExpiresAt) {

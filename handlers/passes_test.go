@@ -40,7 +40,7 @@ func (e *env) deletingRequest(instanceID string) storage.Request {
 		TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", ThreadTS: "1.1", InstanceType: fal.Type1xH100,
 		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateApproved,
 	}
-	if err := e.store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		e.t.Fatal(err)
 	}
 	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateDeleting} {
@@ -88,7 +88,7 @@ func TestRemindersAndStalledPostsContinueWhileFalIsDown(t *testing.T) {
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type8xH100,
 		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateAwaitingApproval,
 	}
-	if err := e.store.CreateRequest(ctx, &waiting, ""); err != nil { // as if Slack refused its posts
+	if err := e.store.CreateRequest(ctx, &waiting); err != nil { // as if Slack refused its posts
 		t.Fatal(err)
 	}
 	e.sim.InjectNext("list", 1000, falsim.Fault{Status: http.StatusInternalServerError})

@@ -35,6 +35,10 @@ const (
 // ErrAckRefused is returned by AwaitAck when the bot's ack frame was too large.
 var ErrAckRefused = errors.New("slacksim: ack refused: 20,480 bytes or more")
 
+// ErrAckLost is returned by AwaitAck, with the ack that was lost, for an envelope
+// whose ack LoseNextAck made vanish.
+var ErrAckLost = errors.New("slacksim: ack lost before it reached Slack")
+
 // ErrFailed is returned (wrapped, with the reason) by AwaitAck for a slash command,
 // click or view submission that failed for its user: Slack showed an error and will
 // not send it again.
@@ -69,6 +73,7 @@ type socket struct {
 	envelopeOrder    []string
 	lateAcks         []string
 	protocolErrors   []string
+	loseNextAck      bool // see LoseNextAck
 	failures         []Failure
 }
 
@@ -114,6 +119,8 @@ type envelope struct {
 	refused         bool
 	late            bool
 	failureShown    bool
+	loseAcks        bool   // acks vanish until the envelope is redelivered (LoseNextAck)
+	lostAcks        []Ack  // what the bot acked while loseAcks held
 	failure         string // why it failed for its user ("" while it has not)
 }
 
@@ -384,6 +391,7 @@ func (s *Server) sendEnvelopeLocked(kind string, payload any, acceptsResponse bo
 		return nil, fmt.Errorf("slacksim: encode %s payload: %w", kind, err)
 	}
 	env := &envelope{id: uuid.NewString(), kind: kind, payload: data, acceptsResponse: acceptsResponse, origin: origin}
+	env.loseAcks, s.loseNextAck = s.loseNextAck, false
 	if err := s.deliverLocked(env, 0, "", true); err != nil {
 		return nil, err
 	}
@@ -531,6 +539,11 @@ func (s *Server) handleFrame(c *socketConn, data []byte) {
 		s.protocolErrorLocked("connection %d: ack for unknown envelope %s", c.id, ack.EnvelopeID)
 		return
 	}
+	if env.loseAcks {
+		env.lostAcks = append(env.lostAcks, Ack{EnvelopeID: env.id, Payload: nonNull(ack.Payload)})
+		s.notifyLocked()
+		return
+	}
 	if len(data) >= maxAckBytes {
 		s.protocolErrorLocked("envelope %s: ack of %d bytes refused (Slack drops acks of %d bytes or more)", env.id, len(data), maxAckBytes)
 		env.refused = true
@@ -572,6 +585,13 @@ func (s *Server) acceptAckLocked(env *envelope, payload json.RawMessage) {
 		s.applyAckPayloadLocked(env, ack.Payload)
 	}
 	s.notifyLocked()
+}
+
+func nonNull(payload json.RawMessage) json.RawMessage {
+	if isNull(payload) {
+		return nil
+	}
+	return slices.Clone(payload)
 }
 
 func isNull(payload json.RawMessage) bool {
@@ -635,6 +655,8 @@ func (s *Server) awaitAckNumber(ctx context.Context, envelopeID string, n int) (
 			failure = fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 		case len(env.acks) > n:
 			ack = env.acks[n]
+		case env.loseAcks && len(env.lostAcks) > 0:
+			ack, failure = env.lostAcks[0], ErrAckLost
 		case env.refused:
 			failure = ErrAckRefused
 		case env.failure != "":
@@ -662,6 +684,7 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 	}
 	previousAcks := len(env.acks)
+	env.loseAcks = false
 	env.failure = "" // a new attempt; Failures keeps the record of the old one
 	err := ErrClosed
 	if !s.closed {
@@ -672,6 +695,19 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, err
 	}
 	return s.awaitAckNumber(ctx, envelopeID, previousAcks)
+}
+
+// LoseNextAck makes the acks of the next envelope sent (a slash command, a click,
+// a modal submission) vanish on their way to Slack, as if the bot died just after
+// doing the envelope's work and before its ack left: Slack neither sees nor shows
+// them, so the envelope stays unacked (late after the ack timeout). AwaitAck (and
+// so SlashCommand, Click, SubmitView) answers ErrAckLost with the first lost ack,
+// which tells a test that the bot has finished with the envelope. Redeliver ends
+// it: the redelivery's ack reaches Slack as usual.
+func (s *Server) LoseNextAck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseNextAck = true
 }
 
 // Failures lists the slash commands, clicks and view submissions that failed for their
