@@ -94,6 +94,7 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		Prices:           handlers.Prices(cfg.HourlyPrices),
 		ReminderBefore:   cfg.ReminderBefore,
 		PollInterval:     cfg.PollInterval,
+		ProvisionTimeout: cfg.ProvisionTimeout,
 		ApprovalTimeout:  cfg.ApprovalTimeout,
 		ApprovalReminder: cfg.ApprovalReminder,
 		UsergroupRefresh: cfg.UsergroupRefresh,

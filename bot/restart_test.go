@@ -261,7 +261,7 @@ func TestStaleCreateIsNotSentAgain(t *testing.T) {
 	h.clock.Advance(15 * time.Minute)
 	h.startBot()
 	h.waitFor(general, "too late to ask fal again safely")
-	h.waitFor(h.slack.DMChannel(admin), "was being created at fal when gpubot stopped")
+	h.waitFor(h.slack.DMChannel(admin), "fal never confirmed the create of request")
 	if n := h.fal.Counters().Calls["create"]; n != 1 {
 		t.Fatalf("%d create calls, want the one cut off", n)
 	}

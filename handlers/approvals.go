@@ -155,16 +155,16 @@ func (h *Handlers) reminderDue(r storage.Request, now time.Time) bool {
 	return now.Sub(last) >= period
 }
 
-// errNotDue refuses to record a reminder that another pass (or gpubot before a
+// errNoReminderDue refuses to record a reminder that another pass (or gpubot before a
 // restart) already sent, or for a request that no longer waits.
-var errNotDue = errors.New("no reminder due")
+var errNoReminderDue = errors.New("no reminder due")
 
 // remindApprovers records a reminder, in a compare-and-set on when the last one was
 // sent, then posts it in the card's thread: a restart or a second pass never repeats it.
 func (h *Handlers) remindApprovers(ctx context.Context, r storage.Request, now time.Time) {
 	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
 		if u.State != storage.StateAwaitingApproval || !h.reminderDue(*u, now) {
-			return errNotDue
+			return errNoReminderDue
 		}
 		if u.Notices == nil {
 			u.Notices = map[string]time.Time{}
@@ -173,7 +173,7 @@ func (h *Handlers) remindApprovers(ctx context.Context, r storage.Request, now t
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, errNotDue) {
+		if !errors.Is(err, errNoReminderDue) {
 			h.reqLog(r).Error("record approval reminder", "err", err)
 		}
 		return

@@ -254,7 +254,7 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		return refusal(err)
 	}
 	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
-	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	h.kick(r.ID)
 	return gotIt
 }
 

@@ -14,15 +14,20 @@ import (
 // actorBot is the actor recorded in the audit trail for what gpubot does by itself.
 const actorBot = "gpubot"
 
-// advance takes a request one step further from wherever it stands. It is what a
-// new request runs and what every unfinished request runs after a restart, so each
-// step checks what was already done.
-func (h *Handlers) advance(ctx context.Context, r storage.Request) {
-	if !h.claim("advance:" + r.ID) {
-		return // already being advanced
+// advance takes request id one step further from wherever the store says it stands.
+// It is what a new request runs, what every unfinished request runs after a restart,
+// and what a pass runs for a stalled step, always in the request's one worker (kick),
+// so each step reads the request afresh and checks what was already done.
+func (h *Handlers) advance(ctx context.Context, id string) {
+	r, err := h.store.Request(ctx, id)
+	if err != nil {
+		h.log.Error("read request to advance", "request_id", id, "err", err)
+		return
 	}
-	defer h.release("advance:" + r.ID)
-	r, err := h.announce(ctx, r)
+	if !r.Live() {
+		return
+	}
+	r, err = h.announce(ctx, r)
 	if err != nil {
 		h.reqLog(r).Error("announce request", "err", err)
 		return
@@ -31,10 +36,6 @@ func (h *Handlers) advance(ctx context.Context, r storage.Request) {
 	case storage.StateApproved:
 		h.create(ctx, r)
 	case storage.StateCreating:
-		if h.now().Sub(r.UpdatedAt) > idempotencyWindow {
-			h.abandonCreate(ctx, r)
-			return
-		}
 		h.callCreate(ctx, r)
 	case storage.StateDeleting:
 		h.finishDelete(ctx, r)
@@ -59,22 +60,39 @@ func (h *Handlers) moveByBot(ctx context.Context, r storage.Request, to storage.
 // a margin for clocks: within it, sending a create again is safe.
 const idempotencyWindow = 9 * time.Minute
 
-// abandonCreate ends a create that was cut off (gpubot stopped mid-call) longer ago than
-// fal remembers its idempotency key: sending it again could make a second machine. If
-// the first call did make one, the admins hear of it as an instance gpubot does not know.
+// creatingSince is when the request moved to creating. Records written before that was
+// kept have only their last update, which the move to creating was.
+func creatingSince(r storage.Request) time.Time {
+	if r.CreatingSince.IsZero() && r.State == storage.StateCreating {
+		return r.UpdatedAt
+	}
+	return r.CreatingSince
+}
+
+// keyExpired says whether fal may have forgotten the request's idempotency key, so
+// that sending the create again could make a second machine.
+func (h *Handlers) keyExpired(r storage.Request) bool {
+	return h.now().Sub(creatingSince(r)) > idempotencyWindow
+}
+
+// abandonCreate ends a create whose outcome gpubot never learned (fal did not answer,
+// or gpubot stopped mid-call) once fal no longer remembers its idempotency key: sending
+// it again could make a second machine. If the first call did make one, it is an
+// instance no request tracks: the admins are told now, and the next listing looks for it.
 func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
-	words := fmt.Sprintf("gpubot stopped while fal was creating this machine and came back %s later, too late to ask fal again safely; so as not to pay for two, it did not retry. Ask again with `/gpu create`.", FormatDuration(h.now().Sub(r.UpdatedAt)))
-	r, ok := h.moveByBot(ctx, r, storage.StateFailed, "create abandoned after restart", func(u *storage.Request) error {
+	words := abandonedCreateText(h.now().Sub(creatingSince(r)))
+	r, ok := h.moveByBot(ctx, r, storage.StateFailed, "create abandoned: outcome unknown", func(u *storage.Request) error {
 		u.Error = words
 		return nil
 	})
 	if !ok {
 		return
 	}
-	h.reqLog(r).Warn("create abandoned: idempotency key expired while gpubot was down")
+	h.reqLog(r).Warn("create abandoned: fal never confirmed it and the idempotency key has expired", "calls", r.CreateCalls)
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
-	h.alertAdmins(ctx, fmt.Sprintf("Request `%s` by <@%s> was being created at fal when gpubot stopped, more than 10 minutes ago. gpubot did not retry it; if fal made the machine anyway, I will report it as an instance gpubot does not know.", shortID(r.ID), r.UserID))
+	h.alertAdmins(ctx, abandonedCreateAlert(r))
+	h.lookForOrphans()
 }
 
 // announce posts the thread root (in the command's channel, else by DM) and the
@@ -175,7 +193,6 @@ const noticeDecision = "decision"
 
 // announceDecision tells the card, the thread and its root of a recorded decision (or
 // the approver why theirs did not count), then asks fal for an approved machine.
-
 func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
@@ -186,7 +203,7 @@ func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err 
 	}
 	h.showDecision(ctx, r)
 	if r.State == storage.StateApproved {
-		h.create(ctx, r)
+		h.kick(r.ID)
 	}
 }
 
@@ -210,71 +227,139 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.tellDecisionByDM(ctx, r)
 }
 
-// create commits the move to creating, with the idempotency key stored at request
-// time, before fal is called.
+// create commits the move to creating (the idempotency key was stored at request time)
+// before fal is called. The call itself is the worker's next step, on a fresh read: a
+// delete confirmed meanwhile comes first.
 func (h *Handlers) create(ctx context.Context, r storage.Request) {
-	r, ok := h.moveByBot(ctx, r, storage.StateCreating, "", nil)
-	if !ok {
+	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateApproved}, storage.StateCreating, actorBot, "", func(u *storage.Request) error {
+		u.CreatingSince = h.now()
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record move", "to", storage.StateCreating, "err", err)
+		}
 		return
 	}
 	h.refreshRoot(ctx, r)
-	h.callCreate(ctx, r)
+	h.kick(r.ID)
 }
 
-// callCreate asks fal for the machine. After a restart it runs again for a request
-// left in creating: the same idempotency key makes fal answer with the same instance.
+// callCreate asks fal for the machine of a request in creating. It runs again after a
+// restart, and on later passes while fal's answer is unknown: the same idempotency key
+// makes fal answer with the same instance, until fal forgets the key.
 func (h *Handlers) callCreate(ctx context.Context, r storage.Request) {
-	if !h.claim(r.ID) {
+	if h.keyExpired(r) {
+		h.abandonCreate(ctx, r)
 		return
 	}
-	r, deleteNow := h.createAtFal(ctx, r)
-	h.release(r.ID)
-	if deleteNow {
-		h.finishDelete(ctx, r)
+	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if u.State != storage.StateCreating {
+			return errMovedOn
+		}
+		u.CreateCalls++
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errMovedOn) {
+			h.reqLog(r).Error("record create call", "err", err)
+		}
+		return // a delete came first: the worker's next step closes the request
+	}
+	inst, err := h.fal.Create(ctx, fal.CreateRequest{InstanceType: r.InstanceType, SSHKey: r.SSHKey, Sector: r.Sector}, r.IdempotencyKey)
+	switch {
+	case err == nil:
+		h.recordCreated(ctx, r, inst)
+	case ctx.Err() != nil:
+		// Shutting down: the request stays in creating and resumes at the next start.
+	case refused(err):
+		h.createFailed(ctx, r, err)
+	default:
+		h.createUnconfirmed(ctx, r, err)
 	}
 }
 
-// createAtFal makes the create call and records its answer. It reports whether the
-// request was deleted while fal was creating the machine, which must then go too.
-func (h *Handlers) createAtFal(ctx context.Context, r storage.Request) (storage.Request, bool) {
-	inst, err := h.fal.Create(ctx, fal.CreateRequest{InstanceType: r.InstanceType, SSHKey: r.SSHKey, Sector: r.Sector}, r.IdempotencyKey)
-	if err != nil {
-		if ctx.Err() == nil {
-			h.createFailed(ctx, r, err)
-		} // else shutting down: the request stays in creating and resumes at the next start
-		return r, false
+// errMovedOn refuses to record a create call for a request no longer in creating.
+var errMovedOn = errors.New("request moved on")
+
+// refused says whether fal definitely did not create a machine: it refused the request
+// or the key. After no answer, a 429 or a 5xx, an earlier attempt may have made one.
+func refused(err error) bool {
+	var fe *fal.Error
+	if errors.As(err, &fe) {
+		return fe.Status >= 400 && fe.Status < 500 && fe.Status != http.StatusTooManyRequests
 	}
-	moved, err := h.store.Move(ctx, r.ID, storage.StateProvisioning, actorBot, inst.ID, func(u *storage.Request) error {
+	return errors.Is(err, fal.ErrInvalidRequest)
+}
+
+// recordCreated records the instance fal made. A request deleted while fal was making
+// it keeps the instance id, so its delete (the worker's next step) reaches the machine.
+func (h *Handlers) recordCreated(ctx context.Context, r storage.Request, inst fal.Instance) {
+	moved, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateCreating}, storage.StateProvisioning, actorBot, inst.ID, func(u *storage.Request) error {
 		u.InstanceID, u.Region, u.FalStatus = inst.ID, inst.Region, string(inst.Status)
 		return nil
 	})
-	var me *storage.MoveError
-	if errors.As(err, &me) && me.Current.State == storage.StateDeleting {
-		// Deleted while fal was creating it: remember the instance so the delete reaches it.
-		updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.InstanceID = inst.ID; return nil })
-		return updated, err == nil
+	if errors.Is(err, storage.ErrIllegalMove) {
+		h.keepInstance(ctx, r, inst.ID)
+		return
 	}
 	if err != nil {
+		// The instance is not recorded: the next pass sends the create again, and fal
+		// answers with this same instance.
 		h.reqLog(r).Error("record created instance", "instance", inst.ID, "err", err)
-		return r, false
+		return
 	}
 	h.reqLog(moved).Info("instance created", "instance", inst.ID)
 	h.refreshRoot(ctx, moved)
 	h.say(ctx, moved, textMessage(fmt.Sprintf("fal accepted it: instance `%s` is %s. I'll post here when it is ready.", inst.ID, orDash(string(inst.Status)))))
-	return moved, false
+}
+
+// keepInstance records the instance fal made for a request that moved on meanwhile,
+// and has the request's worker look again: a deleting request then deletes it.
+func (h *Handlers) keepInstance(ctx context.Context, r storage.Request, instanceID string) {
+	updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if u.InstanceID == "" {
+			u.InstanceID = instanceID
+		}
+		return nil
+	})
+	if err != nil {
+		h.reqLog(r).Error("record instance of a request that moved on", "instance", instanceID, "err", err)
+		return
+	}
+	h.reqLog(updated).Warn("instance created for a request that moved on", "instance", instanceID, "state", updated.State)
+	h.kick(r.ID)
+}
+
+// createUnconfirmed keeps a create whose outcome is unknown in creating: a later pass
+// sends it again with the same key. The requester hears of the wait once.
+func (h *Handlers) createUnconfirmed(ctx context.Context, r storage.Request, err error) {
+	h.reqLog(r).Warn("create instance: no definite answer from fal; will ask again with the same key", "calls", r.CreateCalls, "err", err)
+	h.noticeOnce(ctx, r, noticeCreateUnconfirmed, createUnconfirmedText(r, statusOf(err)))
 }
 
 // createFailed tells the requester, in plain words, why fal did not create the machine.
+// A request deleted meanwhile is closed by its delete, which then knows that no create
+// reached fal.
 func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err error) {
 	words := falFailureWords(err)
 	h.reqLog(r).Error("create instance failed", "err", err)
-	r, ok := h.moveByBot(ctx, r, storage.StateFailed, words, func(u *storage.Request) error {
-		u.Error = words
+	failed, moveErr := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateCreating}, storage.StateFailed, actorBot, words, func(u *storage.Request) error {
+		u.Error, u.CreateCalls = words, 0
 		return nil
 	})
-	if !ok {
+	if me, ok := errors.AsType[*storage.MoveError](moveErr); ok && me.Current.State == storage.StateDeleting {
+		if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.CreateCalls = 0; return nil }); err != nil {
+			h.reqLog(r).Error("record refused create", "err", err)
+		}
+		h.kick(r.ID)
 		return
 	}
+	if moveErr != nil {
+		h.reqLog(r).Error("record failed create", "err", moveErr)
+		return
+	}
+	r = failed
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
 	if fal.IsAuthorization(err) {
@@ -282,7 +367,7 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 	}
 }
 
-// falFailureWords explains a fal error to the person who asked for the machine.
+// falFailureWords explains to the person who asked for the machine why fal refused it.
 func falFailureWords(err error) string {
 	var fe *fal.Error
 	detail := ""
@@ -294,12 +379,8 @@ func falFailureWords(err error) string {
 		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
 	case fal.IsValidation(err):
 		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
-	case fal.IsRateLimited(err):
-		return "fal is rate-limiting us and kept saying so after several retries; no machine was created. Please ask again in a few minutes."
-	case fal.IsServer(err):
-		return "fal kept failing" + detail + " after several retries; no machine was created. Please ask again in a few minutes."
 	}
-	return "I couldn't reach fal after several retries; no machine was created. Please ask again in a few minutes."
+	return "fal refused the request with " + statusOf(err) + detail + ", so no machine was created. Please ask again, or tell an admin if it keeps happening."
 }
 
 func statusOf(err error) string {
@@ -362,17 +443,21 @@ func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err er
 	default:
 		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", orPending(r.InstanceID))))
 		h.refreshRoot(ctx, r)
-		h.finishDelete(ctx, r)
+		h.kick(r.ID)
 	}
 }
 
 // finishDelete deletes the instance at fal and closes the request. A failure leaves it
-// in deleting, where the tracker tries again; the admins hear if it keeps failing.
+// in deleting, where the tracker tries again; the admins hear if it keeps failing. It
+// runs in the request's worker, so it never overlaps the request's create call.
 func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
-	if !h.claim(r.ID) {
-		return // already being deleted
+	if r.InstanceID == "" && r.CreateCalls > 0 {
+		learned, known := h.learnCreatedInstance(ctx, r)
+		if !known {
+			return // fal's answer is still unknown: the next pass asks again
+		}
+		r = learned
 	}
-	defer h.release(r.ID)
 	if r.InstanceID != "" {
 		err := h.fal.Delete(ctx, r.InstanceID)
 		if err != nil && !fal.IsNotFound(err) {
@@ -383,8 +468,11 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 		}
 	}
 	final := storage.StateDeleted
-	if r.EndReason == endExpired {
+	switch r.EndReason {
+	case endExpired:
 		final = storage.StateExpired
+	case endNeverReady:
+		final = storage.StateFailed
 	}
 	r, ok := h.moveByBot(ctx, r, final, r.EndReason, func(u *storage.Request) error {
 		u.EndedAt = h.now()
@@ -393,17 +481,53 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 	if !ok {
 		return
 	}
-	h.mu.Lock()
-	delete(h.deleteFailures, r.ID)
-	h.mu.Unlock()
 	h.reqLog(r).Info("instance deleted", "instance", r.InstanceID, "state", r.State)
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(h.lastLine(r)))
 }
 
+// learnCreatedInstance finds out whether the create of a request deleted before fal
+// answered made a machine: it sends the create again with the same idempotency key,
+// which fal answers with the instance it made (or, if the first call never reached
+// it, makes one, deleted right after). Once fal has forgotten the key nothing can be
+// learned: the request closes and the admins are told to look for the machine. It
+// reports the request as known, or false while fal's answer is still unknown.
+func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) (storage.Request, bool) {
+	if h.keyExpired(r) {
+		if first, err := h.store.MarkNotice(ctx, r.ID, noticeCreateUnknown); err == nil && first {
+			h.alertAdmins(ctx, abandonedCreateAlert(r))
+		}
+		h.lookForOrphans()
+		return r, true
+	}
+	inst, err := h.fal.Create(ctx, fal.CreateRequest{InstanceType: r.InstanceType, SSHKey: r.SSHKey, Sector: r.Sector}, r.IdempotencyKey)
+	if err != nil && !refused(err) {
+		if ctx.Err() == nil {
+			h.createUnconfirmed(ctx, r, err)
+		}
+		return r, false
+	}
+	updated, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if err != nil {
+			u.CreateCalls = 0 // refused: no machine
+		} else if u.InstanceID == "" {
+			u.InstanceID = inst.ID
+		}
+		return nil
+	})
+	if updateErr != nil {
+		h.reqLog(r).Error("record what the create made", "err", updateErr)
+		return r, false
+	}
+	return updated, true
+}
+
 // lastLine is the thread's last word on a machine: how it ended, how long it ran, what it cost.
 func (h *Handlers) lastLine(r storage.Request) string {
 	line := endText(r)
+	if r.EndReason == endNeverReady {
+		line = "Deleted: fal did not make it ready in time."
+	}
 	if !r.ReadyAt.IsZero() {
 		if cost := h.cfg.Prices.Cost(r.InstanceType, r.EndedAt.Sub(r.ReadyAt)); cost != "" {
 			line += " Cost: about " + cost + "."
@@ -414,13 +538,19 @@ func (h *Handlers) lastLine(r storage.Request) string {
 
 const deleteAlertAfter = 3
 
+// deleteFailed counts a failed delete with the request, so the count survives restarts,
+// and alerts the admins once when deletes keep failing.
 func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err error) {
-	h.mu.Lock()
-	h.deleteFailures[r.ID]++
-	failures := h.deleteFailures[r.ID]
-	h.mu.Unlock()
-	h.reqLog(r).Error("delete instance failed", "instance", r.InstanceID, "attempt", failures, "err", err)
-	if failures < deleteAlertAfter {
+	r, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		u.DeleteFailures++
+		return nil
+	})
+	if updateErr != nil {
+		h.reqLog(r).Error("record failed delete", "err", updateErr)
+		return
+	}
+	h.reqLog(r).Error("delete instance failed", "instance", r.InstanceID, "attempt", r.DeleteFailures, "err", err)
+	if r.DeleteFailures < deleteAlertAfter {
 		return
 	}
 	first, markErr := h.store.MarkNotice(ctx, r.ID, "delete_failed")
@@ -428,29 +558,40 @@ func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err erro
 		return
 	}
 	h.alertAdmins(ctx, fmt.Sprintf("I can't delete fal instance `%s` (request `%s`, owner <@%s>): %d attempts failed, the last with %s. It may still be running and costing money; I keep trying every %s.",
-		r.InstanceID, shortID(r.ID), r.UserID, failures, statusOf(err), h.cfg.PollInterval))
+		r.InstanceID, shortID(r.ID), r.UserID, r.DeleteFailures, statusOf(err), h.cfg.PollInterval))
 }
 
 // extend pushes a machine's expiry out by d, never further than MaxLifetime from now.
+// The state and the limit are checked in the transaction that changes the expiry, so an
+// extension never lands on a machine being deleted, and the expiry pass (which checks
+// the expiry in its own move) never deletes a machine whose extension was accepted.
 // once makes it the one effect of its envelope.
 func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, once storage.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
 	}
-	if r.State.Terminal() || r.State == storage.StateDeleting {
-		return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(r.ID), stateWord(r))
+	if d <= 0 {
+		return refusef("Give a positive duration, e.g. `/gpu extend %s 2h`.", shortID(r.ID))
 	}
 	now, max := h.now(), h.cfg.Policy.MaxLifetime
 	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
-		if u.State != storage.StateReady {
-			if u.Lifetime+d > max {
+		switch {
+		case u.State.Terminal() || u.State == storage.StateDeleting:
+			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateWord(*u))
+		case u.State == storage.StateAwaitingApproval:
+			// The approvers are deciding on the lifetime (and cost) their card shows.
+			return refusef("Request `%s` is waiting for approval of %s; its lifetime can change once it is approved. To ask for longer now, delete it with `/gpu delete %s` and ask again with `for <duration>`.", shortID(u.ID), FormatDuration(u.Lifetime), shortID(u.ID))
+		case u.State != storage.StateReady:
+			// Compared as room left, so a huge d cannot overflow past the check.
+			if d > max-u.Lifetime {
 				return refusef("A machine may live at most %s; it already has %s, so you can add up to %s.", FormatDuration(max), FormatDuration(u.Lifetime), FormatDuration(max-u.Lifetime))
 			}
 			u.Lifetime += d
 			return nil
 		}
-		if u.ExpiresAt.Add(d).Sub(now) > max {
-			return refusef("A machine may be kept at most %s ahead; `%s` has %s left, so you can add up to %s.", FormatDuration(max), shortID(u.ID), FormatDuration(u.ExpiresAt.Sub(now)), FormatDuration(max-u.ExpiresAt.Sub(now)))
+		left := u.ExpiresAt.Sub(now)
+		if d > max-left {
+			return refusef("A machine may be kept at most %s ahead; `%s` has %s left, so you can add up to %s.", FormatDuration(max), shortID(u.ID), FormatDuration(left), FormatDuration(max-left))
 		}
 		u.ExpiresAt = u.ExpiresAt.Add(d)
 		delete(u.Notices, noticeReminder) // a new expiry deserves a new reminder

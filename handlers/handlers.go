@@ -46,6 +46,9 @@ type Config struct {
 	PollInterval    time.Duration
 	// UnknownGrace is how long fal may report "unknown" before the owner is told.
 	UnknownGrace time.Duration
+	// ProvisionTimeout is how long fal may take to make a machine ready, counted
+	// from the create call; then the owner and admins are told and it is deleted.
+	ProvisionTimeout time.Duration
 	// PassDone, when set, hears of every background pass Run makes, with its error.
 	PassDone func(err error)
 
@@ -87,12 +90,12 @@ type Handlers struct {
 	work       sync.WaitGroup
 	slots      chan struct{} // one per background flow running
 
-	mu              sync.Mutex
-	deleteFailures  map[string]int            // request id -> failed delete attempts since start
-	orphanSightings map[string]orphanSighting // unknown instances under watch
-	orphansReported map[string]bool           // unknown instances the admins have heard of
+	mu sync.Mutex
+	// workers holds the requests that have a piece of work queued or running;
+	// true when it must look at the request again once done.
+	workers         map[string]bool
+	watchingOrphans bool // an untracked instance is being watched: list fal every pass
 	lastOrphanSweep time.Time
-	inFlight        map[string]bool // request ids with a fal call under way, so a pass does not repeat it
 }
 
 // New builds the handlers. now is the clock (time.Now outside tests).
@@ -102,6 +105,9 @@ func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now
 	}
 	if cfg.UnknownGrace == 0 {
 		cfg.UnknownGrace = 10 * time.Minute
+	}
+	if cfg.ProvisionTimeout == 0 {
+		cfg.ProvisionTimeout = DefaultProvisionTimeout
 	}
 	if cfg.ApprovalTimeout == 0 {
 		cfg.ApprovalTimeout = DefaultApprovalTimeout
@@ -116,12 +122,13 @@ func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now
 		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
 		groups: groups, groupReader: cfg.Groups, links: cfg.Links,
 		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
-		deleteFailures:  map[string]int{},
-		orphanSightings: map[string]orphanSighting{},
-		orphansReported: map[string]bool{},
-		inFlight:        map[string]bool{},
+		workers: map[string]bool{},
 	}
 }
+
+// DefaultProvisionTimeout is PROVISION_TIMEOUT's default: fal makes an H100 machine
+// ready in minutes; one that takes an hour is stuck, and costs money meanwhile.
+const DefaultProvisionTimeout = time.Hour
 
 // maxBackgroundWork bounds the flows running at once. A burst of commands then
 // queues instead of flooding Slack (which allows about one post per second per
@@ -272,20 +279,54 @@ func cannotPost(err error) bool {
 	return false
 }
 
-// claim marks a request as having a fal call under way; false if one already is.
-// release must follow a successful claim.
+// kick makes sure request id is taken one step further: it queues a worker for it, or,
+// when one is queued or running already, has that worker look at the request again
+// once done. So a request has at most one piece of work at a time however often it is
+// kicked (a pass while fal hangs adds nothing), and a kick during the work (a delete
+// confirmed while fal creates the machine) is never lost.
+func (h *Handlers) kick(id string) {
+	h.mu.Lock()
+	_, busy := h.workers[id]
+	h.workers[id] = busy
+	h.mu.Unlock()
+	if !busy {
+		h.spawn("advance request", func(ctx context.Context) { h.runWorker(ctx, id) })
+	}
+}
+
+// runWorker advances request id until nobody kicked it during the last step.
+func (h *Handlers) runWorker(ctx context.Context, id string) {
+	for {
+		h.advance(ctx, id)
+		h.mu.Lock()
+		again := h.workers[id] && ctx.Err() == nil
+		if again {
+			h.workers[id] = false
+		} else {
+			delete(h.workers, id)
+		}
+		h.mu.Unlock()
+		if !again {
+			return
+		}
+	}
+}
+
+// claim takes request id for a piece of work outside the request's life (deleting
+// the machine of a request that has ended); false if it has work already. release
+// must follow a successful claim.
 func (h *Handlers) claim(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.inFlight[id] {
+	if _, busy := h.workers[id]; busy {
 		return false
 	}
-	h.inFlight[id] = true
+	h.workers[id] = false
 	return true
 }
 
 func (h *Handlers) release(id string) {
 	h.mu.Lock()
-	delete(h.inFlight, id)
+	delete(h.workers, id)
 	h.mu.Unlock()
 }

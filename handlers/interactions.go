@@ -270,6 +270,6 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user sto
 	if err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)}))
 	}
-	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	h.kick(r.ID)
 	return closed
 }

@@ -473,6 +473,35 @@ func reminderMessage(r storage.Request, extendBy time.Duration) Message {
 }
 
 // endText is the last word on a machine: how it ended, how long it ran, what it cost.
+// createUnconfirmedText tells the requester that fal has not said whether it made the
+// machine, and that asking again is safe.
+func createUnconfirmedText(r storage.Request, lastAnswer string) string {
+	return fmt.Sprintf("fal has not confirmed the machine yet (its last answer: %s). I keep asking with the same request key, which fal answers with the same machine, so you will not get or pay for two.", lastAnswer)
+}
+
+// abandonedCreateText ends a request whose create fal never confirmed before it forgot the key.
+func abandonedCreateText(waited time.Duration) string {
+	return fmt.Sprintf("fal never confirmed whether it created this machine, and %s on it is too late to ask fal again safely: fal forgets a request after 10 minutes, so asking again could make a second machine. I stopped here; if fal did make one, the admins have been told to delete it. Ask again with `/gpu create`.", FormatDuration(waited))
+}
+
+func abandonedCreateAlert(r storage.Request) string {
+	return fmt.Sprintf("fal never confirmed the create of request `%s` by <@%s> (%s) before it forgot the idempotency key, so gpubot does not know whether a machine was made. If fal lists one that no request tracks, I'll report it; please delete it at fal.", shortID(r.ID), r.UserID, ShortType(r.InstanceType))
+}
+
+// neverReadyText tells the requester why their machine is being deleted before it was ready.
+func neverReadyText(r storage.Request, timeout time.Duration) string {
+	return fmt.Sprintf("fal has not made `%s` ready in %s (it says: %s), so I'm deleting it rather than let it cost money. Ask again with `/gpu create`; the admins have been told.", r.InstanceID, FormatDuration(timeout), orDash(r.FalStatus))
+}
+
+func neverReadyAlert(r storage.Request, timeout time.Duration) string {
+	return fmt.Sprintf("fal did not make instance `%s` (request `%s`, owner <@%s>, %s) ready within PROVISION_TIMEOUT (%s); its status is %s. I'm deleting it.", r.InstanceID, shortID(r.ID), r.UserID, ShortType(r.InstanceType), FormatDuration(timeout), orDash(r.FalStatus))
+}
+
+// lingeringAlert tells the admins that fal still lists the instance of a request that has ended.
+func lingeringAlert(r storage.Request, inst fal.Instance, now time.Time) string {
+	return fmt.Sprintf("fal still lists instance `%s` (%s, %s%s) of request `%s` by <@%s>, which ended as %s %s ago. It may be running and costing money; I'm deleting it again.", inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), shortID(r.ID), r.UserID, stateWord(r), FormatDuration(now.Sub(r.EndedAt)))
+}
+
 func endText(r storage.Request) string {
 	how := map[storage.State]string{
 		storage.StateDeleted: "Deleted",

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,9 +16,17 @@ const (
 	noticeReminder = "reminder"
 	noticeStopped  = "stopped"
 	noticeUnknown  = "unknown"
+	// noticeCreateUnconfirmed: fal gave no definite answer to the create; asking again.
+	noticeCreateUnconfirmed = "create_unconfirmed"
+	// noticeCreateUnknown: a deleted request's create outcome can no longer be learned.
+	noticeCreateUnknown = "create_unknown"
+	// noticeLingering: fal still lists the instance of a request that has ended.
+	noticeLingering = "lingering"
 
 	// endExpired marks a deletion that the lifetime decided.
 	endExpired = "expired"
+	// endNeverReady marks a deletion because fal did not make the machine ready in time.
+	endNeverReady = "never ready"
 )
 
 // Run resumes every unfinished request, then follows instances every PollInterval
@@ -58,13 +67,14 @@ func (h *Handlers) Resume(ctx context.Context) error {
 }
 
 // stalledAfter is how long a request may sit in a step the tracker can finish (an
-// unposted thread or card, an approved request not yet sent to fal) before a pass
-// takes it up again, e.g. after Slack or fal failed for longer than the retries.
+// unposted thread or card, an approved request not yet sent to fal, a create fal gave
+// no definite answer to) before a pass takes it up again, e.g. after Slack or fal
+// failed for longer than the retries.
 const stalledAfter = time.Minute
 
-// advanceStalled takes up every request left unfinished in a step for at least minAge,
+// advanceStalled kicks every request left unfinished in a step for at least minAge,
 // and every delete that has not gone through yet (a failed delete is tried again on
-// every pass).
+// every pass). A request whose work is still queued or running is not given more.
 func (h *Handlers) advanceStalled(reqs []storage.Request, minAge time.Duration) {
 	now := h.now()
 	for _, r := range reqs {
@@ -75,43 +85,52 @@ func (h *Handlers) advanceStalled(reqs []storage.Request, minAge time.Duration) 
 			continue
 		}
 		h.reqLog(r).Debug("taking up unfinished request", "state", r.State)
-		h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+		h.kick(r.ID)
 	}
 }
 
-// Tick is one tracking pass: one List call for every tracked instance (a Get only for one
-// the list no longer shows), then reminders, expiries and retried deletes. With nothing to
-// track it calls nothing.
+// Tick is one tracking pass: user groups read again when due, retried steps,
+// provisioning deadlines, approval reminders and timeouts, reminders and expiries, then one List call for every tracked instance (a Get only for one the list
+// no longer shows). Each step runs whatever the others did, so a fal outage stops
+// neither reminders nor the retries of what Slack refused; the errors are joined.
+// With nothing to track it calls fal for nothing.
 func (h *Handlers) Tick(ctx context.Context) error {
 	h.refreshGroups(ctx)
 	reqs, err := h.store.Unfinished(ctx)
 	if err != nil {
 		return fmt.Errorf("read unfinished requests: %w", err)
 	}
+	h.advanceStalled(reqs, stalledAfter)
+	h.enforceProvisionDeadline(ctx, reqs)
 	h.keepApprovals(ctx, reqs)
+	return errors.Join(h.keepLifetimes(ctx), h.track(ctx, reqs))
+}
+
+// track brings every tracked request up to date with fal's list, and looks in it for
+// instances no request tracks.
+func (h *Handlers) track(ctx context.Context, reqs []storage.Request) error {
 	var tracked []storage.Request
 	for _, r := range reqs {
 		if r.InstanceID != "" && (r.State == storage.StateProvisioning || r.State == storage.StateReady) {
 			tracked = append(tracked, r)
 		}
 	}
-	if len(tracked) > 0 || h.watchesOrphans() {
-		instances, err := h.fal.List(ctx)
-		if err != nil {
-			return fmt.Errorf("list instances: %w", err)
-		}
-		byID := make(map[string]fal.Instance, len(instances))
-		for _, inst := range instances {
-			byID[inst.ID] = inst
-		}
-		for _, r := range tracked {
-			inst, listed := byID[r.InstanceID]
-			h.follow(ctx, r, inst, listed)
-		}
-		h.reconcile(ctx, instances, reqs)
+	if len(tracked) == 0 && !h.watchesOrphans() {
+		return nil
 	}
-	h.advanceStalled(reqs, stalledAfter)
-	return h.keepLifetimes(ctx)
+	instances, err := h.fal.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list instances: %w", err)
+	}
+	byID := make(map[string]fal.Instance, len(instances))
+	for _, inst := range instances {
+		byID[inst.ID] = inst
+	}
+	for _, r := range tracked {
+		inst, listed := byID[r.InstanceID]
+		h.follow(ctx, r, inst, listed)
+	}
+	return h.reconcile(ctx, instances, reqs)
 }
 
 // watchesOrphans says whether this pass should list fal even with nothing to track: when
@@ -123,7 +142,14 @@ func (h *Handlers) watchesOrphans() bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.orphanSightings) > 0 || h.lastOrphanSweep.IsZero() || h.now().Sub(h.lastOrphanSweep) >= orphanSweepEvery
+	return h.watchingOrphans || h.lastOrphanSweep.IsZero() || h.now().Sub(h.lastOrphanSweep) >= orphanSweepEvery
+}
+
+// lookForOrphans has the next pass list fal, when a machine may exist that no request tracks.
+func (h *Handlers) lookForOrphans() {
+	h.mu.Lock()
+	h.watchingOrphans = true
+	h.mu.Unlock()
 }
 
 func ipText(ip string) string {
@@ -277,17 +303,69 @@ func (h *Handlers) keepLifetimes(ctx context.Context) error {
 	return nil
 }
 
+// errNotDue refuses an expiry whose request was extended (or moved on) since it was read.
+var errNotDue = errors.New("not due any more")
+
+// expire moves a machine whose lifetime is over to deleting, checking the expiry in the
+// same transaction: an extension accepted since the due list was read wins.
 func (h *Handlers) expire(ctx context.Context, r storage.Request) {
-	r, ok := h.moveByBot(ctx, r, storage.StateDeleting, endExpired, func(u *storage.Request) error {
+	now := h.now()
+	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateReady}, storage.StateDeleting, actorBot, endExpired, func(u *storage.Request) error {
+		if now.Before(u.ExpiresAt) {
+			return errNotDue
+		}
 		u.EndReason = endExpired
 		return nil
 	})
-	if !ok {
+	if err != nil {
+		if !errors.Is(err, errNotDue) && !errors.Is(err, storage.ErrIllegalMove) {
+			h.reqLog(r).Error("record expiry", "err", err)
+		}
 		return
 	}
 	h.reqLog(r).Info("lifetime over; deleting", "instance", r.InstanceID)
 	h.refreshRoot(ctx, r)
-	h.finishDelete(ctx, r)
+	h.kick(r.ID)
+}
+
+// enforceProvisionDeadline gives up on machines fal has not made ready within
+// ProvisionTimeout of the create call (stuck pending, stopped or unknown): their
+// lifetime would never start, so nothing else would ever end them.
+func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []storage.Request) {
+	now := h.now()
+	for _, r := range reqs {
+		if r.State != storage.StateProvisioning || now.Sub(provisionStart(r)) < h.cfg.ProvisionTimeout {
+			continue
+		}
+		words := neverReadyText(r, h.cfg.ProvisionTimeout)
+		r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateProvisioning}, storage.StateDeleting, actorBot, endNeverReady, func(u *storage.Request) error {
+			u.EndReason, u.Error = endNeverReady, words
+			return nil
+		})
+		if err != nil {
+			if !errors.Is(err, storage.ErrIllegalMove) {
+				h.reqLog(r).Error("record provisioning deadline", "err", err)
+			}
+			continue
+		}
+		h.reqLog(r).Warn("not ready in time; deleting", "instance", r.InstanceID, "fal_status", r.FalStatus, "timeout", h.cfg.ProvisionTimeout)
+		h.refreshRoot(ctx, r)
+		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
+		h.alertAdmins(ctx, neverReadyAlert(r, h.cfg.ProvisionTimeout))
+		h.kick(r.ID)
+	}
+}
+
+// provisionStart is when fal was first asked for the machine; records from before
+// that was kept fall back to the decision, or the request.
+func provisionStart(r storage.Request) time.Time {
+	switch {
+	case !r.CreatingSince.IsZero():
+		return r.CreatingSince
+	case !r.DecidedAt.IsZero():
+		return r.DecidedAt
+	}
+	return r.CreatedAt
 }
 
 // orphanPassesBeforeReport is how many passes in a row must list an instance gpubot does not know
@@ -298,64 +376,105 @@ const orphanPassesBeforeReport = 3
 // outside it, when it tracks nothing (tracking passes look at every list they make).
 const orphanSweepEvery = 10 * time.Minute
 
-// reconcile reports, once each, instances at fal that gpubot did not make.
-func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []storage.Request) {
+// endedGrace is how long fal may go on listing the instance of a request that ended (a
+// delete takes a moment at fal) before gpubot deletes it again and tells the admins.
+const endedGrace = 10 * time.Minute
+
+// reconcile deals with instances at fal that no live request tracks: one whose request
+// ended is deleted again once endedGrace has passed; one gpubot did not make is reported
+// to the admins once, after orphanPassesBeforeReport listings in a row (kept in the store)
+// and once no create of its type waits for fal's answer.
+func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []storage.Request) error {
 	known := make(map[string]bool, len(unfinished))
 	for _, r := range unfinished {
 		known[r.InstanceID] = true
 	}
 	now := h.now()
-	h.mu.Lock()
-	previous := h.orphanSightings
-	h.orphanSightings = map[string]orphanSighting{}
-	h.lastOrphanSweep = now
-	h.mu.Unlock()
+	var untracked []fal.Instance
 	for _, inst := range instances {
-		if known[inst.ID] || h.wasReported(inst.ID) {
+		if known[inst.ID] {
 			continue
 		}
-		if _, err := h.store.RequestByInstance(ctx, inst.ID); err == nil {
-			continue // one of ours that has ended; fal may list it a little longer
+		owner, err := h.store.RequestByInstance(ctx, inst.ID)
+		switch {
+		case err == nil:
+			// A live owner was recorded after this pass read the unfinished requests.
+			if !owner.Live() && now.Sub(owner.EndedAt) >= endedGrace {
+				h.deleteLingering(ctx, owner, inst)
+			}
+		case errors.Is(err, storage.ErrNotFound):
+			untracked = append(untracked, inst)
+		default:
+			return fmt.Errorf("look up instance %s: %w", inst.ID, err)
 		}
-		seen := previous[inst.ID]
-		if seen.count == 0 {
-			seen.first = now
-		}
-		seen.count++
-		if seen.count < orphanPassesBeforeReport {
-			h.mu.Lock()
-			h.orphanSightings[inst.ID] = seen
-			h.mu.Unlock()
-			continue
-		}
-		h.reportOrphan(ctx, inst, seen.first)
 	}
-}
-
-// orphanSighting is an unknown instance under watch: how many passes in a row listed
-// it, and when the first did.
-type orphanSighting struct {
-	count int
-	first time.Time
-}
-
-func (h *Handlers) wasReported(id string) bool {
+	ids := make([]string, len(untracked))
+	for i, inst := range untracked {
+		ids[i] = inst.ID
+	}
+	sightings, err := h.store.SightOrphans(ctx, ids)
+	if err != nil {
+		return err
+	}
+	confirming := typesBeingConfirmed(unfinished)
+	watching := false
+	for _, inst := range untracked {
+		seen := sightings[inst.ID]
+		switch {
+		case seen.Reported:
+		case seen.Count >= orphanPassesBeforeReport && !confirming[inst.InstanceType]:
+			h.reportOrphan(ctx, inst, seen.First)
+		default:
+			watching = true
+		}
+	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.orphansReported[id]
+	h.watchingOrphans, h.lastOrphanSweep = watching, now
+	h.mu.Unlock()
+	return nil
+}
+
+// typesBeingConfirmed lists the instance types of creates fal has not answered yet: an
+// untracked instance of such a type may be theirs, and is not reported until gpubot has
+// asked again or given up (within fal's key window).
+func typesBeingConfirmed(unfinished []storage.Request) map[string]bool {
+	types := map[string]bool{}
+	for _, r := range unfinished {
+		unanswered := r.State == storage.StateCreating || (r.State == storage.StateDeleting && r.InstanceID == "" && r.CreateCalls > 0)
+		if unanswered {
+			types[r.InstanceType] = true
+		}
+	}
+	return types
+}
+
+// deleteLingering deletes, again, the instance of a request that ended while fal still
+// lists it (a delete fal answered 404 for, a listing that missed it once), and tells the
+// admins the first time. It runs in the background, at most once at a time per request.
+func (h *Handlers) deleteLingering(ctx context.Context, r storage.Request, inst fal.Instance) {
+	if !h.claim(r.ID) {
+		return
+	}
+	if first, err := h.store.MarkNotice(ctx, r.ID, noticeLingering); err == nil && first {
+		h.reqLog(r).Warn("fal still lists the instance of an ended request; deleting it again", "instance", inst.ID, "state", r.State)
+		h.alertAdmins(ctx, lingeringAlert(r, inst, h.now()))
+	}
+	h.spawn("delete lingering instance", func(ctx context.Context) {
+		defer h.release(r.ID)
+		if err := h.fal.Delete(ctx, inst.ID); err != nil && !fal.IsNotFound(err) {
+			h.reqLog(r).Error("delete lingering instance", "instance", inst.ID, "err", err)
+		}
+	})
 }
 
 // reportOrphan tells the admins of an instance gpubot did not make, once ever: the
 // store remembers it across restarts.
 func (h *Handlers) reportOrphan(ctx context.Context, inst fal.Instance, firstSeen time.Time) {
-	first, err := h.store.MarkSeen(ctx, "orphan:"+inst.ID, 365*24*time.Hour)
+	first, err := h.store.MarkOrphanReported(ctx, inst.ID)
 	if err != nil {
 		h.log.Error("record orphan", "instance", inst.ID, "err", err)
 		return
 	}
-	h.mu.Lock()
-	h.orphansReported[inst.ID] = true
-	h.mu.Unlock()
 	if !first {
 		return
 	}

@@ -21,6 +21,9 @@ const (
 
 	metaSchemaKey    = "schema"
 	metaSeenCountKey = "seen_count"
+	// metaOrphansKey holds the instances fal lists that no request tracks, as
+	// JSON: few or none, so one value in the meta bucket needs no new bucket.
+	metaOrphansKey = "orphan_sightings"
 )
 
 const timeKeyLen = 8

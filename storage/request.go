@@ -44,6 +44,17 @@ type Request struct {
 	Error          string `json:"error,omitempty"`      // plain-words failure, for failed
 	EndReason      string `json:"end_reason,omitempty"` // why it ended: "deleted by <user>", "expired", ...
 
+	// CreatingSince is when the request moved to creating: fal remembers the
+	// idempotency key for 10 minutes from a create call, none of which came earlier.
+	CreatingSince time.Time `json:"creating_since,omitzero"`
+	// CreateCalls counts the create calls sent for the request, each recorded before
+	// it goes out: while above zero, fal may run a machine for the request even
+	// without an answer. Reset when fal refuses the create.
+	CreateCalls int `json:"create_calls,omitempty"`
+	// DeleteFailures counts failed delete calls, so an alert that needs several
+	// holds across restarts.
+	DeleteFailures int `json:"delete_failures,omitempty"`
+
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	ReadyAt   time.Time `json:"ready_at,omitzero"`

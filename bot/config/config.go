@@ -39,6 +39,7 @@ type Config struct {
 	DefaultLifetime  time.Duration      // DEFAULT_LIFETIME, in (0, MaxLifetime]
 	MaxLifetime      time.Duration      // MAX_LIFETIME, > 0
 	ReminderBefore   time.Duration      // REMINDER_BEFORE, > 0: how long before expiry the owner is reminded
+	ProvisionTimeout time.Duration      // PROVISION_TIMEOUT, > 0: how long fal may take to make a machine ready
 	HourlyPrices     map[string]float64 // HOURLY_PRICES, USD per hour by instance type; empty means no costs are shown
 	PollInterval     time.Duration      // POLL_INTERVAL, >= 10ms
 	HTTPAddr         string             // HTTP_ADDR, host:port, or "" when it is "off"
@@ -142,7 +143,7 @@ func (c Config) Warnings() []string {
 // start-up log and `gpubot config`. Apart from the secrets, the output read
 // back as an environment gives the same Config.
 func (c Config) String() string {
-	lines := make([]string, 0, 18)
+	lines := make([]string, 0, 19)
 	for _, s := range c.settingsList() {
 		lines = append(lines, s.key+"="+s.value)
 	}
@@ -182,6 +183,7 @@ func (c Config) settingsList() []setting {
 		{"DEFAULT_LIFETIME", durations.Format(c.DefaultLifetime)},
 		{"MAX_LIFETIME", durations.Format(c.MaxLifetime)},
 		{"REMINDER_BEFORE", durations.Format(c.ReminderBefore)},
+		{"PROVISION_TIMEOUT", durations.Format(c.ProvisionTimeout)},
 		{"HOURLY_PRICES", formatPrices(c.HourlyPrices)},
 		{"POLL_INTERVAL", durations.Format(c.PollInterval)},
 		{"HTTP_ADDR", formatListenAddr(c.HTTPAddr)},

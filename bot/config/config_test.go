@@ -57,6 +57,7 @@ func fullEnv() map[string]string {
 		"DEFAULT_LIFETIME":  "4h",
 		"MAX_LIFETIME":      "24h",
 		"REMINDER_BEFORE":   "15m",
+		"PROVISION_TIMEOUT": "45m",
 		"HOURLY_PRICES":     "gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
 		"POLL_INTERVAL":     "100ms",
 		"HTTP_ADDR":         "127.0.0.1:0",
@@ -111,6 +112,7 @@ func TestLoadAppliesDocumentedDefaults(t *testing.T) {
 		DefaultLifetime:  8 * time.Hour,
 		MaxLifetime:      72 * time.Hour,
 		ReminderBefore:   30 * time.Minute,
+		ProvisionTimeout: time.Hour,
 		PollInterval:     10 * time.Second,
 		HTTPAddr:         ":8080",
 		LogLevel:         "info",
@@ -142,6 +144,7 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		DefaultLifetime:  4 * time.Hour,
 		MaxLifetime:      24 * time.Hour,
 		ReminderBefore:   15 * time.Minute,
+		ProvisionTimeout: 45 * time.Minute,
 		HourlyPrices:     map[string]float64{"gpu_1x_h100_sxm5": 2.5, "gpu_8x_h100_sxm5": 20},
 		PollInterval:     100 * time.Millisecond,
 		HTTPAddr:         "127.0.0.1:0",
@@ -319,6 +322,8 @@ func TestLoadRejectsEachBadSetting(t *testing.T) {
 			"DEFAULT_LIFETIME: 4d is longer than MAX_LIFETIME (3d); lower DEFAULT_LIFETIME or raise MAX_LIFETIME"},
 		{"reminder zero", map[string]string{"REMINDER_BEFORE": "0"},
 			"REMINDER_BEFORE: must be positive; use e.g. 30m"},
+		{"provision timeout zero", map[string]string{"PROVISION_TIMEOUT": "0s"},
+			"PROVISION_TIMEOUT: must be positive; use e.g. 1h"},
 		{"poll interval too short", map[string]string{"POLL_INTERVAL": "1ms"},
 			"POLL_INTERVAL: 1ms is too short; use at least 10ms (e.g. 10s)"},
 		{"price for an unknown type", map[string]string{"HOURLY_PRICES": "gpu_8x=20"},
@@ -406,6 +411,7 @@ func TestStringListsEverySettingWithSecretsRedacted(t *testing.T) {
 		"DEFAULT_LIFETIME=4h",
 		"MAX_LIFETIME=1d",
 		"REMINDER_BEFORE=15m",
+		"PROVISION_TIMEOUT=45m",
 		"HOURLY_PRICES=gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
 		"POLL_INTERVAL=100ms",
 		"HTTP_ADDR=127.0.0.1:0",
@@ -479,8 +485,8 @@ func TestLogValueRedactsSecretsInJSONLogs(t *testing.T) {
 			t.Errorf("logged %s = %q, want %q", key, record.Config[key], value)
 		}
 	}
-	if len(record.Config) != 22 {
-		t.Errorf("logged %d settings, want all 22: %v", len(record.Config), record.Config)
+	if len(record.Config) != 23 {
+		t.Errorf("logged %d settings, want all 23: %v", len(record.Config), record.Config)
 	}
 }
 
@@ -566,13 +572,13 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatalf("Usage: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 23 || !strings.HasPrefix(lines[0], "VARIABLE") {
-		t.Fatalf("Usage wrote %d lines, want a header and 22 variables:\n%s", len(lines), out.String())
+	if len(lines) != 24 || !strings.HasPrefix(lines[0], "VARIABLE") {
+		t.Fatalf("Usage wrote %d lines, want a header and 23 variables:\n%s", len(lines), out.String())
 	}
 	for _, key := range []string{
 		"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_API_URL", "FAL_ADMIN_API_KEY", "FAL_API_URL", "DB_PATH",
 		"APPROVAL_CHANNEL", "NOTIFY_CHANNEL", "APPROVERS", "ADMINS", "APPROVAL_REQUIRED", "DEFAULT_LIFETIME",
-		"MAX_LIFETIME", "REMINDER_BEFORE", "HOURLY_PRICES", "POLL_INTERVAL", "HTTP_ADDR", "LOG_LEVEL",
+		"MAX_LIFETIME", "REMINDER_BEFORE", "PROVISION_TIMEOUT", "HOURLY_PRICES", "POLL_INTERVAL", "HTTP_ADDR", "LOG_LEVEL",
 		"APPROVALS_NEEDED", "APPROVAL_TIMEOUT", "APPROVAL_REMINDER", "USERGROUP_REFRESH",
 	} {
 		if !strings.Contains(out.String(), "\n"+key+" ") {

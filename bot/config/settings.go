@@ -51,6 +51,7 @@ type settings struct {
 	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready, e.g. 8h, 90m or 2d"`
 	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach, e.g. 72h or 3d (at most 365d)"`
 	ReminderBefore   duration         `envconfig:"REMINDER_BEFORE" default:"30m" desc:"how long before expiry the owner is reminded"`
+	ProvisionTimeout duration         `envconfig:"PROVISION_TIMEOUT" default:"1h" desc:"how long fal may take to make a machine ready; then gpubot deletes it and tells the owner and admins"`
 	HourlyPrices     hourlyPrices     `envconfig:"HOURLY_PRICES" desc:"USD per hour, e.g. gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20; empty shows no costs"`
 	PollInterval     duration         `envconfig:"POLL_INTERVAL" default:"10s" desc:"how often instance status is checked, at least 10ms"`
 	HTTPAddr         listenAddr       `envconfig:"HTTP_ADDR" default:":8080" desc:"host:port serving /healthz, /readyz and /metrics; off to disable"`
@@ -81,6 +82,9 @@ func (s settings) crossCheck(failed map[string]bool) []string {
 	}
 	if s.ReminderBefore <= 0 {
 		report("REMINDER_BEFORE", "must be positive; use e.g. 30m")
+	}
+	if s.ProvisionTimeout <= 0 {
+		report("PROVISION_TIMEOUT", "must be positive; use e.g. 1h")
 	}
 	if pollInterval := time.Duration(s.PollInterval); pollInterval < minPollInterval {
 		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", durations.Format(pollInterval), minPollInterval)
@@ -141,6 +145,7 @@ func (s settings) config() Config {
 		DefaultLifetime:  time.Duration(s.DefaultLifetime),
 		MaxLifetime:      time.Duration(s.MaxLifetime),
 		ReminderBefore:   time.Duration(s.ReminderBefore),
+		ProvisionTimeout: time.Duration(s.ProvisionTimeout),
 		HourlyPrices:     s.HourlyPrices,
 		PollInterval:     time.Duration(s.PollInterval),
 		HTTPAddr:         string(s.HTTPAddr),
