@@ -47,7 +47,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *Request, dedupe string) er
 	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
 	rec.UpdatedAt = now
 	rec.Version = 1
-	err := s.batch(ctx, func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		if dedupe != "" {
 			first, err := s.markSeen(tx, dedupePrefix+dedupe, s.opts.DedupeTTL, now)
 			if err != nil {
