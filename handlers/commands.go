@@ -166,8 +166,10 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		h.log.Error("store new request", "user", user.UserID, "err", err)
 		return refusal(err)
 	}
-	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
-	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
+	h.spawn("advance request", func(ctx context.Context) {
+		h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
+		h.advance(ctx, r)
+	})
 	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	if r.State == storage.StateAwaitingApproval {
 		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
