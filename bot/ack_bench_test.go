@@ -21,7 +21,8 @@ import (
 type burstMix struct {
 	name           string
 	helps, creates int
-	// lone sends the creates one at a time, each after the previous one's ack.
+	// lone sends the commands one at a time, each after the previous one's ack and
+	// once the slow work it started is under way.
 	lone bool
 }
 
@@ -35,7 +36,8 @@ type burstMix struct {
 //	go test -run '^$' -bench BenchmarkAckLatency -benchtime 5x ./bot
 func BenchmarkAckLatency(b *testing.B) {
 	for _, mix := range []burstMix{
-		{name: "one", creates: 20, lone: true},
+		{name: "one-help", helps: 20, lone: true},
+		{name: "one-create", creates: 20, lone: true},
 		{name: "250", helps: 200, creates: 50},
 		{name: "500", helps: 400, creates: 100},
 	} {
@@ -101,6 +103,9 @@ func benchmarkAckLatency(b *testing.B, mix burstMix) {
 // creator says whether the burst's person i asks for a machine: creates spread
 // through the burst, as they would come in real life.
 func creator(mix burstMix, i int) bool {
+	if mix.creates == 0 {
+		return false
+	}
 	every := (mix.helps + mix.creates) / mix.creates
 	return i%every == 0 && i/every < mix.creates
 }
@@ -130,7 +135,7 @@ func (t *ackTarget) round(b *testing.B, mix burstMix, users []string, creates in
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if mix.lone {
-		return t.loneRound(ctx, b, users, creates)
+		return t.loneRound(ctx, b, mix, users, creates)
 	}
 	var ids []string
 	for i, u := range users {
@@ -147,12 +152,17 @@ func (t *ackTarget) round(b *testing.B, mix burstMix, users []string, creates in
 	return latencies
 }
 
-func (t *ackTarget) loneRound(ctx context.Context, b *testing.B, users []string, creates int) []time.Duration {
+func (t *ackTarget) loneRound(ctx context.Context, b *testing.B, mix burstMix, users []string, creates int) []time.Duration {
 	var latencies []time.Duration
-	before := creates - len(users)
+	sent := creates - mix.creates
 	for i, u := range users {
-		latencies = append(latencies, t.acks(ctx, b, []string{t.send(b, u, "create 1x bench")})...)
-		if err := t.started(ctx, before+i+1); err != nil {
+		text := "help"
+		if creator(mix, i) {
+			text = "create 1x bench"
+			sent++
+		}
+		latencies = append(latencies, t.acks(ctx, b, []string{t.send(b, u, text)})...)
+		if err := t.started(ctx, sent); err != nil {
 			b.Fatal(err)
 		}
 	}
