@@ -45,7 +45,6 @@ type Bot struct {
 	socket   *socketmode.Client
 	handlers *handlers.Handlers
 	metrics  *metrics.Metrics
-	seen     *seenEnvelopes
 
 	connected atomic.Bool
 	listener  net.Listener
@@ -94,11 +93,18 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		Prices:          handlers.Prices(cfg.HourlyPrices),
 		ReminderBefore:  cfg.ReminderBefore,
 		PollInterval:    cfg.PollInterval,
+		PassDone: func(err error) {
+			outcome := "ok"
+			if err != nil {
+				outcome = "error"
+			}
+			m.TrackingPasses.WithLabelValues(outcome).Inc()
+		},
 	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
 		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,
 		socket:   socketmode.New(api),
-		handlers: h, metrics: m, seen: newSeenEnvelopes(opts.Now),
+		handlers: h, metrics: m,
 	}, nil
 }
 
@@ -237,12 +243,10 @@ func (b *Bot) handleBeforeBackground(fn func()) {
 	})
 }
 
+// onSlashCommand answers a command. A redelivered envelope the handlers find already
+// handled (in the store, so also across a restart) is acked with its first answer.
 func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd slack.SlashCommand) {
 	start := time.Now()
-	if !b.seen.first(req.EnvelopeID) {
-		b.ack(req, start, nil)
-		return
-	}
 	reply := b.handlers.Command(ctx, req.EnvelopeID, cmd)
 	b.metrics.Commands.WithLabelValues(commandName(cmd.Text), outcomeOf(reply)).Inc()
 	if reply == nil {
@@ -259,11 +263,7 @@ func (b *Bot) onSlashCommand(ctx context.Context, req socketmode.Request, cmd sl
 
 func (b *Bot) onInteraction(ctx context.Context, req socketmode.Request, cb slack.InteractionCallback) {
 	start := time.Now()
-	if !b.seen.first(req.EnvelopeID) {
-		b.ack(req, start, nil)
-		return
-	}
-	if resp := b.handlers.Interaction(ctx, cb); resp != nil {
+	if resp := b.handlers.Interaction(ctx, req.EnvelopeID, cb); len(resp) > 0 {
 		b.ack(req, start, resp)
 		return
 	}

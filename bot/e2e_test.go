@@ -263,3 +263,34 @@ func TestUnpostableNotifyChannelAlertsAdmins(t *testing.T) {
 	h.waitFor(general, "is ready :tada:")
 	h.waitFor(h.slack.DMChannel(admin), "I can't post readiness notices in <#CNOTIFY>", "NOTIFY_CHANNEL")
 }
+
+// A decision is committed before the click is acked; showing it follows. If that part
+// is cut short (here Slack refuses the edits; a gpubot stopped at that moment does the
+// same), the card keeps its buttons: the next click on it is told who decided and
+// mends the card and the thread root, and the thread hears of the decision once.
+func TestClickOnAStaleCardMendsIt(t *testing.T) {
+	h := start(t)
+	h.registerKey(alice)
+	h.command(alice, general, "create 8x for 2h eval")
+	card := h.waitFor(approvals, "needs approval")
+	h.slack.FailNext("chat.update", "cant_update_message", 2) // the card, then the root
+	h.click(bob, card, "Deny")
+	h.eventually("the deny modal", func() bool { _, ok := h.slack.OpenView(bob); return ok })
+	if _, err := h.slack.SubmitView(h.ctx(), bob, map[string]string{"reason": "not this week"}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(general, "denied by <@UBOB>: not this week")
+	if card, _ = h.slack.Message(card.ID); len(card.Buttons()) != 2 {
+		t.Fatalf("the card was edited although Slack refused it: %s", card.AllText())
+	}
+	h.click(carol, card, "Deny")
+	h.waitFor(approvals, "Too late: :no_entry: Denied by <@UBOB>: not this week")
+	h.eventually("the card mended", func() bool {
+		m, _ := h.slack.Message(card.ID)
+		return len(m.Buttons()) == 0 && strings.Contains(m.AllText(), "Denied by <@UBOB>")
+	})
+	h.waitFor(general, ":no_entry: Denied by <@UBOB>")
+	if n := h.count(general, "denied by <@UBOB>"); n != 1 {
+		t.Fatalf("%d denial replies in the thread, want 1", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/slack-go/slack"
 	"golang.org/x/crypto/ssh"
 
@@ -198,6 +200,22 @@ func (h *harness) stopBot() {
 	h.cancel = nil
 }
 
+// untilDeadline is a context that ends a little before the test's deadline, so a run
+// that cannot settle fails with what it saw rather than a panic.
+func untilDeadline(t testing.TB) context.Context {
+	type deadliner interface{ Deadline() (time.Time, bool) }
+	deadline, ok := time.Time{}, false
+	if d, is := t.(deadliner); is {
+		deadline, ok = d.Deadline()
+	}
+	if !ok {
+		deadline = time.Now().Add(30 * time.Minute)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-time.Until(deadline)/10))
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func (h *harness) ctx() context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	h.t.Cleanup(cancel)
@@ -232,18 +250,24 @@ func ackText(t testing.TB, ack slacksim.Ack) string {
 // registerKey gives user a fresh ed25519 key.
 func (h *harness) registerKey(user string) {
 	h.t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+	line := newKeyLine(h.t, user)
 	if got := h.command(user, general, "key set "+line); !strings.Contains(got, "Saved your ssh-ed25519 key") {
 		h.t.Fatalf("key set answered %q", got)
 	}
+}
+
+// newKeyLine is a fresh ed25519 public key as user would paste it.
+func newKeyLine(t testing.TB, user string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
 }
 
 // waitFor waits for a message matching all of: in channel (if set), containing every text.
@@ -303,6 +327,22 @@ func (h *harness) click(user string, m slacksim.Message, label string) {
 	if _, err := h.slack.Click(h.ctx(), user, m, label); err != nil {
 		h.t.Fatalf("%s clicks %q: %v", user, label, err)
 	}
+}
+
+// passes waits until the bot has made n more background passes (tracking, reminders,
+// expiries) than when it was called: the event a "nothing more happens" check needs,
+// rather than a sleep.
+func (h *harness) passes(n int) {
+	h.t.Helper()
+	counted := func() int {
+		var total float64
+		for _, outcome := range []string{"ok", "error"} {
+			total += testutil.ToFloat64(h.bot.Metrics().TrackingPasses.WithLabelValues(outcome))
+		}
+		return int(total)
+	}
+	target := counted() + n
+	h.eventually(fmt.Sprintf("%d tracking passes", n), func() bool { return counted() >= target })
 }
 
 // eventually waits for cond, checking every few milliseconds, for at most wait.

@@ -1,7 +1,6 @@
 package bot_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,7 +96,7 @@ func TestStoppedInstanceTellsTheOwnerOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(general, "fal reports `"+r.InstanceID+"` as *stopped*")
-	time.Sleep(100 * time.Millisecond) // several tracking passes
+	h.passes(5)
 	if n := h.count(general, "as *stopped*"); n != 1 {
 		t.Fatalf("%d stopped notices, want 1", n)
 	}
@@ -108,7 +107,7 @@ func TestOrphanInstanceReportedToAdminsOnce(t *testing.T) {
 	h.fal.AddInstance(fal.Instance{ID: "inst_outside", InstanceType: "gpu_8x_h100_sxm5", Region: "us-east", Status: fal.StatusReady, IP: "198.51.100.7"})
 	h.readyMachine("4h") // tracking lists fal on every pass
 	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_outside` (8x H100, ready, 198.51.100.7) that gpubot did not create")
-	time.Sleep(100 * time.Millisecond)
+	h.passes(5)
 	if n := h.count(h.slack.DMChannel(admin), "inst_outside"); n != 1 {
 		t.Fatalf("%d orphan alerts, want 1", n)
 	}
@@ -120,8 +119,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 	const n = 1000
 	h := start(t, withConfig(func(c *config.Config) { c.PollInterval = time.Hour; c.Admins = nil }),
 		withFal(func(o *falsim.Options) { o.Manual = true; o.PageSize = 1000 }))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := untilDeadline(t) // a thousand requests written under the race detector on a busy machine take a while
 	for range 3 {
 		if err := h.bot.Handlers().Tick(ctx); err != nil {
 			t.Fatal(err)
@@ -135,7 +133,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		id := fmt.Sprintf("inst_%04d", i)
 		h.fal.AddInstance(fal.Instance{ID: id, InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusProvisioning})
 		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 		for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning} {
@@ -180,17 +178,20 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 // With nothing to track, gpubot lists fal only to look for machines it did not make:
 // a few passes to be sure of one, then once per sweep interval, not every pass.
 func TestOrphanSweepWithNothingTracked(t *testing.T) {
-	h := start(t)
+	h := start(t, notStarted())
+	// There before gpubot starts, so its first sweep sees it: a sweep that ran just
+	// before it appeared would put the next one ten (simulated) minutes away.
 	h.fal.AddInstance(fal.Instance{ID: "inst_stray", InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusReady})
+	h.startBot()
 	h.waitFor(h.slack.DMChannel(admin), "fal lists instance `inst_stray`", "gpubot first saw it")
 	lists := h.fal.Counters().Calls["list"]
-	time.Sleep(200 * time.Millisecond) // ten passes
+	h.passes(10)
 	if got := h.fal.Counters().Calls["list"]; got != lists {
 		t.Fatalf("%d list calls while nothing is tracked and the stray was reported, want 0", got-lists)
 	}
 	h.clock.Advance(11 * time.Minute)
 	h.eventually("the next sweep", func() bool { return h.fal.Counters().Calls["list"] > lists })
-	time.Sleep(100 * time.Millisecond)
+	h.passes(5)
 	if n := h.count(h.slack.DMChannel(admin), "inst_stray"); n != 1 {
 		t.Fatalf("%d reports of the stray, want 1", n)
 	}
@@ -205,13 +206,13 @@ func TestUnknownForLongTellsTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitFor(general, "Status: unknown.")
-	time.Sleep(60 * time.Millisecond) // a few passes within the grace period
+	h.passes(3) // within the grace period
 	if n := h.count(general, "as *unknown* for"); n != 0 {
 		t.Fatal("told before the grace period ended")
 	}
 	h.clock.Advance(11 * time.Minute)
 	h.waitFor(general, "fal has reported `"+r.InstanceID+"` as *unknown* for")
-	time.Sleep(60 * time.Millisecond)
+	h.passes(3)
 	if n := h.count(general, "as *unknown* for"); n != 1 {
 		t.Fatalf("%d notices, want 1", n)
 	}

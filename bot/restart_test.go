@@ -3,6 +3,7 @@ package bot_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -70,7 +71,7 @@ func (h *harness) environ() []string {
 // process is a gpubot process started by a test.
 type process struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *syncBuffer // this process's logs alone (the harness's logs hold every process's)
 }
 
 // spawn starts a gpubot process on the harness's store file and waits until it is connected.
@@ -86,9 +87,9 @@ func (h *harness) spawn() *process {
 // spawnProcess is spawn for goroutines other than the test's: it returns its error.
 func (h *harness) spawnProcess() (*process, error) {
 	before := h.slack.TotalConnections()
-	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: h.logs}
+	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: &syncBuffer{}}
 	p.cmd.Env = h.environ()
-	p.cmd.Stderr = p.logs
+	p.cmd.Stderr = io.MultiWriter(p.logs, h.logs)
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bot process: %w", err)
 	}
@@ -99,6 +100,24 @@ func (h *harness) spawnProcess() (*process, error) {
 		return p, fmt.Errorf("bot process did not connect: %w", err)
 	}
 	return p, nil
+}
+
+// stop ends the process with SIGTERM, as a deploy does, and waits (ctx-bounded) for
+// it to exit; a clean stop exits 0.
+func (p *process) stop(ctx context.Context) error {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("SIGTERM: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		return err
+	case <-ctx.Done():
+		_ = p.cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("no exit after SIGTERM: %w", ctx.Err())
+	}
 }
 
 // kill ends the process with SIGKILL: no cleanup runs.
@@ -284,7 +303,7 @@ func TestReadyRecordedButNotAnnouncedIsAnnouncedAfterRestart(t *testing.T) {
 	ctx := h.ctx()
 	r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, ChannelID: general, CommandChannel: general, ThreadTS: rootTS,
 		InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
-	if err := store.CreateRequest(ctx, &r, ""); err != nil {
+	if err := store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
 	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady} {

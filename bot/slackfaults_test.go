@@ -1,8 +1,11 @@
 package bot_test
 
 import (
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/bot/slacksim"
 )
 
 // Slack answering 429 (with Retry-After) or 5xx to chat.postMessage and chat.update:
@@ -42,14 +45,18 @@ func TestReconnectsAfterDroppedConnection(t *testing.T) {
 	h.waitFor(general, "is ready :tada:")
 }
 
-// Slack asks for a refresh: slack-go reconnects, and an envelope sent meanwhile is
-// still handled.
+// Slack asks for a refresh: slack-go reconnects. A command typed in between, while the
+// one connection takes no envelopes, is acked or fails for its user as on Slack (never
+// lost without a word); commands after the reconnect work.
 func TestRefreshRequestedReconnects(t *testing.T) {
 	h := start(t)
 	h.registerKey(alice)
 	before := h.slack.TotalConnections()
 	h.slack.Disconnect("refresh_requested")
+	if _, err := h.slack.SlashCommand(h.ctx(), alice, general, "/gpu", "help"); err != nil && !errors.Is(err, slacksim.ErrFailed) {
+		t.Fatalf("a command during the refresh was neither acked nor failed: %v", err)
+	}
+	h.eventually("a new connection", func() bool { return h.slack.TotalConnections() > before && h.slack.Connections() == 1 })
 	h.command(alice, general, "create 1x")
-	h.eventually("a new connection", func() bool { return h.slack.TotalConnections() > before })
 	h.waitFor(general, "is ready :tada:")
 }

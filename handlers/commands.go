@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,16 +19,81 @@ type Reply struct {
 	Text         string        `json:"text"`
 	Blocks       []slack.Block `json:"blocks,omitempty"`
 	// Outcome is how the command went, for metrics: ok, refused (bad input or not
-	// allowed) or error (gpubot's fault). Slack never sees it.
+	// allowed), error (gpubot's fault) or redelivered. Slack never sees it.
 	Outcome string `json:"-"`
+	// recorded is the ack payload of the first delivery of a redelivered envelope,
+	// acked again as it was.
+	recorded json.RawMessage
+}
+
+// MarshalJSON is the ack payload: the recorded answer of a redelivered envelope,
+// else the reply's fields.
+func (r Reply) MarshalJSON() ([]byte, error) {
+	if r.recorded != nil {
+		return r.recorded, nil
+	}
+	type fields Reply // without this method
+	return json.Marshal(fields(r))
 }
 
 // Outcomes of a command.
 const (
-	OutcomeOK      = "ok"
-	OutcomeRefused = "refused"
-	OutcomeError   = "error"
+	OutcomeOK          = "ok"
+	OutcomeRefused     = "refused"
+	OutcomeError       = "error"
+	OutcomeRedelivered = "redelivered"
 )
+
+// replyJSON is a reply's ack payload, recorded with the command's effect; nil for
+// no reply. A reply that cannot be encoded cannot be acked either.
+func replyJSON(r *Reply) []byte {
+	if r == nil {
+		return nil
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil
+	}
+	return data
+}
+
+// recordedReply acks a redelivered command with its first answer (nil for none).
+// Text and blocks are read back too, for when the answer must go by response_url.
+func recordedReply(answer []byte) *Reply {
+	if len(answer) == 0 {
+		return nil
+	}
+	var fields struct {
+		ResponseType string       `json:"response_type"`
+		Text         string       `json:"text"`
+		Blocks       slack.Blocks `json:"blocks"`
+	}
+	_ = json.Unmarshal(answer, &fields) // best effort: the ack itself is the recorded bytes
+	return &Reply{ResponseType: fields.ResponseType, Text: fields.Text, Blocks: fields.Blocks.BlockSet,
+		Outcome: OutcomeRedelivered, recorded: answer}
+}
+
+// redelivered reports whether a write was refused because its envelope already took
+// effect, and with what that envelope was answered.
+func redelivered(err error) (answer []byte, ok bool) {
+	var done *storage.AlreadyDoneError
+	if errors.As(err, &done) {
+		return done.Answer, true
+	}
+	return nil, false
+}
+
+// answeredBefore returns the answer recorded for an envelope that already took
+// effect: Slack delivers an envelope again when it missed the ack, also to a gpubot
+// that restarted, and the redelivery gets the first answer and does nothing else.
+// It only reads; when two deliveries race, the write made ForEnvelope decides.
+func (h *Handlers) answeredBefore(ctx context.Context, envelopeID string) ([]byte, bool) {
+	answer, done, err := h.store.EnvelopeAnswer(ctx, envelopeID)
+	if err != nil {
+		h.log.Error("read what an envelope did", "envelope", envelopeID, "err", err)
+	}
+	return answer, done
+}
 
 func reply(m Message) *Reply {
 	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: m.Text, Blocks: m.Blocks, Outcome: OutcomeOK}
@@ -52,9 +118,13 @@ func refusal(err error) *Reply {
 }
 
 // Command answers a `/gpu` command within the ack: it reads and checks what it can at
-// once and leaves the slow work (fal, posting) to the background. envelopeID makes a
-// redelivered command a no-op.
+// once and leaves the slow work (fal, posting) to the background. A command's effect
+// is committed with its envelopeID and answer, so a redelivered command, even to a
+// gpubot that restarted since, is answered as the first time and does nothing else.
 func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *Reply {
+	if answer, done := h.answeredBefore(ctx, envelopeID); done {
+		return recordedReply(answer)
+	}
 	cmd, err := ParseCommand(c.Text)
 	if err != nil {
 		return refusal(err)
@@ -67,11 +137,11 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		h.openView(c.TriggerID, c.ChannelID, c.UserID, keyModal())
 		return nil
 	case VerbKeySet:
-		return h.setKey(ctx, user, cmd.Key)
+		return h.setKey(ctx, envelopeID, user, cmd.Key)
 	case VerbKeyShow:
 		return h.showKey(ctx, user)
 	case VerbKeyRemove:
-		return h.removeKey(ctx, user)
+		return h.removeKey(ctx, envelopeID, user)
 	case VerbCreateModal:
 		view := createModal(h.cfg.Policy)
 		view.PrivateMetadata = c.ChannelID
@@ -90,7 +160,11 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		if err != nil {
 			return refusal(err)
 		}
-		if err := h.extend(ctx, user, r, cmd.Lifetime); err != nil {
+		err = h.extend(ctx, user, r, cmd.Lifetime, storage.ForEnvelope(envelopeID, nil))
+		if answer, again := redelivered(err); again {
+			return recordedReply(answer)
+		}
+		if err != nil {
 			return refusal(err)
 		}
 		return nil
@@ -108,16 +182,21 @@ func (h *Handlers) openView(triggerID, channel, user string, v slack.ModalViewRe
 	})
 }
 
-func (h *Handlers) setKey(ctx context.Context, user storage.UserRef, text string) *Reply {
+func (h *Handlers) setKey(ctx context.Context, envelopeID string, user storage.UserRef, text string) *Reply {
 	pk, err := storage.ParsePublicKey(text)
 	if err != nil {
 		return refusal(&UserError{Message: keyErrorText(err)})
 	}
-	if err := h.store.SetKey(ctx, user, pk); err != nil {
+	saved := reply(keySavedMessage(pk))
+	err = h.store.SetKey(ctx, user, pk, storage.ForEnvelope(envelopeID, replyJSON(saved)))
+	if answer, again := redelivered(err); again {
+		return recordedReply(answer)
+	}
+	if err != nil {
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return refusal(err)
 	}
-	return reply(keySavedMessage(pk))
+	return saved
 }
 
 func keyErrorText(err error) string {
@@ -139,30 +218,36 @@ func (h *Handlers) showKey(ctx context.Context, user storage.UserRef) *Reply {
 	return reply(keyShowMessage(k))
 }
 
-func (h *Handlers) removeKey(ctx context.Context, user storage.UserRef) *Reply {
-	err := h.store.RemoveKey(ctx, user)
+func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user storage.UserRef) *Reply {
+	removed := reply(textMessage(":wastebasket: Forgot your SSH key. Machines you already have keep it; new requests need a key again (`/gpu key set …`)."))
+	err := h.store.RemoveKey(ctx, user, storage.ForEnvelope(envelopeID, replyJSON(removed)))
+	if answer, again := redelivered(err); again {
+		return recordedReply(answer)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return reply(textMessage("You have no key registered, so there was nothing to remove."))
 	}
 	if err != nil {
 		return refusal(err)
 	}
-	return reply(textMessage(":wastebasket: Forgot your SSH key. Machines you already have keep it; new requests need a key again (`/gpu key set …`)."))
+	return removed
 }
 
 // requestMachine checks a create request and commits it before answering, so the
 // "Got it" a person sees always stands for a stored request; the slow work (posting,
 // fal) follows in the background. A redelivered command finds its envelope already
-// recorded and creates nothing.
+// recorded, creates nothing and gets the first "Got it" again.
 func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user storage.UserRef, channel string, cmd Command) *Reply {
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err != nil {
 		return refusal(err)
 	}
-	if err := h.store.CreateRequest(ctx, &r, dedupeKey(envelopeID)); err != nil {
-		if errors.Is(err, storage.ErrDuplicate) {
-			return nil
-		}
+	gotIt := textReply(gotItText(r))
+	err = h.store.CreateRequest(ctx, &r, storage.ForEnvelope(envelopeID, replyJSON(gotIt)))
+	if answer, again := redelivered(err); again {
+		return recordedReply(answer)
+	}
+	if err != nil {
 		h.log.Error("store new request", "user", user.UserID, "err", err)
 		return refusal(err)
 	}
@@ -170,18 +255,14 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
 		h.advance(ctx, r)
 	})
-	text := fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
-	if r.State == storage.StateAwaitingApproval {
-		text = fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
-	}
-	return textReply(text)
+	return gotIt
 }
 
-func dedupeKey(envelopeID string) string {
-	if envelopeID == "" {
-		return ""
+func gotItText(r storage.Request) string {
+	if r.State == storage.StateAwaitingApproval {
+		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
-	return "envelope:" + envelopeID
+	return fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 }
 
 // newRequest builds a request from a parsed create command, refusing what cannot succeed.
@@ -280,7 +361,7 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 // several is refused rather than guessed.
 func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string) (storage.Request, error) {
 	id = strings.Trim(strings.TrimSpace(id), "`")
-	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", clip(id, 40))
+	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", echo(id))
 	if id == "" {
 		return storage.Request{}, notFound
 	}

@@ -137,8 +137,9 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 
 // recordDecision commits an approver's decision; of two approvers clicking at once
 // exactly one wins, and the other is told who did. It runs before the click is acked,
-// so a decision Slack saw acknowledged is never lost to a stop.
-func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string) (storage.Request, error) {
+// so a decision Slack saw acknowledged is never lost to a stop; once makes it the one
+// effect of its envelope.
+func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string, once storage.WriteOption) (storage.Request, error) {
 	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
 	if err != nil {
 		return r, err
@@ -150,10 +151,10 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
 		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
 		return nil
-	})
+	}, once)
 	var me *storage.MoveError
 	if errors.As(err, &me) {
-		return me.Current, refusef("Too late: %s.", decisionLine(me.Current))
+		return me.Current, errors.Join(refusef("Too late: %s.", decisionLine(me.Current)), errDecidedAlready)
 	}
 	if err != nil {
 		return r, fmt.Errorf("record decision: %w", err)
@@ -162,21 +163,41 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	return r, nil
 }
 
+// errDecidedAlready marks a click on a card whose request was decided before it.
+var errDecidedAlready = errors.New("decided already")
+
+// noticeDecision names the notice that tells the requester's thread of the decision.
+const noticeDecision = "decision"
+
 // announceDecision tells the card, the thread and its root of a recorded decision (or
 // the approver why theirs did not count), then asks fal for an approved machine.
+
 func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
+		if errors.Is(err, errDecidedAlready) {
+			h.showDecision(ctx, r)
+		}
 		return
 	}
+	h.showDecision(ctx, r)
+	if r.State == storage.StateApproved {
+		h.create(ctx, r)
+	}
+}
+
+// showDecision edits the card and the thread root to show a decision and tells the
+// thread once. Every part can be done again: a click on a card that still shows its
+// buttons (the gpubot that recorded the decision stopped before it said so) mends them.
+func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
-	if r.State == storage.StateDenied {
-		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, approver, escape(r.DecisionReason))))
-		return
+	switch {
+	case r.State == storage.StateDenied:
+		h.noticeOnce(ctx, r, noticeDecision, denialText(r))
+	case r.ApproverID != "":
+		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, r.ApproverID))
 	}
-	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> approved by <@%s>. Asking fal for the machine now.", r.UserID, approver)))
-	h.create(ctx, r)
 }
 
 // create commits the move to creating, with the idempotency key stored at request
@@ -293,8 +314,9 @@ func (h *Handlers) load(ctx context.Context, user, id string, may func(user, own
 }
 
 // recordDelete commits, before the click is acked, the end of a request on behalf of
-// user: a request not yet sent to fal is cancelled, a machine moves to deleting.
-func (h *Handlers) recordDelete(ctx context.Context, user, id string) (storage.Request, error) {
+// user: a request not yet sent to fal is cancelled, a machine moves to deleting. once
+// makes it the one effect of its envelope.
+func (h *Handlers) recordDelete(ctx context.Context, user, id string, once storage.WriteOption) (storage.Request, error) {
 	r, err := h.load(ctx, user, id, h.cfg.Policy.MayManage)
 	if err != nil {
 		return r, err
@@ -306,7 +328,7 @@ func (h *Handlers) recordDelete(ctx context.Context, user, id string) (storage.R
 	r, err = h.store.Move(ctx, id, to, user, "", func(u *storage.Request) error {
 		u.EndReason = reason
 		return nil
-	})
+	}, once)
 	var me *storage.MoveError
 	if errors.As(err, &me) {
 		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateWord(me.Current))
@@ -400,7 +422,8 @@ func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err erro
 }
 
 // extend pushes a machine's expiry out by d, never further than MaxLifetime from now.
-func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration) error {
+// once makes it the one effect of its envelope.
+func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, once storage.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
 	}
@@ -422,7 +445,7 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 		u.ExpiresAt = u.ExpiresAt.Add(d)
 		delete(u.Notices, noticeReminder) // a new expiry deserves a new reminder
 		return nil
-	})
+	}, once)
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -89,7 +91,7 @@ func fuzzStore(t *testing.T) *storage.Store {
 		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type8xH100, Lifetime: time.Hour, State: storage.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
 		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
 	} {
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,6 +123,8 @@ func FuzzInteraction(f *testing.F) {
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, "no budget"),
 		submit("UALICE", ViewDeny, fuzzWaiting, BlockReason, "me"),
 		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, ""),
+		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, strings.Repeat("&", maxDenyReason+1)),
+		submit("UBOB", ViewDeny, fuzzWaiting, BlockReason, strings.Repeat("é", maxDenyReason)),
 		submit("UALICE", ViewKey, "", BlockKey, "not a key"),
 		submit("UALICE", ViewCreate, "C1", BlockType, "gpu_8x_h100_sxm5"),
 		`{"type":"block_actions","actions":[]}`,
@@ -143,7 +147,7 @@ func FuzzInteraction(f *testing.F) {
 			Policy:          NewPolicy([]string{"UBOB", "UCAROL"}, []string{"UADMIN"}, []string{fal.Type8xH100}, time.Hour, 72*time.Hour),
 			ApprovalChannel: "CAPPROVALS", Admins: []string{"UADMIN"}, PollInterval: time.Second, ReminderBefore: time.Minute,
 		}, store, f, s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-		h.Interaction(ctx, cb)
+		h.Interaction(ctx, "", cb)
 		h.Shutdown(10 * time.Second)
 
 		allowed := allowedChange(cb)
@@ -183,7 +187,9 @@ func allowedChange(cb slack.InteractionCallback) map[string]bool {
 			allowed[fuzzReady] = true
 		}
 	case slack.InteractionTypeViewSubmission:
-		if cb.View.CallbackID == ViewDeny && cb.View.PrivateMetadata == fuzzWaiting && approver {
+		reason := strings.TrimSpace(viewValues(cb.View.State)[BlockReason])
+		bounded := reason != "" && utf8.RuneCountInString(reason) <= maxDenyReason
+		if cb.View.CallbackID == ViewDeny && cb.View.PrivateMetadata == fuzzWaiting && approver && bounded {
 			allowed[fuzzWaiting] = true
 		}
 	}

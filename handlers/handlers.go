@@ -46,6 +46,8 @@ type Config struct {
 	PollInterval    time.Duration
 	// UnknownGrace is how long fal may report "unknown" before the owner is told.
 	UnknownGrace time.Duration
+	// PassDone, when set, hears of every background pass Run makes, with its error.
+	PassDone func(err error)
 }
 
 // Handlers runs gpubot's flows. Work that is slow (fal, posting to Slack) runs in the

@@ -49,7 +49,7 @@ func longHistory(b *testing.B, past int) (*Handlers, storage.UserRef, string) {
 	newRequest := func() (string, error) {
 		r := storage.Request{TeamID: user.TeamID, UserID: user.UserID, CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
 			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, SSHKey: "ssh-ed25519 AAAA"}
-		err := store.CreateRequest(ctx, &r, "")
+		err := store.CreateRequest(ctx, &r)
 		return r.ID, err
 	}
 	const writers = 50

@@ -3,9 +3,12 @@ package handlers
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -13,23 +16,39 @@ import (
 	"github.com/gpubot/gpubot/storage"
 )
 
-// Interaction answers a click or a modal submission within the ack. For a modal it
-// returns the view response (errors to show, or close); for a click nil, and the work
-// runs in the background. A payload that is not one of gpubot's does nothing.
-func (h *Handlers) Interaction(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
+// Interaction answers a click or a modal submission within the ack, with the ack
+// payload as JSON: for a modal the view response (errors to show, or close); for a
+// click nil, and the work runs in the background. A payload that is not one of
+// gpubot's does nothing. The effect is committed with envelopeID and the answer, so a
+// redelivered envelope gets the first answer and does nothing else.
+func (h *Handlers) Interaction(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage {
+	if answer, done := h.answeredBefore(ctx, envelopeID); done {
+		return answer
+	}
 	switch cb.Type {
 	case slack.InteractionTypeBlockActions:
-		h.click(ctx, cb)
+		h.click(ctx, envelopeID, cb)
 		return nil
 	case slack.InteractionTypeViewSubmission:
-		return h.submitView(ctx, cb)
+		return h.submitView(ctx, envelopeID, cb)
 	}
 	return nil
 }
 
-// click handles a button. What must not be lost (a decision, a delete) is committed
-// before the ack; the rest follows in the background.
-func (h *Handlers) click(ctx context.Context, cb slack.InteractionCallback) {
+// viewJSON is a view submission's ack payload, recorded with the submission's effect.
+// A response that cannot be encoded cannot be acked either.
+func viewJSON(resp *slack.ViewSubmissionResponse) json.RawMessage {
+	data, err := json.Marshal(resp)
+	if err != nil {
+		return nil
+	}
+	return data
+}
+
+// click handles a button. What must not be lost (a decision, a delete, an extension)
+// is committed before the ack, as the one effect of the envelope (a click is acked
+// empty); the rest follows in the background.
+func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.InteractionCallback) {
 	if len(cb.ActionCallback.BlockActions) != 1 || cb.User.ID == "" {
 		return
 	}
@@ -40,9 +59,13 @@ func (h *Handlers) click(ctx context.Context, cb slack.InteractionCallback) {
 	if id == "" {
 		return
 	}
+	once := storage.ForEnvelope(envelopeID, nil)
 	switch action.ActionID {
 	case ActionApprove:
-		r, err := h.recordDecision(ctx, user.UserID, id, true, "")
+		r, err := h.recordDecision(ctx, user.UserID, id, true, "", once)
+		if _, again := redelivered(err); again {
+			return
+		}
 		h.spawn("approve", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, channel) })
 	case ActionDeny:
 		trigger := cb.TriggerID
@@ -52,7 +75,10 @@ func (h *Handlers) click(ctx context.Context, cb slack.InteractionCallback) {
 		if action.ActionID == ActionDeleteConfirm {
 			responseURL = cb.ResponseURL
 		}
-		r, err := h.recordDelete(ctx, user.UserID, id)
+		r, err := h.recordDelete(ctx, user.UserID, id, once)
+		if _, again := redelivered(err); again {
+			return
+		}
 		h.spawn("delete", func(ctx context.Context) { h.announceDelete(ctx, r, err, user.UserID, channel, responseURL) })
 	case ActionDeleteCancel:
 		responseURL := cb.ResponseURL
@@ -60,7 +86,11 @@ func (h *Handlers) click(ctx context.Context, cb slack.InteractionCallback) {
 			h.respond(ctx, responseURL, channel, user.UserID, textMessage("OK, keeping it."))
 		})
 	case ActionExtend:
-		h.spawn("extend", func(ctx context.Context) { h.extendByButton(ctx, user, id, channel) })
+		err := h.extendByButton(ctx, user, id, once)
+		if _, again := redelivered(err); again || err == nil {
+			return
+		}
+		h.spawn("extend refused", func(ctx context.Context) { h.tell(ctx, channel, user.UserID, textMessage(userMessage(err))) })
 	}
 }
 
@@ -72,6 +102,7 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 	}
 	if r.State != storage.StateAwaitingApproval {
 		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(r)+"."))
+		h.showDecision(ctx, r)
 		return
 	}
 	if err := h.slack.OpenView(ctx, trigger, denyModal(r)); err != nil {
@@ -80,15 +111,14 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 	}
 }
 
-// extendByButton extends from a reminder: by the default lifetime, or as much as the maximum allows.
-func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id, channel string) {
+// extendByButton extends from a reminder: by the default lifetime, or as much as the
+// maximum allows. It commits before the click is acked; the announcement follows.
+func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id string, once storage.WriteOption) error {
 	r, err := h.load(ctx, user.UserID, id, h.cfg.Policy.MayManage)
-	if err == nil {
-		err = h.extend(ctx, user, r, h.extendStep(r))
-	}
 	if err != nil {
-		h.tell(ctx, channel, user.UserID, textMessage(userMessage(err)))
+		return err
 	}
+	return h.extend(ctx, user, r, h.extendStep(r), once)
 }
 
 // extendStep is what one click on Extend adds: the default lifetime, within the maximum.
@@ -108,7 +138,7 @@ func userMessage(err error) string {
 	return ":warning: Something went wrong on gpubot's side; please try again in a minute."
 }
 
-func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback) *slack.ViewSubmissionResponse {
+func (h *Handlers) submitView(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage {
 	user := storage.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
 	if user.UserID == "" {
 		return nil
@@ -116,19 +146,30 @@ func (h *Handlers) submitView(ctx context.Context, cb slack.InteractionCallback)
 	values := viewValues(cb.View.State)
 	switch cb.View.CallbackID {
 	case ViewKey:
-		return h.submitKey(ctx, user, values[BlockKey])
+		return h.submitKey(ctx, envelopeID, user, values[BlockKey])
 	case ViewCreate:
-		return h.submitCreate(ctx, user, cb.View.PrivateMetadata, values)
+		return h.submitCreate(ctx, envelopeID, user, cb.View.PrivateMetadata, values)
 	case ViewDeny:
-		reason := strings.TrimSpace(values[BlockReason])
-		if reason == "" {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."})
-		}
-		r, err := h.recordDecision(ctx, user.UserID, cb.View.PrivateMetadata, false, reason)
-		h.spawn("deny", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, "") })
-		return slack.NewClearViewSubmissionResponse()
+		return h.submitDeny(ctx, envelopeID, user, cb.View.PrivateMetadata, values[BlockReason])
 	}
 	return nil
+}
+
+func (h *Handlers) submitDeny(ctx context.Context, envelopeID string, user storage.UserRef, id, reason string) json.RawMessage {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."}))
+	}
+	if n := utf8.RuneCountInString(reason); n > maxDenyReason {
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: fmt.Sprintf("Keep it under %d characters (it has %d).", maxDenyReason, n)}))
+	}
+	closed := viewJSON(slack.NewClearViewSubmissionResponse())
+	r, err := h.recordDecision(ctx, user.UserID, id, false, reason, storage.ForEnvelope(envelopeID, closed))
+	if answer, again := redelivered(err); again {
+		return answer
+	}
+	h.spawn("deny", func(ctx context.Context) { h.announceDecision(ctx, r, err, user.UserID, "") })
+	return closed
 }
 
 // viewValues flattens a submitted modal's state to block id -> value (text, or the chosen option).
@@ -150,14 +191,10 @@ func viewValues(state *slack.ViewState) map[string]string {
 	return values
 }
 
-func (h *Handlers) submitKey(ctx context.Context, user storage.UserRef, text string) *slack.ViewSubmissionResponse {
+func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user storage.UserRef, text string) json.RawMessage {
 	pk, err := storage.ParsePublicKey(text)
 	if err != nil {
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: clip(strings.TrimPrefix(keyErrorText(err), ":no_entry: "), 1900)})
-	}
-	if err := h.store.SetKey(ctx, user, pk); err != nil {
-		h.log.Error("store key", "user", user.UserID, "err", err)
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."})
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: clip(strings.TrimPrefix(keyErrorText(err), ":no_entry: "), 1900)}))
 	}
 	done := slack.ModalViewRequest{
 		Type:   slack.VTModal,
@@ -165,45 +202,58 @@ func (h *Handlers) submitKey(ctx context.Context, user storage.UserRef, text str
 		Close:  plain("Done"),
 		Blocks: slack.Blocks{BlockSet: keySavedMessage(pk).Blocks},
 	}
-	return slack.NewUpdateViewSubmissionResponse(&done)
+	saved := viewJSON(slack.NewUpdateViewSubmissionResponse(&done))
+	err = h.store.SetKey(ctx, user, pk, storage.ForEnvelope(envelopeID, saved))
+	if answer, again := redelivered(err); again {
+		return answer
+	}
+	if err != nil {
+		h.log.Error("store key", "user", user.UserID, "err", err)
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."}))
+	}
+	return saved
 }
 
-func (h *Handlers) submitCreate(ctx context.Context, user storage.UserRef, channel string, values map[string]string) *slack.ViewSubmissionResponse {
+func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user storage.UserRef, channel string, values map[string]string) json.RawMessage {
 	cmd := Command{Verb: VerbCreate, Reason: strings.TrimSpace(values[BlockReason])}
 	if err := checkReason(cmd.Reason); err != nil {
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: userMessage(err)})
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: userMessage(err)}))
 	}
 	typ, ok := InstanceTypeFromName(values[BlockType])
 	if !ok {
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: "Choose 1x or 8x."})
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: "Choose 1x or 8x."}))
 	}
 	cmd.InstanceType = typ
 	if sector := values[BlockSector]; sector != "" {
 		if typ != fal.Type8xH100 {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: "Sectors only apply to 8x machines: clear it, or choose 8x."})
+			return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: "Sectors only apply to 8x machines: clear it, or choose 8x."}))
 		}
 		if _, err := parseSector(strings.TrimPrefix(sector, "sector_")); err != nil {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: userMessage(err)})
+			return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockSector: userMessage(err)}))
 		}
 		cmd.Sector = sector
 	}
 	if text := strings.TrimSpace(values[BlockLifetime]); text != "" {
 		d, err := ParseLifetime(text)
 		if err != nil {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: userMessage(err)})
+			return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: userMessage(err)}))
 		}
 		cmd.Lifetime = d
 	}
 	if _, err := h.cfg.Policy.Lifetime(cmd.Lifetime); err != nil {
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: clip(userMessage(err), 1900)})
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockLifetime: clip(userMessage(err), 1900)}))
 	}
+	closed := viewJSON(slack.NewClearViewSubmissionResponse())
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err == nil {
-		err = h.store.CreateRequest(ctx, &r, "")
+		err = h.store.CreateRequest(ctx, &r, storage.ForEnvelope(envelopeID, closed))
+	}
+	if answer, again := redelivered(err); again {
+		return answer
 	}
 	if err != nil {
-		return slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)})
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)}))
 	}
 	h.spawn("advance request", func(ctx context.Context) { h.advance(ctx, r) })
-	return slack.NewClearViewSubmissionResponse()
+	return closed
 }

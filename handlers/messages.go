@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -69,6 +70,43 @@ func escape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
+// How much of a typed text each place shows, counted after escaping (an & takes five
+// characters), so every section stays within Slack's 3,000 and every field within 2,000.
+const (
+	maxShownReason      = 1500 // the request's reason: thread root, card field, status
+	maxShownDenial      = 500  // the deny reason on the root and the card; the thread has more
+	maxShownDenialReply = 2800 // the deny reason in the thread, after a short line of mentions
+	maxShownDetail      = 80   // an audit event's detail in a status's history of up to maxHistory lines
+)
+
+// shown is text a person typed, as a message shows it: escaped, and clipped so the
+// escaped text holds at most max characters, never cutting an entity in half.
+func shown(text string, max int) string {
+	escaped := escape(text)
+	if utf8.RuneCountInString(escaped) <= max {
+		return escaped
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range text {
+		piece := escape(string(r))
+		if n+utf8.RuneCountInString(piece) > max-1 { // keep room for the ellipsis
+			break
+		}
+		b.WriteString(piece)
+		n += utf8.RuneCountInString(piece)
+	}
+	return b.String() + "…"
+}
+
+// Longest texts the forms take; Slack's client enforces them while people type, and
+// the submission is checked again. Slack allows an input at most 3,000 characters.
+const (
+	maxKeyInput      = 3000 // an RSA key of 16,384 bits is about 2,800 characters
+	maxLifetimeInput = 20
+	maxDenyReason    = 3000
+)
+
 func shortID(id string) string {
 	if len(id) > 8 {
 		return id[:8]
@@ -105,6 +143,7 @@ const noKeyText = "You have no SSH key registered yet, so a machine would not le
 func keyModal() slack.ModalViewRequest {
 	input := slack.NewPlainTextInputBlockElement(plain("ssh-ed25519 AAAA… you@laptop"), BlockKey)
 	input.Multiline = true
+	input.MaxLength = maxKeyInput
 	return slack.ModalViewRequest{
 		Type:       slack.VTModal,
 		CallbackID: ViewKey,
@@ -127,12 +166,15 @@ func createModal(p Policy) slack.ModalViewRequest {
 		slack.NewOptionBlockObject("sector_3", plain("sector_3"), nil))
 	sector := slack.NewInputBlock(BlockSector, plain("Sector (8x only)"), nil, sectorSelect)
 	sector.Optional = true
+	lifetimeInput := slack.NewPlainTextInputBlockElement(plain(FormatDuration(p.DefaultLifetime)), BlockLifetime)
+	lifetimeInput.MaxLength = maxLifetimeInput
 	lifetime := slack.NewInputBlock(BlockLifetime, plain("Lifetime"),
 		plain(fmt.Sprintf("From the moment it is ready; default %s, at most %s.", FormatDuration(p.DefaultLifetime), FormatDuration(p.MaxLifetime))),
-		slack.NewPlainTextInputBlockElement(plain(FormatDuration(p.DefaultLifetime)), BlockLifetime))
+		lifetimeInput)
 	lifetime.Optional = true
-	reason := slack.NewInputBlock(BlockReason, plain("Reason"), nil,
-		slack.NewPlainTextInputBlockElement(plain("What is it for?"), BlockReason))
+	reasonInput := slack.NewPlainTextInputBlockElement(plain("What is it for?"), BlockReason)
+	reasonInput.MaxLength = maxReason
+	reason := slack.NewInputBlock(BlockReason, plain("Reason"), nil, reasonInput)
 	return slack.ModalViewRequest{
 		Type:       slack.VTModal,
 		CallbackID: ViewCreate,
@@ -148,6 +190,7 @@ func createModal(p Policy) slack.ModalViewRequest {
 func denyModal(r storage.Request) slack.ModalViewRequest {
 	input := slack.NewPlainTextInputBlockElement(plain("e.g. no 8x budget left this week; a 1x will do"), BlockReason)
 	input.Multiline = true
+	input.MaxLength = maxDenyReason
 	return slack.ModalViewRequest{
 		Type:            slack.VTModal,
 		CallbackID:      ViewDeny,
@@ -176,7 +219,7 @@ func reasonText(r storage.Request) string {
 	if r.Reason == "" {
 		return "_no reason given_"
 	}
-	return escape(r.Reason)
+	return shown(r.Reason, maxShownReason)
 }
 
 // stateLine says where a request stands, in words.
@@ -200,7 +243,7 @@ func stateLine(r storage.Request, approvalChannel string) string {
 	case storage.StateDeleted, storage.StateExpired, storage.StateGone:
 		return ":white_circle: " + endText(r)
 	case storage.StateDenied:
-		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, escape(r.DecisionReason))
+		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
 	case storage.StateCancelled:
 		return ":heavy_multiplication_x: Cancelled"
 	case storage.StateFailed:
@@ -273,13 +316,19 @@ func orAny(sector string) string {
 func decisionLine(r storage.Request) string {
 	switch {
 	case r.State == storage.StateDenied:
-		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, escape(r.DecisionReason))
+		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
 	case r.State == storage.StateCancelled && r.ApproverID == "":
 		return ":heavy_multiplication_x: Cancelled by the requester"
 	case r.ApproverID != "":
 		return fmt.Sprintf(":white_check_mark: Approved by <@%s>", r.ApproverID)
 	}
 	return stateLine(r, "")
+}
+
+// denialText tells the requester in their thread who denied the request and why: as
+// much of the why as a message holds.
+func denialText(r storage.Request) string {
+	return fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, shown(r.DecisionReason, maxShownDenialReply))
 }
 
 func readyReply(r storage.Request) Message {
@@ -422,7 +471,7 @@ func historyText(events []storage.AuditEvent) string {
 		}
 		line := fmt.Sprintf("%s %s: %s", slackDate(e.At), who, strings.ReplaceAll(e.Action, "_", " "))
 		if e.Detail != "" {
-			line += " (" + escape(clip(e.Detail, 80)) + ")"
+			line += " (" + shown(e.Detail, maxShownDetail) + ")"
 		}
 		lines = append(lines, line)
 	}

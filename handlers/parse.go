@@ -1,14 +1,17 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/duration"
 )
 
 // Verb names what a `/gpu` command asks for.
@@ -50,13 +53,13 @@ func refusef(format string, args ...any) error {
 	return &UserError{Message: fmt.Sprintf(format, args...)}
 }
 
-var keySetPattern = regexp.MustCompile(`(?is)^\s*keys?\s+(?:set|add)(?:\s+(.*))?$`)
-
 var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)
 
-// ParseCommand turns the text after `/gpu` into a Command. It only reads the text:
-// whether the person may do it is decided elsewhere.
-func ParseCommand(text string) (Command, error) {
+// ParseCommand turns the text after `/gpu`, as Slack sends it, into a Command. It
+// only reads the text: whether the person may do it is decided elsewhere. What the
+// Command holds is what the person typed; messages escape it where they show it.
+func ParseCommand(slackText string) (Command, error) {
+	text := unescapeSlack(slackText)
 	fields := strings.Fields(text)
 	if len(fields) == 0 {
 		return Command{Verb: VerbHelp}, nil
@@ -76,7 +79,7 @@ func ParseCommand(text string) (Command, error) {
 	case "extend":
 		return parseExtend(args)
 	}
-	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", clip(fields[0], 40))
+	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", echo(fields[0]))
 }
 
 func parseKey(text string, args []string) (Command, error) {
@@ -86,10 +89,7 @@ func parseKey(text string, args []string) (Command, error) {
 	switch strings.ToLower(args[0]) {
 	case "set", "add":
 		// Keep the key text exactly as pasted after "set": a key's comment may hold spaces.
-		rest := ""
-		if m := keySetPattern.FindStringSubmatch(text); m != nil {
-			rest = strings.TrimSpace(m[1])
-		}
+		rest := afterWords(text, 2)
 		if rest == "" {
 			return Command{}, refusef("Paste your SSH *public* key after `/gpu key set`, e.g. `/gpu key set ssh-ed25519 AAAA… you@laptop` (print it with `cat ~/.ssh/id_ed25519.pub`), or type `/gpu key` to paste it in a form.")
 		}
@@ -100,6 +100,27 @@ func parseKey(text string, args []string) (Command, error) {
 		return Command{Verb: VerbKeyRemove}, nil
 	}
 	return Command{}, refusef("`/gpu key` takes `set <public key>`, `show` or `remove` (or nothing, to paste the key in a form).")
+}
+
+// unescapeSlack undoes what Slack does to a slash command's text: it always sends
+// &, < and > as entities. (With should_escape off, as in the manifest, nothing else
+// is changed.) Text from a modal arrives as typed and needs no such step.
+func unescapeSlack(text string) string {
+	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(text)
+}
+
+// afterWords is text without its first n words, as typed, trimmed. Words are split
+// on every kind of space, as strings.Fields splits them.
+func afterWords(text string, n int) string {
+	rest := strings.TrimLeftFunc(text, unicode.IsSpace)
+	for range n {
+		end := strings.IndexFunc(rest, unicode.IsSpace)
+		if end < 0 {
+			return ""
+		}
+		rest = strings.TrimLeftFunc(rest[end:], unicode.IsSpace)
+	}
+	return strings.TrimRightFunc(rest, unicode.IsSpace)
 }
 
 func parseList(args []string) (Command, error) {
@@ -140,7 +161,7 @@ func parseCreate(args []string) (Command, error) {
 	}
 	typ, ok := InstanceTypeFromName(args[0])
 	if !ok {
-		return Command{}, refusef("I don't know the machine type `%s`. Use `1x` (one H100) or `8x` (eight H100s), e.g. `/gpu create 8x sector_1 for 4h training run`.", clip(args[0], 40))
+		return Command{}, refusef("I don't know the machine type `%s`. Use `1x` (one H100) or `8x` (eight H100s), e.g. `/gpu create 8x sector_1 for 4h training run`.", echo(args[0]))
 	}
 	cmd := Command{Verb: VerbCreate, InstanceType: typ}
 	rest := args[1:]
@@ -214,59 +235,39 @@ func ShortType(instanceType string) string {
 	return instanceType
 }
 
-var durationPattern = regexp.MustCompile(`^(\d+(\.\d+)?(d|h|m|s|ms|us|ns))+$`)
-
-func looksLikeDuration(s string) bool { return durationPattern.MatchString(strings.ToLower(s)) }
+// looksLikeDuration tells `for 4h` (a lifetime, even one too long) from `for the demo`
+// or `for 0 downtime` (a reason): a lifetime ends in its unit.
+func looksLikeDuration(s string) bool {
+	if last, _ := utf8.DecodeLastRuneInString(s); !unicode.IsLetter(last) {
+		return false
+	}
+	_, err := duration.Parse(s)
+	return err == nil || errors.Is(err, duration.ErrTooLong)
+}
 
 // ParseLifetime reads a lifetime such as 30m, 4h, 1h30m or 2d, rounded to the minute.
 func ParseLifetime(s string) (time.Duration, error) {
-	d, err := parseDuration(strings.ToLower(strings.TrimSpace(s)))
+	d, err := duration.Parse(s)
+	if errors.Is(err, duration.ErrTooLong) {
+		return 0, refusef("`%s` is too long: the longest I accept is %s.", echo(s), duration.Format(duration.Max))
+	}
 	if err != nil || d < time.Minute {
-		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", clip(s, 40))
+		return 0, refusef("`%s` is not a lifetime I understand: use minutes, hours or days, e.g. `90m`, `4h`, `1h30m` or `2d`.", echo(s))
 	}
 	return d.Round(time.Minute), nil
 }
 
-// parseDuration is time.ParseDuration with days ("2d", "1d12h"), which people use for machines.
-func parseDuration(s string) (time.Duration, error) {
-	var days time.Duration
-	if i := strings.Index(s, "d"); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err != nil || n > 365 {
-			return 0, fmt.Errorf("bad day count %q", s[:i])
-		}
-		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
-		if s == "" {
-			return days, nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	return days + d, nil
-}
-
-// FormatDuration shows a duration the way people write it: 4h, 1h30m, 2d3h, 45m.
+// FormatDuration shows a duration to people, to the minute: 4h, 1h30m, 2d3h, 45m.
 func FormatDuration(d time.Duration) string {
 	if d < time.Minute {
 		return "under a minute"
 	}
-	d = d.Round(time.Minute)
-	days, d := d/(24*time.Hour), d%(24*time.Hour)
-	hours, minutes := d/time.Hour, (d%time.Hour)/time.Minute
-	var b strings.Builder
-	if days > 0 {
-		fmt.Fprintf(&b, "%dd", days)
-	}
-	if hours > 0 {
-		fmt.Fprintf(&b, "%dh", hours)
-	}
-	if minutes > 0 {
-		fmt.Fprintf(&b, "%dm", minutes)
-	}
-	return b.String()
+	return duration.Format(d.Round(time.Minute))
 }
+
+// echo is a word the person typed as a refusal repeats it: short, and escaped so it
+// can neither mention anyone nor break the message.
+func echo(word string) string { return escape(clip(word, 40)) }
 
 // clip keeps echoed user input short, so a reply never grows past Slack's limits.
 func clip(s string, n int) string {

@@ -26,7 +26,7 @@ func TestShortIDs(t *testing.T) {
 	for _, id := range []string{"abcdef01-aaaa", "abcdef02-bbbb"} {
 		r := storage.Request{ID: id, TeamID: "T1", UserID: "UALICE", CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
 			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved}
-		if err := store.CreateRequest(ctx, &r, ""); err != nil {
+		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 	}

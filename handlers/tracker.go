@@ -33,8 +33,12 @@ func (h *Handlers) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
-			if err := h.Tick(ctx); err != nil && ctx.Err() == nil {
+			err := h.Tick(ctx)
+			if err != nil && ctx.Err() == nil {
 				h.log.Warn("tracking pass failed; trying again next interval", "err", err)
+			}
+			if h.cfg.PassDone != nil {
+				h.cfg.PassDone(err)
 			}
 		}
 	}

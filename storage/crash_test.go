@@ -59,7 +59,7 @@ func oneRequestLife(ctx context.Context, s *Store, rng *rand.Rand, worker int, r
 		start = StateAwaitingApproval
 	}
 	r := newRequest(user, start)
-	if err := s.CreateRequest(ctx, r, fmt.Sprintf("trigger-%d-%d", worker, rng.Uint64())); err != nil {
+	if err := s.CreateRequest(ctx, r, ForEnvelope(fmt.Sprintf("envelope-%d-%d", worker, rng.Uint64()), []byte(`{"text":"Got it"}`))); err != nil {
 		return false, err
 	}
 	if !record(*r) {

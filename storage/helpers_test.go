@@ -64,7 +64,7 @@ func newRequest(u UserRef, state State) *Request {
 
 func mustCreate(t testing.TB, s *Store, r *Request) Request {
 	t.Helper()
-	if err := s.CreateRequest(context.Background(), r, ""); err != nil {
+	if err := s.CreateRequest(context.Background(), r); err != nil {
 		t.Fatalf("create request: %v", err)
 	}
 	return *r
@@ -190,7 +190,7 @@ func checkSeen(tx *bolt.Tx) error {
 	n := 0
 	err := seen.ForEach(func(k, v []byte) error {
 		n++
-		if byExpiry.Get(append(bytes.Clone(v), k...)) == nil {
+		if len(v) < timeKeyLen || byExpiry.Get(append(bytes.Clone(v[:timeKeyLen]), k...)) == nil {
 			return fmt.Errorf("seen key %q is missing from the expiry index", k)
 		}
 		return nil

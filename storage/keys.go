@@ -29,8 +29,9 @@ type StoredKey struct {
 }
 
 // SetKey registers k as u's key, replacing any earlier one, and audits
-// "key_set". k must be a key ParsePublicKey accepted.
-func (s *Store) SetKey(ctx context.Context, u UserRef, k PublicKey) error {
+// "key_set". k must be a key ParsePublicKey accepted. ForEnvelope makes a
+// redelivered command set nothing.
+func (s *Store) SetKey(ctx context.Context, u UserRef, k PublicKey, opts ...WriteOption) error {
 	if err := u.valid(); err != nil {
 		return fmt.Errorf("set key: %w", err)
 	}
@@ -40,6 +41,9 @@ func (s *Store) SetKey(ctx context.Context, u UserRef, k PublicKey) error {
 	}
 	now := s.now()
 	err = s.update(ctx, func(tx *bolt.Tx) error {
+		if err := s.claimEnvelope(tx, opts, now); err != nil {
+			return err
+		}
 		if err := putJSON(bucket(tx, bucketKeys), userPrefix(u), StoredKey{PublicKey: checked, SetAt: now}); err != nil {
 			return err
 		}
@@ -68,10 +72,13 @@ func (s *Store) Key(ctx context.Context, u UserRef) (StoredKey, error) {
 }
 
 // RemoveKey forgets u's key (ErrNotFound if there is none) and audits
-// "key_removed".
-func (s *Store) RemoveKey(ctx context.Context, u UserRef) error {
+// "key_removed". ForEnvelope makes a redelivered command remove nothing.
+func (s *Store) RemoveKey(ctx context.Context, u UserRef, opts ...WriteOption) error {
 	now := s.now()
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		if err := s.claimEnvelope(tx, opts, now); err != nil {
+			return err
+		}
 		keys := bucket(tx, bucketKeys)
 		raw := keys.Get(userPrefix(u))
 		if raw == nil {

@@ -17,12 +17,8 @@ import (
 // awaiting_approval or approved. Empty ID and IdempotencyKey are filled with
 // UUIDs, CreatedAt (when zero) and UpdatedAt with now, Version with 1; r is
 // updated in place on success.
-//
-// When dedupe is not empty it is remembered in the same transaction (for
-// Options.DedupeTTL, apart from MarkSeen's keys); if it was seen already,
-// CreateRequest returns ErrDuplicate and writes nothing, so a redelivered
-// slash command creates nothing.
-func (s *Store) CreateRequest(ctx context.Context, r *Request, dedupe string) error {
+// ForEnvelope makes a redelivered command create nothing.
+func (s *Store) CreateRequest(ctx context.Context, r *Request, opts ...WriteOption) error {
 	if r == nil {
 		return errors.New("create request: nil request")
 	}
@@ -48,14 +44,8 @@ func (s *Store) CreateRequest(ctx context.Context, r *Request, dedupe string) er
 	rec.UpdatedAt = now
 	rec.Version = 1
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		if dedupe != "" {
-			first, err := s.markSeen(tx, dedupePrefix+dedupe, s.opts.DedupeTTL, now)
-			if err != nil {
-				return err
-			}
-			if !first {
-				return ErrDuplicate
-			}
+		if err := s.claimEnvelope(tx, opts, now); err != nil {
+			return err
 		}
 		if bucket(tx, bucketRequests).Get([]byte(rec.ID)) != nil {
 			return fmt.Errorf("id %s is taken: %w", rec.ID, ErrDuplicate)
@@ -189,8 +179,8 @@ func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) b
 
 // Move is MoveFrom with no restriction on the current state beyond the
 // state table.
-func (s *Store) Move(ctx context.Context, id string, to State, actor, detail string, edit func(*Request) error) (Request, error) {
-	return s.MoveFrom(ctx, id, nil, to, actor, detail, edit)
+func (s *Store) Move(ctx context.Context, id string, to State, actor, detail string, edit func(*Request) error, opts ...WriteOption) (Request, error) {
+	return s.MoveFrom(ctx, id, nil, to, actor, detail, edit, opts...)
 }
 
 // MoveFrom is the atomic compare-and-set of a request's state. In one write
@@ -207,15 +197,18 @@ func (s *Store) Move(ctx context.Context, id string, to State, actor, detail str
 //
 // An illegal move returns a *MoveError (errors.Is ErrIllegalMove) holding the
 // request as it is, so of two approvers clicking at once exactly one wins and
-// the other learns who did.
+// the other learns who did. ForEnvelope makes a redelivered click move nothing.
 func (s *Store) MoveFrom(ctx context.Context, id string, from []State, to State, actor, detail string,
-	edit func(*Request) error) (Request, error) {
+	edit func(*Request) error, opts ...WriteOption) (Request, error) {
 	if !to.Valid() {
 		return Request{}, fmt.Errorf("move request %s: unknown state %q", id, to)
 	}
 	now := s.now()
 	var moved Request
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		if err := s.claimEnvelope(tx, opts, now); err != nil {
+			return err
+		}
 		current, err := getRequest(tx, id)
 		if err != nil {
 			return err
@@ -264,14 +257,18 @@ func fillMoveTimes(r *Request, from State, now time.Time) {
 
 // Update changes a request's fields without changing its state (IP,
 // FalStatus, ThreadTS, Notices, ExpiresAt, ...), in one transaction that also
-// rewrites the indexes and bumps Version.
-func (s *Store) Update(ctx context.Context, id string, edit func(*Request) error) (Request, error) {
+// rewrites the indexes and bumps Version. ForEnvelope makes a redelivered
+// command change nothing.
+func (s *Store) Update(ctx context.Context, id string, edit func(*Request) error, opts ...WriteOption) (Request, error) {
 	if edit == nil {
 		return Request{}, fmt.Errorf("update request %s: no edit", id)
 	}
 	now := s.now()
 	var updated Request
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		if err := s.claimEnvelope(tx, opts, now); err != nil {
+			return err
+		}
 		current, err := getRequest(tx, id)
 		if err != nil {
 			return err

@@ -18,7 +18,7 @@ func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
 	ctx := context.Background()
 
 	r := newRequest(alice, StateAwaitingApproval)
-	if err := s.CreateRequest(ctx, r, "trigger-1"); err != nil {
+	if err := s.CreateRequest(ctx, r); err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	if uuid.Validate(r.ID) != nil || uuid.Validate(r.IdempotencyKey) != nil || r.ID == r.IdempotencyKey {
@@ -40,55 +40,26 @@ func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
 	}
 }
 
-func TestCreateRequestDedupeWritesNothingTwice(t *testing.T) {
-	s := openTestStore(t, Options{})
-	ctx := context.Background()
-
-	if err := s.CreateRequest(ctx, newRequest(alice, StateApproved), "envelope-7"); err != nil {
-		t.Fatalf("first delivery: %v", err)
-	}
-	again := newRequest(alice, StateApproved)
-	if err := s.CreateRequest(ctx, again, "envelope-7"); !errors.Is(err, ErrDuplicate) {
-		t.Fatalf("redelivery: got %v, want ErrDuplicate", err)
-	}
-	if again.ID != "" {
-		t.Errorf("a refused request got an id: %q", again.ID)
-	}
-	mine, _ := s.RequestsByUser(ctx, alice)
-	log, _ := s.AuditLog(ctx, 0, 0)
-	if len(mine) != 1 || len(log) != 1 {
-		t.Errorf("after a redelivery: %d requests and %d audit events, want 1 and 1", len(mine), len(log))
-	}
-	// The bot may mark the same envelope seen on its own; that must not
-	// block the request the envelope carries.
-	if first, err := s.MarkSeen(ctx, "envelope-8", time.Hour); !first || err != nil {
-		t.Fatalf("mark seen: %v %v", first, err)
-	}
-	if err := s.CreateRequest(ctx, newRequest(alice, StateApproved), "envelope-8"); err != nil {
-		t.Errorf("create after MarkSeen of the same envelope: %v", err)
-	}
-}
-
 func TestCreateRequestRefusesBadInput(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
 	for _, state := range []State{StateCreating, StateReady, StateDeleted, ""} {
-		if err := s.CreateRequest(ctx, newRequest(alice, state), ""); err == nil {
+		if err := s.CreateRequest(ctx, newRequest(alice, state)); err == nil {
 			t.Errorf("created a request in state %q", state)
 		}
 	}
-	if err := s.CreateRequest(ctx, newRequest(UserRef{TeamID: "T1"}, StateApproved), ""); err == nil {
+	if err := s.CreateRequest(ctx, newRequest(UserRef{TeamID: "T1"}, StateApproved)); err == nil {
 		t.Error("created a request with no user")
 	}
 	first := mustCreate(t, s, newRequest(alice, StateApproved))
 	dup := newRequest(alice, StateApproved)
 	dup.ID = first.ID
-	if err := s.CreateRequest(ctx, dup, ""); !errors.Is(err, ErrDuplicate) {
+	if err := s.CreateRequest(ctx, dup); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("reusing an id: got %v, want ErrDuplicate", err)
 	}
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.CreateRequest(canceled, newRequest(alice, StateApproved), ""); !errors.Is(err, context.Canceled) {
+	if err := s.CreateRequest(canceled, newRequest(alice, StateApproved)); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: got %v", err)
 	}
 }
@@ -416,7 +387,7 @@ func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
 		writers.Go(func() {
 			for i := range 15 {
 				r := newRequest(UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", w)}, StateApproved)
-				if err := s.CreateRequest(ctx, r, ""); err != nil {
+				if err := s.CreateRequest(ctx, r); err != nil {
 					t.Errorf("create: %v", err)
 					return
 				}

@@ -18,12 +18,7 @@ const pruneBatch = 64
 // maxSeenKey keeps seen keys far below bbolt's key size limit.
 const maxSeenKey = 1024
 
-// dedupePrefix keeps CreateRequest's dedupe keys apart from the ids the bot
-// marks with MarkSeen, so marking an envelope seen never blocks the request
-// it carries.
-const dedupePrefix = "request:"
-
-// MarkSeen records key (a Slack envelope, trigger or action id) and reports
+// MarkSeen records key (a trigger, an alert or an orphan id) and reports
 // whether this is the first time it is seen within ttl. Expired entries are
 // pruned a few at a time on every call, and the memory is bounded by
 // Options.MaxSeen.
@@ -40,32 +35,39 @@ func (s *Store) MarkSeen(ctx context.Context, key string, ttl time.Duration) (fi
 }
 
 func (s *Store) markSeen(tx *bolt.Tx, key string, ttl time.Duration, now time.Time) (bool, error) {
+	first, _, err := s.rememberOnce(tx, key, nil, ttl, now)
+	return first, err
+}
+
+// rememberOnce records key with value until now+ttl, unless it is remembered
+// and not expired: then it reports false with the value remembered first.
+func (s *Store) rememberOnce(tx *bolt.Tx, key string, value []byte, ttl time.Duration, now time.Time) (first bool, earlier []byte, err error) {
 	if key == "" || len(key) > maxSeenKey {
-		return false, errors.New("seen key must be 1 to 1024 bytes")
+		return false, nil, errors.New("seen key must be 1 to 1024 bytes")
 	}
 	if ttl <= 0 {
-		return false, errors.New("seen ttl must be positive")
+		return false, nil, errors.New("seen ttl must be positive")
 	}
 	mem := seenMemory{tx: tx, seen: bucket(tx, bucketSeen), byExpiry: bucket(tx, bucketSeenByExpiry)}
 	count := mem.count()
 	k := []byte(key)
 	if old := mem.seen.Get(k); old != nil {
-		if decodeTime(old).After(now) {
-			return false, nil
+		if decodeTime(old[:timeKeyLen]).After(now) {
+			return false, bytes.Clone(old[timeKeyLen:]), nil
 		}
-		if err := mem.forget(k, old); err != nil {
-			return false, err
+		if err := mem.forget(k, old[:timeKeyLen]); err != nil {
+			return false, nil, err
 		}
 		count--
 	}
-	count, err := mem.prune(now, count, s.opts.MaxSeen)
+	count, err = mem.prune(now, count, s.opts.MaxSeen)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	if err := mem.remember(k, now.Add(ttl)); err != nil {
-		return false, err
+	if err := mem.remember(k, now.Add(ttl), value); err != nil {
+		return false, nil, err
 	}
-	return true, mem.setCount(count + 1)
+	return true, nil, mem.setCount(count + 1)
 }
 
 // seenMemory is the seen bucket with its expiry index and entry count, all
@@ -87,9 +89,11 @@ func (m seenMemory) setCount(n int) error {
 	return bucket(m.tx, bucketMeta).Put([]byte(metaSeenCountKey), binary.BigEndian.AppendUint64(nil, uint64(max(n, 0))))
 }
 
-func (m seenMemory) remember(key []byte, expires time.Time) error {
+// remember stores an entry as its expiry time followed by value, the expiry
+// first so that entries written before values existed read the same.
+func (m seenMemory) remember(key []byte, expires time.Time, value []byte) error {
 	at := appendTime(nil, expires)
-	if err := m.seen.Put(key, at); err != nil {
+	if err := m.seen.Put(key, append(bytes.Clone(at), value...)); err != nil {
 		return err
 	}
 	return m.byExpiry.Put(append(at, key...), nil)

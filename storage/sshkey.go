@@ -96,15 +96,21 @@ func ParsePublicKey(text string) (PublicKey, error) {
 	return candidates[0].parse()
 }
 
+// lineBreaks are the characters that end a line, as editors and terminals
+// write them (Python's splitlines counts the same): a key broken over lines by
+// any of them is put back together.
+const lineBreaks = "\n\r\v\f\u0085\u2028\u2029"
+
 // cleanPaste removes what pasting through Slack adds around a key: invisible
-// and control characters, odd blank space, backticks and code fences, and
-// Slack's escaping of &, <, > and e-mail addresses.
+// and control characters, odd blank space (every kind of space is a space, every
+// kind of line break a line break), backticks and code fences, and
+// Slack's links around e-mail addresses.
 func cleanPaste(text string) string {
 	text = strings.ToValidUTF8(text, "")
 	text = strings.ReplaceAll(text, "\r\n", "\n")
 	text = strings.Map(func(r rune) rune {
 		switch {
-		case r == '\n' || r == '\r':
+		case strings.ContainsRune(lineBreaks, r):
 			return '\n'
 		case unicode.IsSpace(r):
 			return ' '
@@ -113,13 +119,14 @@ func cleanPaste(text string) string {
 		}
 		return r
 	}, text)
-	text = unescapeSlack(text)
+	text = unlinkEmails(text)
 	return strings.Trim(text, "` \n")
 }
 
-// unescapeSlack undoes Slack's formatting of message text: "<mailto:a@b|a@b>"
-// becomes "a@b", and the entities Slack always escapes are decoded.
-func unescapeSlack(text string) string {
+// unlinkEmails undoes Slack's linking of e-mail addresses in message text:
+// "<mailto:a@b|a@b>" becomes "a@b". (The &, <, > entities of a slash command's
+// text are decoded where the command is read, so the text here is as typed.)
+func unlinkEmails(text string) string {
 	var out strings.Builder
 	for {
 		start := strings.Index(text, "<mailto:")
@@ -140,7 +147,7 @@ func unescapeSlack(text string) string {
 		text = text[start+end+1:]
 	}
 	out.WriteString(text)
-	return strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(out.String())
+	return out.String()
 }
 
 // looksLikePrivateKey matches on the text with blank space squeezed, so the

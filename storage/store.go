@@ -26,14 +26,16 @@ type Options struct {
 	// MaxSeen bounds the memory of seen delivery ids; the entries nearest
 	// their expiry go first. Default 100,000.
 	MaxSeen int
-	// DedupeTTL is how long CreateRequest remembers a dedupe key. Default 24h.
-	DedupeTTL time.Duration
+	// EnvelopeTTL is how long a write made ForEnvelope is remembered, to
+	// answer a redelivery of its envelope. Slack's retries end within
+	// minutes. Default 1h.
+	EnvelopeTTL time.Duration
 }
 
 const (
 	defaultOpenTimeout = time.Second
 	defaultMaxSeen     = 100_000
-	defaultDedupeTTL   = 24 * time.Hour
+	defaultEnvelopeTTL = time.Hour
 )
 
 func (o Options) withDefaults() Options {
@@ -46,8 +48,8 @@ func (o Options) withDefaults() Options {
 	if o.MaxSeen <= 0 {
 		o.MaxSeen = defaultMaxSeen
 	}
-	if o.DedupeTTL <= 0 {
-		o.DedupeTTL = defaultDedupeTTL
+	if o.EnvelopeTTL <= 0 {
+		o.EnvelopeTTL = defaultEnvelopeTTL
 	}
 	return o
 }

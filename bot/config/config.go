@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	durations "github.com/gpubot/gpubot/internal/duration"
 )
 
 // Config is the validated configuration. Load is the only way to get one from
@@ -120,7 +122,7 @@ func (c Config) Warnings() []string {
 	if c.ReminderBefore >= c.DefaultLifetime {
 		warnings = append(warnings, fmt.Sprintf(
 			"REMINDER_BEFORE (%s) is not shorter than DEFAULT_LIFETIME (%s), so owners are reminded as soon as an instance is ready",
-			formatDuration(c.ReminderBefore), formatDuration(c.DefaultLifetime)))
+			durations.Format(c.ReminderBefore), durations.Format(c.DefaultLifetime)))
 	}
 	return warnings
 }
@@ -162,11 +164,11 @@ func (c Config) settingsList() []setting {
 		{"APPROVERS", strings.Join(c.Approvers, ",")},
 		{"ADMINS", strings.Join(c.Admins, ",")},
 		{"APPROVAL_REQUIRED", formatApprovalRequired(c.ApprovalRequired)},
-		{"DEFAULT_LIFETIME", formatDuration(c.DefaultLifetime)},
-		{"MAX_LIFETIME", formatDuration(c.MaxLifetime)},
-		{"REMINDER_BEFORE", formatDuration(c.ReminderBefore)},
+		{"DEFAULT_LIFETIME", durations.Format(c.DefaultLifetime)},
+		{"MAX_LIFETIME", durations.Format(c.MaxLifetime)},
+		{"REMINDER_BEFORE", durations.Format(c.ReminderBefore)},
 		{"HOURLY_PRICES", formatPrices(c.HourlyPrices)},
-		{"POLL_INTERVAL", formatDuration(c.PollInterval)},
+		{"POLL_INTERVAL", durations.Format(c.PollInterval)},
 		{"HTTP_ADDR", formatListenAddr(c.HTTPAddr)},
 		{"LOG_LEVEL", c.LogLevel},
 	}
@@ -197,19 +199,6 @@ func formatListenAddr(addr string) string {
 		return httpOff
 	}
 	return addr
-}
-
-// formatDuration drops the zero minutes and seconds time.Duration.String
-// keeps ("8h0m0s"), so the output reads like the documented defaults.
-func formatDuration(d time.Duration) string {
-	s := d.String()
-	if minutes, ok := strings.CutSuffix(s, "m0s"); ok {
-		s = minutes + "m"
-		if hours, ok := strings.CutSuffix(s, "h0m"); ok {
-			s = hours + "h"
-		}
-	}
-	return s
 }
 
 func formatPrices(prices map[string]float64) string {

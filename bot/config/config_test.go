@@ -179,6 +179,14 @@ func TestLoadNormalisesForgivableInput(t *testing.T) {
 			func(c Config) any { return c.PollInterval }, 10 * time.Millisecond},
 		{"default lifetime equal to max", map[string]string{"DEFAULT_LIFETIME": "72h"},
 			func(c Config) any { return c.DefaultLifetime }, 72 * time.Hour},
+		{"default lifetime in days, as /gpu create takes it", map[string]string{"DEFAULT_LIFETIME": "2d"},
+			func(c Config) any { return c.DefaultLifetime }, 48 * time.Hour},
+		{"max lifetime in days and hours", map[string]string{"MAX_LIFETIME": "3d12h"},
+			func(c Config) any { return c.MaxLifetime }, 84 * time.Hour},
+		{"max lifetime at the longest accepted", map[string]string{"MAX_LIFETIME": "365d"},
+			func(c Config) any { return c.MaxLifetime }, 365 * 24 * time.Hour},
+		{"reminder in capitals", map[string]string{"REMINDER_BEFORE": "45M"},
+			func(c Config) any { return c.ReminderBefore }, 45 * time.Minute},
 		{"ipv6 listen address", map[string]string{"HTTP_ADDR": "[::1]:8080"},
 			func(c Config) any { return c.HTTPAddr }, "[::1]:8080"},
 	}
@@ -257,15 +265,15 @@ func TestLoadRejectsEachBadSetting(t *testing.T) {
 		{"approval none mixed with a type", map[string]string{"APPROVAL_REQUIRED": "none,gpu_8x_h100_sxm5"},
 			`APPROVAL_REQUIRED: "none" cannot be combined with instance types; use either none or a list of types`},
 		{"default lifetime not a duration", map[string]string{"DEFAULT_LIFETIME": "8"},
-			`DEFAULT_LIFETIME: "8" is not a Go duration; use e.g. 8h, 90m or 1h30m`},
-		{"max lifetime in days", map[string]string{"MAX_LIFETIME": "3d"},
-			`MAX_LIFETIME: "3d" is not a Go duration: there is no day unit; use hours, e.g. 72h`},
+			`DEFAULT_LIFETIME: "8" is not a duration; use e.g. 8h, 90m, 1h30m or 2d`},
+		{"max lifetime past what any duration may be", map[string]string{"MAX_LIFETIME": "2562047h"},
+			`MAX_LIFETIME: "2562047h" is too long: the longest accepted is 365d`},
 		{"default lifetime zero", map[string]string{"DEFAULT_LIFETIME": "0s"},
 			"DEFAULT_LIFETIME: must be positive; use e.g. 8h"},
 		{"max lifetime negative", map[string]string{"MAX_LIFETIME": "-1h", "DEFAULT_LIFETIME": "1h"},
 			"MAX_LIFETIME: must be positive; use e.g. 72h"},
 		{"default lifetime above max", map[string]string{"DEFAULT_LIFETIME": "96h"},
-			"DEFAULT_LIFETIME: 96h is longer than MAX_LIFETIME (72h); lower DEFAULT_LIFETIME or raise MAX_LIFETIME"},
+			"DEFAULT_LIFETIME: 4d is longer than MAX_LIFETIME (3d); lower DEFAULT_LIFETIME or raise MAX_LIFETIME"},
 		{"reminder zero", map[string]string{"REMINDER_BEFORE": "0"},
 			"REMINDER_BEFORE: must be positive; use e.g. 30m"},
 		{"poll interval too short", map[string]string{"POLL_INTERVAL": "1ms"},
@@ -313,7 +321,7 @@ func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
   SLACK_BOT_TOKEN: not set; set it to the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page
   SLACK_APP_TOKEN: must start with "xapp-" but this is a bot token (xoxb-…), which belongs in SLACK_BOT_TOKEN; use an app-level token with connections:write, from Basic Information → App-Level Tokens
   FAL_ADMIN_API_KEY: not set; set it to a fal admin API key with compute permission
-  DEFAULT_LIFETIME: "forever" is not a Go duration; use e.g. 8h, 90m or 1h30m
+  DEFAULT_LIFETIME: "forever" is not a duration; use e.g. 8h, 90m, 1h30m or 2d
   HTTP_ADDR: "8080" lacks the colon before the port; use :8080
   APPROVAL_CHANNEL: required because APPROVAL_REQUIRED lists gpu_8x_h100_sxm5; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none`
 	if err == nil || err.Error() != want {
@@ -349,7 +357,7 @@ func TestStringListsEverySettingWithSecretsRedacted(t *testing.T) {
 		"ADMINS=U0ADMIN",
 		"APPROVAL_REQUIRED=gpu_1x_h100_sxm5,gpu_8x_h100_sxm5",
 		"DEFAULT_LIFETIME=4h",
-		"MAX_LIFETIME=24h",
+		"MAX_LIFETIME=1d",
 		"REMINDER_BEFORE=15m",
 		"HOURLY_PRICES=gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
 		"POLL_INTERVAL=100ms",

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
+	durations "github.com/gpubot/gpubot/internal/duration"
 )
 
 const (
@@ -38,8 +40,8 @@ type settings struct {
 	Approvers        userIDList       `envconfig:"APPROVERS" desc:"comma-separated user IDs (U…) who approve or deny requests"`
 	Admins           userIDList       `envconfig:"ADMINS" desc:"comma-separated user IDs (U…) who see and delete every instance and get alerts"`
 	ApprovalRequired instanceTypeList `envconfig:"APPROVAL_REQUIRED" default:"gpu_8x_h100_sxm5" desc:"comma-separated instance types that need approval, or none"`
-	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready"`
-	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach"`
+	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready, e.g. 8h, 90m or 2d"`
+	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach, e.g. 72h or 3d (at most 365d)"`
 	ReminderBefore   duration         `envconfig:"REMINDER_BEFORE" default:"30m" desc:"how long before expiry the owner is reminded"`
 	HourlyPrices     hourlyPrices     `envconfig:"HOURLY_PRICES" desc:"USD per hour, e.g. gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20; empty shows no costs"`
 	PollInterval     duration         `envconfig:"POLL_INTERVAL" default:"10s" desc:"how often instance status is checked, at least 10ms"`
@@ -67,13 +69,13 @@ func (s settings) crossCheck(failed map[string]bool) []string {
 	}
 	if defaultLifetime > 0 && maxLifetime > 0 && defaultLifetime > maxLifetime {
 		report("DEFAULT_LIFETIME", "%s is longer than MAX_LIFETIME (%s); lower DEFAULT_LIFETIME or raise MAX_LIFETIME",
-			formatDuration(defaultLifetime), formatDuration(maxLifetime))
+			durations.Format(defaultLifetime), durations.Format(maxLifetime))
 	}
 	if s.ReminderBefore <= 0 {
 		report("REMINDER_BEFORE", "must be positive; use e.g. 30m")
 	}
 	if pollInterval := time.Duration(s.PollInterval); pollInterval < minPollInterval {
-		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", formatDuration(pollInterval), minPollInterval)
+		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", durations.Format(pollInterval), minPollInterval)
 	}
 	if len(s.ApprovalRequired) > 0 && s.ApprovalChannel == "" {
 		report("APPROVAL_CHANNEL", "required because APPROVAL_REQUIRED lists %s; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none",
@@ -363,13 +365,14 @@ func parsePrice(pair string) (instanceType string, price float64, err error) {
 
 type duration time.Duration
 
+// Decode reads the same durations as `/gpu create … for`: 8h, 90m, 1h30m, 2d, 100ms.
 func (d *duration) Decode(value string) error {
-	parsed, err := time.ParseDuration(value)
-	if err != nil {
-		if strings.HasSuffix(value, "d") {
-			return fmt.Errorf("%q is not a Go duration: there is no day unit; use hours, e.g. 72h", value)
-		}
-		return fmt.Errorf("%q is not a Go duration; use e.g. 8h, 90m or 1h30m", value)
+	parsed, err := durations.Parse(value)
+	switch {
+	case errors.Is(err, durations.ErrTooLong):
+		return fmt.Errorf("%q is %w", value, err)
+	case err != nil:
+		return fmt.Errorf("%q is not a duration; use e.g. 8h, 90m, 1h30m or 2d", value)
 	}
 	*d = duration(parsed)
 	return nil

@@ -26,6 +26,7 @@ type Metrics struct {
 	SlackCalls       *prometheus.CounterVec   // gpubot_slack_calls_total{method,outcome}
 	Requests         *prometheus.GaugeVec     // gpubot_requests{state}, set from the store
 	ApprovalsWaiting prometheus.Gauge         // gpubot_approvals_waiting
+	TrackingPasses   *prometheus.CounterVec   // gpubot_tracking_passes_total{outcome}
 	Registry         *prometheus.Registry
 }
 
@@ -70,10 +71,14 @@ func New() *Metrics {
 			Name: "gpubot_approvals_waiting",
 			Help: "Requests waiting for an approver's decision.",
 		}),
+		TrackingPasses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gpubot_tracking_passes_total",
+			Help: "Background passes over the unfinished requests (tracking, reminders, expiries), by outcome (ok or error).",
+		}, []string{"outcome"}),
 		Registry: prometheus.NewRegistry(),
 	}
 	m.Registry.MustRegister(
-		m.Commands, m.AckLatency, m.FalCalls, m.FalLatency, m.SlackCalls, m.Requests, m.ApprovalsWaiting,
+		m.Commands, m.AckLatency, m.FalCalls, m.FalLatency, m.SlackCalls, m.Requests, m.ApprovalsWaiting, m.TrackingPasses,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

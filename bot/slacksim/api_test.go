@@ -251,9 +251,15 @@ func TestMessageLimits(t *testing.T) {
 		t.Errorf("explanation = %+v", slackErr.ResponseMetadata)
 	}
 
+	// A context element is a text object: 3,000 characters at most, like a section's text.
+	longContext := slack.NewContextBlock("", slack.NewTextBlockObject("mrkdwn", strings.Repeat("c", maxTextObjectChars+1), false, false))
+	wantSlackError(t, post(slack.MsgOptionBlocks(longContext)), "invalid_blocks")
+	fullContext := slack.NewContextBlock("", slack.NewTextBlockObject("mrkdwn", strings.Repeat("c", maxTextObjectChars), false, false))
+	mustNoError(t, post(slack.MsgOptionBlocks(fullContext)), "post a context of 3,000 characters")
+
 	broken := slack.UnsafeMsgOptionEndpoint(s.APIURL()+"chat.postMessage", func(values url.Values) { values.Set("blocks", `[{"type":"section",`) })
 	wantSlackError(t, post(slack.MsgOptionText("x", false), broken), "invalid_blocks")
-	if n := len(s.Messages()); n != 2 {
-		t.Errorf("messages = %d, want only the two valid posts", n)
+	if n := len(s.Messages()); n != 3 {
+		t.Errorf("messages = %d, want only the three valid posts", n)
 	}
 }

@@ -18,6 +18,8 @@ const (
 	maxMessageBlocks     = 50
 	maxModalBlocks       = 100
 	maxSectionTextChars  = 3000
+	maxTextObjectChars   = 3000 // any text object, e.g. a context block's element
+	maxInputChars        = 3000 // the most a plain_text_input's max_length may allow
 	maxSectionFields     = 10
 	maxFieldChars        = 2000
 	maxHeaderChars       = 150
@@ -78,6 +80,8 @@ type elementShape struct {
 	InitialOption  *optionShape  `json:"initial_option"`
 	InitialOptions []optionShape `json:"initial_options"`
 	InitialValue   string        `json:"initial_value"`
+	MinLength      *int          `json:"min_length"`
+	MaxLength      *int          `json:"max_length"`
 }
 
 // allOptions lists the options of a select or radio group, grouped or not.
@@ -238,10 +242,7 @@ func validateBlock(block *blockShape, at string) []string {
 	case "actions":
 		return validateActions(block, at)
 	case "context":
-		if len(block.Elements) == 0 || len(block.Elements) > maxContextElements {
-			return []string{problem(fmt.Sprintf("must have between 1 and %d elements", maxContextElements), at+"/elements")}
-		}
-		return nil
+		return validateContext(block, at)
 	case "input":
 		return validateInput(block, at)
 	case "markdown":
@@ -279,6 +280,21 @@ func validateSection(block *blockShape, at string) []string {
 	}
 	if block.Accessory != nil {
 		problems = append(problems, validateElement(block.Accessory, at+"/accessory")...)
+	}
+	return problems
+}
+
+func validateContext(block *blockShape, at string) []string {
+	if len(block.Elements) == 0 || len(block.Elements) > maxContextElements {
+		return []string{problem(fmt.Sprintf("must have between 1 and %d elements", maxContextElements), at+"/elements")}
+	}
+	var problems []string
+	for j, raw := range block.Elements {
+		var text textShape
+		if json.Unmarshal(raw, &text) != nil || text.Type != "mrkdwn" && text.Type != "plain_text" {
+			continue // an image
+		}
+		problems = append(problems, checkTextObject(&text, false, 1, maxTextObjectChars, fmt.Sprintf("%s/elements/%d", at, j))...)
 	}
 	return problems
 }
@@ -336,6 +352,8 @@ func validateElement(element *elementShape, at string) []string {
 		problems = append(problems, checkTextObject(element.Text, true, 1, maxButtonTextChars, at+"/text")...)
 		problems = append(problems, checkLength(element.Value, 0, maxButtonValueChars, at+"/value")...)
 		problems = append(problems, checkLength(element.URL, 0, maxURLChars, at+"/url")...)
+	case "plain_text_input":
+		problems = append(problems, validateInputLengths(element, at)...)
 	case "static_select", "multi_static_select", "radio_buttons", "checkboxes", "overflow":
 		options := element.allOptions()
 		if len(options) > maxOptions {
@@ -350,6 +368,22 @@ func validateElement(element *elementShape, at string) []string {
 			problems = append(problems, checkLength(options[k].Text.Text, 1, maxOptionTextChars, where+"/text/text")...)
 			problems = append(problems, checkLength(options[k].Value, 1, maxOptionValueChars, where+"/value")...)
 		}
+	}
+	return problems
+}
+
+// validateInputLengths checks a text input's min_length and max_length, which
+// Slack's client enforces while the user types.
+func validateInputLengths(element *elementShape, at string) []string {
+	var problems []string
+	if element.MaxLength != nil && (*element.MaxLength < 1 || *element.MaxLength > maxInputChars) {
+		problems = append(problems, problem(fmt.Sprintf("max_length must be between 1 and %d", maxInputChars), at+"/max_length"))
+	}
+	if element.MinLength != nil && (*element.MinLength < 0 || *element.MinLength > maxInputChars) {
+		problems = append(problems, problem(fmt.Sprintf("min_length must be between 0 and %d", maxInputChars), at+"/min_length"))
+	}
+	if element.MinLength != nil && element.MaxLength != nil && *element.MinLength > *element.MaxLength {
+		problems = append(problems, problem("min_length must not exceed max_length", at+"/min_length"))
 	}
 	return problems
 }

@@ -10,10 +10,14 @@
 //
 // What it enforces, with Slack's own error names: tokens (not_authed, invalid_auth),
 // channel membership (not_in_channel, channel_not_found), message and Block Kit
-// limits (msg_too_long, invalid_blocks, invalid_arguments for modals), trigger_id
+// limits (msg_too_long past 40,000 characters of text, invalid_blocks for a section
+// or any text object over 3,000 characters, invalid_arguments for modals), what
+// Slack's client refuses to submit (an input past its max_length), trigger_id
 // expiry (3 s by Options.Now) and single use, response_url expiry (30 minutes by
 // Options.Now) and its 5 uses, the 3 s ack deadline (by the wall clock, since it
 // measures the bot), and the 20,480-byte limit on ack frames.
+//
+// Like Slack, it sends a slash command's text with &, < and > as entities.
 //
 // What it leaves out: Slack's per-method rate limits are not applied on their own
 // (a test asks for a 429 with RateLimitNext); only one-person DMs exist; message

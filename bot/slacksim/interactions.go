@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/slack-go/slack"
 )
@@ -19,7 +20,8 @@ func (s *Server) SlashCommand(ctx context.Context, user, channel, command, text 
 }
 
 // SendSlashCommand delivers a slash command and returns its envelope id at once;
-// AwaitAck waits for the ack.
+// AwaitAck waits for the ack. text is what the person typed; the app receives it
+// escaped as Slack sends it.
 func (s *Server) SendSlashCommand(user, channel, command, text string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -36,7 +38,7 @@ func (s *Server) SendSlashCommand(user, channel, command, text string) (string, 
 		"user_id":      u.id,
 		"user_name":    u.name,
 		"command":      command,
-		"text":         text,
+		"text":         escapeCommandText(text),
 		"api_app_id":   appID,
 		"response_url": s.newResponseURLLocked(u.id, ch.id, ""),
 		"trigger_id":   s.newTriggerLocked(u.id),
@@ -47,6 +49,13 @@ func (s *Server) SendSlashCommand(user, channel, command, text string) (string, 
 		return "", err
 	}
 	return env.id, nil
+}
+
+// escapeCommandText is what Slack does to a slash command's text before sending it:
+// &, < and > become entities, whatever the command's should_escape (which, off as
+// gpubot's manifest has it, leaves mentions, channels and links as typed).
+func escapeCommandText(text string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(text)
 }
 
 // actorLocked checks that a user and a channel (or a user id, for the DM) exist.

@@ -208,3 +208,21 @@ func TestEventObserverSeesChangesInOrder(t *testing.T) {
 		t.Errorf("observer saw %q", got)
 	}
 }
+
+// Slack sends a slash command's text with &, < and > as HTML entities (and nothing
+// else changed, with should_escape off), so the app must decode them once.
+func TestSlashCommandTextIsEscapedAsSlackSendsIt(t *testing.T) {
+	s := newSim(t, Options{})
+	texts := make(chan string, 1)
+	startBot(t, s, func(client *socketmode.Client, evt socketmode.Event) {
+		if evt.Type == socketmode.EventTypeSlashCommand {
+			texts <- evt.Data.(slack.SlashCommand).Text
+			_ = client.Ack(*evt.Request)
+		}
+	})
+	_, err := s.SlashCommand(testCtx(t, 5*time.Second), alice, gpuChannel, "/gpu", `create 1x R&D <tuning> "run" &amp; 'more'`)
+	mustNoError(t, err, "slash command")
+	if got, want := <-texts, `create 1x R&amp;D &lt;tuning&gt; "run" &amp;amp; 'more'`; got != want {
+		t.Errorf("text = %q, want %q", got, want)
+	}
+}

@@ -50,7 +50,7 @@ type Options struct {
 	TeamID             string        // default "T0GPUBOT"
 	BotUserID          string        // default "UBOT"
 	PingInterval       time.Duration // websocket PING frames; default 5 s
-	RedeliverAfter     time.Duration // resend unacked envelopes after this (up to 3 times); 0 = off
+	RedeliverAfter     time.Duration // resend unacked Events API envelopes after this (up to 3 times); 0 = off
 	AckTimeout         time.Duration // after this an unacked envelope is late, as Slack's 3 s; default 3 s
 	Now                func() time.Time
 	Observer           func(Event)  // called in order, from one goroutine, for every visible change; must not block

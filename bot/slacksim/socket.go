@@ -20,7 +20,8 @@ const (
 	maxAckBytes        = 20 * 1024 // Slack drops ack frames of this size or more
 	maxRedeliveries    = 3
 	maxWaitingFrames   = 1000
-	connQueueSize      = 256
+	connQueueSize      = 4096
+	maxFailures        = 10000
 	maxLateAcks        = 10000
 	ticketLifetime     = 30 * time.Second
 	maxIncomingFrame   = 1 << 20
@@ -34,6 +35,32 @@ const (
 // ErrAckRefused is returned by AwaitAck when the bot's ack frame was too large.
 var ErrAckRefused = errors.New("slacksim: ack refused: 20,480 bytes or more")
 
+// ErrAckLost is returned by AwaitAck, with the ack that was lost, for an envelope
+// whose ack LoseNextAck made vanish.
+var ErrAckLost = errors.New("slacksim: ack lost before it reached Slack")
+
+// ErrFailed is returned (wrapped, with the reason) by AwaitAck for a slash command,
+// click or view submission that failed for its user: Slack showed an error and will
+// not send it again.
+var ErrFailed = errors.New("slacksim: failed for the user")
+
+// Why a slash command, click or view submission failed for its user.
+const (
+	FailedNoConnection   = "no_connection"     // no connection was open to take it
+	FailedConnectionLost = "connection_lost"   // its connection closed before the ack
+	FailedTimeout        = "operation_timeout" // no ack within the ack timeout
+	FailedQueueFull      = "dispatch_failed"   // its connection had a full send queue
+)
+
+// Failure is a slash command, click or view submission that Slack could not get
+// acknowledged. Slack does not retry these: the user sees an error, and the app may or
+// may not have received it (a connection lost before the ack).
+type Failure struct {
+	EnvelopeID  string
+	Interaction string // "slash_command", "block_actions", "view_submission", ...
+	Reason      string // one of the Failed... constants
+}
+
 // socket is the Socket Mode side: connections, envelopes and acks.
 type socket struct {
 	conns            []*socketConn
@@ -46,6 +73,8 @@ type socket struct {
 	envelopeOrder    []string
 	lateAcks         []string
 	protocolErrors   []string
+	loseNextAck      bool // see LoseNextAck
+	failures         []Failure
 }
 
 func newSocket() socket {
@@ -55,6 +84,7 @@ func newSocket() socket {
 type outFrame struct {
 	data       []byte
 	envelopeID string // "" for hello and disconnect
+	retried    bool   // an Events API envelope: sent again if its connection dies
 }
 
 type socketConn struct {
@@ -65,7 +95,8 @@ type socketConn struct {
 	done         chan struct{}
 	closeOnce    sync.Once
 	pingsStopped atomic.Bool
-	draining     bool // guarded by server.mu: takes no new envelopes
+	draining     bool                 // guarded by server.mu: takes no new envelopes
+	unacked      map[string]*envelope // guarded by server.mu: user envelopes sent here, not yet acked
 }
 
 // envelopeOrigin is what a user did to cause an envelope.
@@ -88,7 +119,15 @@ type envelope struct {
 	refused         bool
 	late            bool
 	failureShown    bool
+	loseAcks        bool   // acks vanish until the envelope is redelivered (LoseNextAck)
+	lostAcks        []Ack  // what the bot acked while loseAcks held
+	failure         string // why it failed for its user ("" while it has not)
 }
+
+// retried reports whether Slack sends an envelope of this kind again when it goes
+// unacked. Only Events API envelopes are; a slash command, click or view submission
+// that cannot be delivered, or whose ack does not come, fails for its user.
+func retried(kind string) bool { return kind == "events_api" }
 
 type delivery struct {
 	attempt int
@@ -127,7 +166,7 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(maxIncomingFrame)
-	c := &socketConn{server: s, ws: ws, out: make(chan outFrame, connQueueSize), done: make(chan struct{})}
+	c := &socketConn{server: s, ws: ws, out: make(chan outFrame, connQueueSize), done: make(chan struct{}), unacked: map[string]*envelope{}}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -246,7 +285,7 @@ func (s *Server) removeConn(c *socketConn) {
 	for {
 		select {
 		case frame := <-c.out:
-			if frame.envelopeID != "" {
+			if frame.retried {
 				s.waiting = append(s.waiting, frame)
 			}
 			continue
@@ -254,14 +293,20 @@ func (s *Server) removeConn(c *socketConn) {
 		}
 		break
 	}
+	// What the app had not acked on this connection is lost: Slack shows the user an
+	// error and does not send it again.
+	for _, env := range c.unacked {
+		s.failLocked(env, FailedConnectionLost)
+	}
+	clear(c.unacked)
 	s.flushWaitingLocked()
 	s.notifyLocked()
 }
 
 // requeue takes back an envelope frame a dying connection could not write.
 func (s *Server) requeue(frame outFrame) {
-	if frame.envelopeID == "" {
-		return
+	if !frame.retried {
+		return // a user's envelope: its connection's end fails it
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -306,6 +351,19 @@ func (s *Server) offerLocked(frame outFrame) bool {
 	return false
 }
 
+// pickConnLocked chooses the connection for a user's envelope, round robin among
+// those taking envelopes; nil when none is.
+func (s *Server) pickConnLocked() *socketConn {
+	for range s.conns {
+		c := s.conns[s.nextConn%len(s.conns)]
+		s.nextConn++
+		if !c.draining {
+			return c
+		}
+	}
+	return nil
+}
+
 func (s *Server) flushWaitingLocked() {
 	for len(s.waiting) > 0 && s.offerLocked(s.waiting[0]) {
 		s.waiting = s.waiting[1:]
@@ -333,6 +391,7 @@ func (s *Server) sendEnvelopeLocked(kind string, payload any, acceptsResponse bo
 		return nil, fmt.Errorf("slacksim: encode %s payload: %w", kind, err)
 	}
 	env := &envelope{id: uuid.NewString(), kind: kind, payload: data, acceptsResponse: acceptsResponse, origin: origin}
+	env.loseAcks, s.loseNextAck = s.loseNextAck, false
 	if err := s.deliverLocked(env, 0, "", true); err != nil {
 		return nil, err
 	}
@@ -340,6 +399,25 @@ func (s *Server) sendEnvelopeLocked(kind string, payload any, acceptsResponse bo
 	s.envelopeOrder = append(s.envelopeOrder, env.id)
 	s.pruneEnvelopesLocked()
 	return env, nil
+}
+
+// failLocked records that a user's envelope failed, and shows the user what Slack
+// shows. An envelope already acked, or already failed, is left as it is.
+func (s *Server) failLocked(env *envelope, reason string) {
+	if env.failure != "" || len(env.acks) > 0 || retried(env.kind) {
+		return
+	}
+	env.failure = reason
+	s.failures = append(s.failures, Failure{EnvelopeID: env.id, Interaction: env.origin.interaction, Reason: reason})
+	if len(s.failures) > maxFailures {
+		s.failures = slices.Clone(s.failures[len(s.failures)-maxFailures/2:])
+	}
+	slackErr := "dispatch_failed"
+	if reason == FailedTimeout {
+		slackErr = reason
+	}
+	s.showFailureLocked(env, slackErr)
+	s.notifyLocked()
 }
 
 func (s *Server) pruneEnvelopesLocked() {
@@ -367,13 +445,19 @@ func (s *Server) deliverLocked(env *envelope, attempt int, reason string, automa
 	if err != nil {
 		return fmt.Errorf("slacksim: encode envelope: %w", err)
 	}
-	if err := s.sendFrameLocked(outFrame{data: frame, envelopeID: env.id}); err != nil {
-		return err
-	}
 	d := &delivery{attempt: attempt, sentAt: time.Now()}
+	if retried(env.kind) {
+		if err := s.sendFrameLocked(outFrame{data: frame, envelopeID: env.id, retried: true}); err != nil {
+			return err
+		}
+	} else if !s.sendToOneLocked(env, outFrame{data: frame, envelopeID: env.id}) {
+		env.deliveries = append(env.deliveries, d)
+		s.notifyLocked()
+		return nil
+	}
 	env.deliveries = append(env.deliveries, d)
 	s.afterFuncLocked(s.opts.AckTimeout, func() { s.ackDeadlinePassedLocked(env, d) })
-	if automatic && s.opts.RedeliverAfter > 0 && attempt < maxRedeliveries {
+	if automatic && retried(env.kind) && s.opts.RedeliverAfter > 0 && attempt < maxRedeliveries {
 		s.afterFuncLocked(s.opts.RedeliverAfter, func() {
 			if !d.acked && !env.refused {
 				if err := s.deliverLocked(env, attempt+1, "timeout", true); err != nil {
@@ -386,12 +470,30 @@ func (s *Server) deliverLocked(env *envelope, attempt int, reason string, automa
 	return nil
 }
 
+// sendToOneLocked hands a user's envelope to one connection, as Slack does, and
+// reports whether one took it; if none did, the envelope has failed.
+func (s *Server) sendToOneLocked(env *envelope, frame outFrame) bool {
+	c := s.pickConnLocked()
+	if c == nil {
+		s.failLocked(env, FailedNoConnection)
+		return false
+	}
+	select {
+	case c.out <- frame:
+	default:
+		s.failLocked(env, FailedQueueFull)
+		return false
+	}
+	c.unacked[env.id] = env
+	return true
+}
+
 func (s *Server) ackDeadlinePassedLocked(env *envelope, d *delivery) {
 	if d.acked {
 		return
 	}
 	s.markLateLocked(env)
-	s.showFailureLocked(env, "operation_timeout")
+	s.failLocked(env, FailedTimeout)
 }
 
 func (s *Server) markLateLocked(env *envelope) {
@@ -437,6 +539,11 @@ func (s *Server) handleFrame(c *socketConn, data []byte) {
 		s.protocolErrorLocked("connection %d: ack for unknown envelope %s", c.id, ack.EnvelopeID)
 		return
 	}
+	if env.loseAcks {
+		env.lostAcks = append(env.lostAcks, Ack{EnvelopeID: env.id, Payload: nonNull(ack.Payload)})
+		s.notifyLocked()
+		return
+	}
 	if len(data) >= maxAckBytes {
 		s.protocolErrorLocked("envelope %s: ack of %d bytes refused (Slack drops acks of %d bytes or more)", env.id, len(data), maxAckBytes)
 		env.refused = true
@@ -463,6 +570,9 @@ func (s *Server) acceptAckLocked(env *envelope, payload json.RawMessage) {
 		s.protocolErrorLocked("envelope %s: acked again", env.id)
 		return
 	}
+	for _, c := range s.conns {
+		delete(c.unacked, env.id)
+	}
 	ack := Ack{EnvelopeID: env.id, Latency: now.Sub(answered.sentAt)}
 	if !isNull(payload) {
 		ack.Payload = slices.Clone(payload)
@@ -471,10 +581,17 @@ func (s *Server) acceptAckLocked(env *envelope, payload json.RawMessage) {
 	if ack.Latency > s.opts.AckTimeout {
 		s.markLateLocked(env)
 	}
-	if !env.late || env.origin.interaction != "slash_command" {
+	if env.failure == "" && (!env.late || env.origin.interaction != "slash_command") {
 		s.applyAckPayloadLocked(env, ack.Payload)
 	}
 	s.notifyLocked()
+}
+
+func nonNull(payload json.RawMessage) json.RawMessage {
+	if isNull(payload) {
+		return nil
+	}
+	return slices.Clone(payload)
 }
 
 func isNull(payload json.RawMessage) bool {
@@ -518,7 +635,9 @@ func (s *Server) applySlashCommandAckLocked(env *envelope, payload json.RawMessa
 	s.postEphemeralLocked(env.origin.channel, env.origin.user, "", content, "ack")
 }
 
-// AwaitAck waits (ctx-bounded) for the first ack of an envelope.
+// AwaitAck waits (ctx-bounded) for the first ack of an envelope. A slash command,
+// click or view submission that fails for its user first (see Failures) returns an
+// error wrapping ErrFailed.
 func (s *Server) AwaitAck(ctx context.Context, envelopeID string) (Ack, error) {
 	return s.awaitAckNumber(ctx, envelopeID, 0)
 }
@@ -536,8 +655,12 @@ func (s *Server) awaitAckNumber(ctx context.Context, envelopeID string, n int) (
 			failure = fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 		case len(env.acks) > n:
 			ack = env.acks[n]
+		case env.loseAcks && len(env.lostAcks) > 0:
+			ack, failure = env.lostAcks[0], ErrAckLost
 		case env.refused:
 			failure = ErrAckRefused
+		case env.failure != "":
+			failure = fmt.Errorf("%w: %s", ErrFailed, env.failure)
 		default:
 			return false
 		}
@@ -550,7 +673,8 @@ func (s *Server) awaitAckNumber(ctx context.Context, envelopeID string, n int) (
 }
 
 // Redeliver sends an envelope again as it was, with retry_attempt 1 and retry_reason
-// "timeout", and waits (ctx-bounded) for the ack of that delivery: a bot must
+// "timeout", whatever its kind (Slack itself retries only Events API envelopes: this
+// plays a duplicate that an app must withstand), and waits (ctx-bounded) for the ack of that delivery: a bot must
 // acknowledge the duplicate and not act on it twice.
 func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) {
 	s.mu.Lock()
@@ -560,6 +684,8 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, fmt.Errorf("slacksim: unknown envelope %s", envelopeID)
 	}
 	previousAcks := len(env.acks)
+	env.loseAcks = false
+	env.failure = "" // a new attempt; Failures keeps the record of the old one
 	err := ErrClosed
 	if !s.closed {
 		err = s.deliverLocked(env, 1, "timeout", false)
@@ -569,6 +695,27 @@ func (s *Server) Redeliver(ctx context.Context, envelopeID string) (Ack, error) 
 		return Ack{}, err
 	}
 	return s.awaitAckNumber(ctx, envelopeID, previousAcks)
+}
+
+// LoseNextAck makes the acks of the next envelope sent (a slash command, a click,
+// a modal submission) vanish on their way to Slack, as if the bot died just after
+// doing the envelope's work and before its ack left: Slack neither sees nor shows
+// them, so the envelope stays unacked (late after the ack timeout). AwaitAck (and
+// so SlashCommand, Click, SubmitView) answers ErrAckLost with the first lost ack,
+// which tells a test that the bot has finished with the envelope. Redeliver ends
+// it: the redelivery's ack reaches Slack as usual.
+func (s *Server) LoseNextAck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loseNextAck = true
+}
+
+// Failures lists the slash commands, clicks and view submissions that failed for their
+// users, in order: the ones a real user would have seen fail.
+func (s *Server) Failures() []Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.failures)
 }
 
 // LateAcks lists envelopes that were not acked within the ack timeout (3 s), or whose
@@ -636,7 +783,7 @@ func (s *Server) DropConnections() {
 	conns := s.liveConnsLocked()
 	s.mu.Unlock()
 	for _, c := range conns {
-		_ = c.ws.Close()
+		c.shutdown() // closes the websocket, and the connection is gone before this returns
 	}
 }
 

@@ -277,24 +277,82 @@ func TestDisconnectAndDroppedConnections(t *testing.T) {
 	mustNoError(t, err, "reconnect after disconnect")
 	before := s.TotalConnections()
 
-	// An envelope sent while the connection is gone waits for the next one.
+	// A slash command typed while no connection is open fails for its user, as on
+	// Slack: it is not kept for the next connection.
 	s.DropConnections()
 	envelopeID, err := s.SendSlashCommand(alice, gpuChannel, "/gpu", "list")
 	mustNoError(t, err, "send slash command")
 	_, err = s.AwaitAck(testCtx(t, 5*time.Second), envelopeID)
-	mustNoError(t, err, "ack after reconnect")
-	if s.TotalConnections() <= before {
-		t.Errorf("total connections = %d, want a reconnect after the drop", s.TotalConnections())
+	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), FailedNoConnection) {
+		t.Fatalf("await ack = %v, want it failed with %s", err, FailedNoConnection)
 	}
+	if got := s.Failures(); len(got) != 1 || got[0] != (Failure{EnvelopeID: envelopeID, Interaction: "slash_command", Reason: FailedNoConnection}) {
+		t.Errorf("failures = %+v", got)
+	}
+	if _, err := s.WaitMessage(testCtx(t, 5*time.Second), func(m Message) bool {
+		return m.Source == "slack" && m.User == alice && strings.Contains(m.Text, `/gpu didn't respond: failed with the error "dispatch_failed"`)
+	}); err != nil {
+		t.Errorf("the user was not shown the failure: %v", err)
+	}
+	err = s.WaitUntil(testCtx(t, 5*time.Second), func() bool { return s.TotalConnections() > before && s.Connections() == 1 })
+	mustNoError(t, err, "reconnect after the drop")
+	_, err = s.SlashCommand(testCtx(t, 5*time.Second), alice, gpuChannel, "/gpu", "list")
+	mustNoError(t, err, "slash command on the new connection")
 }
 
-func TestEnvelopeWaitsForTheFirstConnection(t *testing.T) {
+func TestSlashCommandBeforeAnyConnectionFails(t *testing.T) {
 	s := newSim(t, Options{})
 	envelopeID, err := s.SendSlashCommand(alice, gpuChannel, "/gpu", "help")
 	mustNoError(t, err, "send before any connection")
 	startBot(t, s, ackAll)
-	_, err = s.AwaitAck(testCtx(t, 5*time.Second), envelopeID)
-	mustNoError(t, err, "ack")
+	if _, err := s.AwaitAck(testCtx(t, 5*time.Second), envelopeID); !errors.Is(err, ErrFailed) {
+		t.Fatalf("await ack = %v, want ErrFailed", err)
+	}
+}
+
+func TestEventWaitsForTheFirstConnection(t *testing.T) {
+	s := newSim(t, Options{})
+	acked := make(chan error, 1)
+	go func() {
+		_, err := s.SendEvent(testCtx(t, 5*time.Second), json.RawMessage(`{"type":"app_mention","text":"hi","channel":"CGPU"}`))
+		acked <- err
+	}()
+	mustNoError(t, s.WaitUntil(testCtx(t, 5*time.Second), func() bool { return s.waitingCount.Load() == 1 }), "event waiting")
+	startBot(t, s, ackAll)
+	mustNoError(t, <-acked, "event acked once a connection came")
+}
+
+// A slash command whose connection dies before the ack fails for its user and is not
+// sent again on the next connection: Slack does not retry slash commands.
+func TestConnectionLostBeforeAckFailsTheCommand(t *testing.T) {
+	s := newSim(t, Options{AckTimeout: time.Minute})
+	var commands capture
+	startBot(t, s, func(client *socketmode.Client, evt socketmode.Event) {
+		if evt.Type != socketmode.EventTypeSlashCommand {
+			return
+		}
+		commands.add(evt)
+		if evt.Data.(slack.SlashCommand).Text != "unanswered" {
+			_ = client.Ack(*evt.Request)
+		}
+	})
+	first, err := s.SendSlashCommand(alice, gpuChannel, "/gpu", "unanswered")
+	mustNoError(t, err, "send")
+	mustNoError(t, commands.waitFor(testCtx(t, 5*time.Second), 1), "first delivery")
+	s.DropConnections()
+	if _, err := s.AwaitAck(testCtx(t, 5*time.Second), first); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), FailedConnectionLost) {
+		t.Fatalf("await ack = %v, want it failed with %s", err, FailedConnectionLost)
+	}
+	mustNoError(t, s.WaitConnected(testCtx(t, 5*time.Second)), "reconnect")
+	_, err = s.SlashCommand(testCtx(t, 5*time.Second), alice, gpuChannel, "/gpu", "list")
+	mustNoError(t, err, "next command")
+	got := commands.all()
+	if len(got) != 2 || got[1].Data.(slack.SlashCommand).Text != "list" {
+		t.Fatalf("deliveries = %d, want the lost command once and then the next one", len(got))
+	}
+	if f := s.Failures(); len(f) != 1 || f[0].EnvelopeID != first || f[0].Reason != FailedConnectionLost {
+		t.Errorf("failures = %+v", f)
+	}
 }
 
 func TestConnectionLimit(t *testing.T) {
@@ -352,22 +410,36 @@ func TestCloseEndsWaits(t *testing.T) {
 	}
 }
 
-func TestBurstWaitingForAConnectionIsBoundedAndDelivered(t *testing.T) {
+func TestBurstOfCommandsIsDelivered(t *testing.T) {
 	s := newSim(t, Options{AckTimeout: time.Minute})
-	ids := make([]string, 0, maxWaitingFrames)
-	for range maxWaitingFrames {
+	startBot(t, s, ackAll)
+	ids := make([]string, 0, 1000)
+	for range cap(ids) {
 		id, err := s.SendSlashCommand(alice, gpuChannel, "/gpu", "list")
-		mustNoError(t, err, "send while no connection is open")
+		mustNoError(t, err, "send")
 		ids = append(ids, id)
 	}
-	if _, err := s.SendSlashCommand(alice, gpuChannel, "/gpu", "list"); err == nil {
-		t.Fatal("the waiting room has no bound")
-	}
-	// More wait than one connection's queue holds: the rest must follow as it drains.
-	startBot(t, s, ackAll)
 	ctx := testCtx(t, 10*time.Second)
 	for _, id := range ids {
 		_, err := s.AwaitAck(ctx, id)
 		mustNoError(t, err, "await ack")
+	}
+	if f := s.Failures(); len(f) != 0 {
+		t.Errorf("failures = %+v", f)
+	}
+}
+
+func TestEventsWaitingForAConnectionAreBounded(t *testing.T) {
+	s := newSim(t, Options{})
+	ctx, cancel := context.WithCancel(testCtx(t, 10*time.Second))
+	defer cancel()
+	for range maxWaitingFrames {
+		go func() {
+			_, _ = s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"hi","channel":"CGPU"}`))
+		}()
+	}
+	mustNoError(t, s.WaitUntil(ctx, func() bool { return s.waitingCount.Load() == maxWaitingFrames }), "events waiting")
+	if _, err := s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"one more","channel":"CGPU"}`)); err == nil {
+		t.Fatal("the waiting room has no bound")
 	}
 }

@@ -497,12 +497,28 @@ func inputValue(element *elementShape, given string, isGiven bool) (map[string]a
 	if isGiven {
 		value = given
 	}
+	if err := checkTypedLength(element, value); err != nil {
+		return nil, false, err
+	}
 	if value == "" {
 		entry[field] = nil
 		return entry, false, nil
 	}
 	entry[field] = value
 	return entry, true, nil
+}
+
+// checkTypedLength refuses a text Slack's client would not let the user submit: longer
+// than the input's max_length, or shorter than its min_length.
+func checkTypedLength(element *elementShape, value string) error {
+	n := utf8.RuneCountInString(value)
+	if element.MaxLength != nil && n > *element.MaxLength {
+		return fmt.Errorf("%d characters, over the input's max_length of %d", n, *element.MaxLength)
+	}
+	if element.MinLength != nil && n > 0 && n < *element.MinLength {
+		return fmt.Errorf("%d characters, under the input's min_length of %d", n, *element.MinLength)
+	}
+	return nil
 }
 
 func selectedOption(entry map[string]any, element *elementShape, given string, isGiven bool) (map[string]any, bool, error) {

@@ -19,6 +19,7 @@ func createModal() slack.ModalViewRequest {
 		slack.NewOptionBlockObject("gpu_1x_h100_sxm5", slack.NewTextBlockObject("plain_text", "1x H100", false, false), nil),
 		slack.NewOptionBlockObject("gpu_8x_h100_sxm5", slack.NewTextBlockObject("plain_text", "8x H100", false, false), nil))
 	reason := slack.NewPlainTextInputBlockElement(nil, "reason")
+	reason.MaxLength = 40
 	lifetime := slack.NewPlainTextInputBlockElement(nil, "lifetime")
 	lifetime.InitialValue = "8h"
 	lifetimeBlock := slack.NewInputBlock("lifetime_block", slack.NewTextBlockObject("plain_text", "Lifetime", false, false), nil, lifetime)
@@ -188,10 +189,14 @@ func TestSubmitViewChecksValuesLikeSlacksClient(t *testing.T) {
 		"unknown option":    {"type_block": "gpu_2x", "reason_block": "r"},
 		"unknown block id":  {"type_block": "gpu_1x_h100_sxm5", "reason_block": "r", "nope": "x"},
 		"required is empty": {"type_block": "gpu_1x_h100_sxm5", "reason_block": ""},
+		"over max_length":   {"type_block": "gpu_1x_h100_sxm5", "reason_block": strings.Repeat("é", 41)},
 	} {
 		if _, err := s.SubmitView(ctx, alice, values); err == nil {
 			t.Errorf("%s: submit accepted", name)
 		}
+	}
+	if _, err := s.SubmitView(ctx, alice, map[string]string{"type_block": "gpu_1x_h100_sxm5", "reason_block": strings.Repeat("é", 40)}); err != nil {
+		t.Errorf("a reason of exactly max_length: %v", err)
 	}
 }
 
@@ -269,6 +274,12 @@ func TestViewLimits(t *testing.T) {
 	noSubmit := createModal()
 	noSubmit.Submit = nil
 	wantSlackError(t, open(noSubmit), "invalid_arguments")
+
+	for _, maxLength := range []int{-1, maxInputChars + 1} {
+		badMax := createModal()
+		badMax.Blocks.BlockSet[1].(*slack.InputBlock).Element.(*slack.PlainTextInputBlockElement).MaxLength = maxLength
+		wantSlackError(t, open(badMax), "invalid_arguments")
+	}
 
 	mustNoError(t, open(createModal()), "a valid modal")
 }

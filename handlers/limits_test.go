@@ -1,0 +1,118 @@
+package handlers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Slack's limits on what a message may hold (docs.slack.dev, Block Kit reference).
+const (
+	slackMaxText        = 4000 // a message's text, beyond which Slack truncates it
+	slackMaxSectionText = 3000 // a section's text, and any text object
+	slackMaxField       = 2000 // one of a section's fields
+	slackMaxBlocks      = 50
+	slackMaxInput       = 3000 // the most a plain_text_input's max_length may be
+)
+
+// limitProblems lists where m breaks Slack's limits, measured on the text Slack gets
+// (after escaping), in characters.
+func limitProblems(m Message) []string {
+	var problems []string
+	check := func(what, text string, limit int) {
+		if n := utf8.RuneCountInString(text); n > limit {
+			problems = append(problems, fmt.Sprintf("%s has %d characters, over %d", what, n, limit))
+		}
+	}
+	check("text", m.Text, slackMaxText)
+	if len(m.Blocks) > slackMaxBlocks {
+		problems = append(problems, fmt.Sprintf("%d blocks, over %d", len(m.Blocks), slackMaxBlocks))
+	}
+	for i, block := range m.Blocks {
+		switch b := block.(type) {
+		case *slack.SectionBlock:
+			if b.Text != nil {
+				check(fmt.Sprintf("block %d's text", i), b.Text.Text, slackMaxSectionText)
+			}
+			for j, field := range b.Fields {
+				check(fmt.Sprintf("block %d's field %d", i, j), field.Text, slackMaxField)
+			}
+		case *slack.ContextBlock:
+			for j, element := range b.ContextElements.Elements {
+				if text, ok := element.(*slack.TextBlockObject); ok {
+					check(fmt.Sprintf("block %d's element %d", i, j), text.Text, slackMaxSectionText)
+				}
+			}
+		}
+	}
+	return problems
+}
+
+// worstRequest holds the longest text each field can get, made of the characters that
+// grow most when escaped: a reason from before reasons were bounded, a deny reason of
+// the most the deny form takes, an audit detail as long.
+func worstRequest(state storage.State) storage.Request {
+	r := goldenRequest(state)
+	r.Reason = strings.Repeat("&", 3*maxReason)
+	r.ApproverID = "UBOB"
+	r.DecisionReason = strings.Repeat("<&>", maxDenyReason/3)
+	return r
+}
+
+func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
+	prices := Prices{"gpu_8x_h100_sxm5": 20}
+	var history []storage.AuditEvent
+	for range maxHistory + 1 {
+		history = append(history, storage.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
+	}
+	messages := map[string]Message{}
+	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
+		r := worstRequest(state)
+		messages["root "+string(state)] = rootMessage(r, "CAPPROVALS")
+		messages["card "+string(state)] = approvalCard(r, "CAPPROVALS", prices.Estimate(r.InstanceType, r.Lifetime))
+		messages["status "+string(state)] = statusMessage(r, history, goldenNow, prices, "CAPPROVALS")
+	}
+	denied := worstRequest(storage.StateDenied)
+	messages["denial reply"] = textMessage(denialText(denied))
+	messages["too late"] = textMessage("Too late: " + decisionLine(denied) + ".")
+	for name, m := range messages {
+		for _, problem := range limitProblems(m) {
+			t.Errorf("%s: %s", name, problem)
+		}
+	}
+}
+
+// Every text a person types into a form is bounded where it is typed, within what
+// Slack allows an input.
+func TestEveryFormInputIsBounded(t *testing.T) {
+	p := NewPolicy(nil, nil, nil, 8*3600e9, 72*3600e9)
+	for name, view := range map[string]slack.ModalViewRequest{
+		"key": keyModal(), "create": createModal(p), "deny": denyModal(goldenRequest(storage.StateAwaitingApproval)),
+	} {
+		raw, err := json.Marshal(view.Blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var blocks []struct {
+			BlockID string `json:"block_id"`
+			Element *struct {
+				Type      string `json:"type"`
+				MaxLength int    `json:"max_length"`
+			} `json:"element"`
+		}
+		if err := json.Unmarshal(raw, &blocks); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			if b.Element != nil && b.Element.Type == "plain_text_input" && (b.Element.MaxLength < 1 || b.Element.MaxLength > slackMaxInput) {
+				t.Errorf("%s form: input %q has max_length %d, want 1…%d", name, b.BlockID, b.Element.MaxLength, slackMaxInput)
+			}
+		}
+	}
+}
