@@ -270,10 +270,21 @@ func newKeyLine(t testing.TB, user string) string {
 	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
 }
 
-// waitFor waits for a message matching all of: in channel (if set), containing every text.
+// waitFor waits for a message matching all of: in channel (if set), containing every
+// text, posted at any time. To wait for what an action causes, use waitForSince.
 func (h *harness) waitFor(channel string, texts ...string) slacksim.Message {
 	h.t.Helper()
-	m, err := h.slack.WaitMessage(h.ctx(), func(m slacksim.Message) bool {
+	return h.waitForSince(0, channel, texts...)
+}
+
+// mark is the point in Slack's history of messages reached now.
+func (h *harness) mark() slacksim.Mark { return h.slack.Mark() }
+
+// waitForSince is waitFor for messages posted or edited after mark, so that an older,
+// similar message cannot answer.
+func (h *harness) waitForSince(mark slacksim.Mark, channel string, texts ...string) slacksim.Message {
+	h.t.Helper()
+	m, err := h.slack.WaitMessageSince(h.ctx(), mark, func(m slacksim.Message) bool {
 		if channel != "" && m.Channel != channel {
 			return false
 		}

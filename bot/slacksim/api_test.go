@@ -1,6 +1,7 @@
 package slacksim
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -261,5 +262,30 @@ func TestMessageLimits(t *testing.T) {
 	wantSlackError(t, post(slack.MsgOptionText("x", false), broken), "invalid_blocks")
 	if n := len(s.Messages()); n != 3 {
 		t.Errorf("messages = %d, want only the three valid posts", n)
+	}
+}
+
+// WaitMessageSince sees only what was posted or edited after the mark: an older,
+// similar message cannot answer for a newer one.
+func TestWaitMessageSinceAMark(t *testing.T) {
+	s := newSim(t, Options{})
+	api := apiClient(s)
+	ctx := testCtx(t, 5*time.Second)
+	_, first, err := api.PostMessageContext(ctx, gpuChannel, slack.MsgOptionText("Status: provisioning.", false))
+	mustNoError(t, err, "first post")
+	mark := s.Mark()
+	// Checked once: the predicate runs before the (already ended) context is looked at.
+	checkOnce, cancel := context.WithCancel(ctx)
+	cancel()
+	if m, err := s.WaitMessageSince(checkOnce, mark, func(m Message) bool { return strings.HasPrefix(m.Text, "Status:") }); err == nil {
+		t.Fatalf("a message from before the mark answered: %+v", m)
+	}
+	if _, _, _, err := api.UpdateMessageContext(ctx, gpuChannel, first, slack.MsgOptionText("Status: ready.", false)); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	m, err := s.WaitMessageSince(ctx, mark, func(m Message) bool { return strings.HasPrefix(m.Text, "Status:") })
+	mustNoError(t, err, "wait since the mark")
+	if m.Text != "Status: ready." {
+		t.Errorf("got %q, want the edit made after the mark", m.Text)
 	}
 }

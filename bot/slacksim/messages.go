@@ -44,7 +44,12 @@ type message struct {
 	blocks      blockSet
 	ephemeralTS string // the message_ts Slack gives an ephemeral message (not shown in Message.TS)
 	editedTS    string
+	changed     Mark // when it was last posted, edited or deleted
 }
+
+// Mark is a point in the workspace's history of messages: WaitMessageSince looks only
+// at what was posted or changed after it.
+type Mark uint64
 
 func tsKey(channel, ts string) string { return channel + "/" + ts }
 
@@ -98,6 +103,7 @@ func contentFromParams(req *apiRequest) (messageContent, *apiError) {
 
 func (s *Server) addMessageLocked(m *message) {
 	m.ID = s.nextIDLocked("M")
+	m.changed = s.nextMarkLocked()
 	m.Blocks = m.blocks.parsed
 	s.messages = append(s.messages, m)
 	s.messageByID[m.ID] = m
@@ -142,12 +148,14 @@ func (s *Server) updateMessageLocked(m *message, content messageContent) {
 	}
 	m.Updates++
 	m.editedTS = s.nextTSLocked()
+	m.changed = s.nextMarkLocked()
 	s.emitLocked(Event{Kind: "update", Message: m.Message})
 	s.notifyLocked()
 }
 
 func (s *Server) deleteMessageLocked(m *message) {
 	m.Deleted = true
+	m.changed = s.nextMarkLocked()
 	s.emitLocked(Event{Kind: "delete", Message: m.Message})
 	s.notifyLocked()
 }
@@ -333,11 +341,39 @@ func (s *Server) Messages() []Message {
 }
 
 // WaitMessage waits (ctx-bounded) until a message matching f exists, or one is
-// updated into matching, and returns the first such message in posting order.
+// updated into matching, and returns the first such message in posting order. It looks
+// at the whole history: to wait for what an action causes, take a Mark before it and
+// use WaitMessageSince, so that an older, similar message cannot answer.
 func (s *Server) WaitMessage(ctx context.Context, f func(Message) bool) (Message, error) {
+	return s.WaitMessageSince(ctx, 0, f)
+}
+
+// Mark is the point in the history of messages reached now.
+func (s *Server) Mark() Mark {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastMark
+}
+
+func (s *Server) nextMarkLocked() Mark {
+	s.lastMark++
+	return s.lastMark
+}
+
+// WaitMessageSince waits (ctx-bounded) until a message posted or changed after mark
+// matches f, and returns the first such message in posting order.
+func (s *Server) WaitMessageSince(ctx context.Context, mark Mark, f func(Message) bool) (Message, error) {
 	var found Message
 	err := s.WaitUntil(ctx, func() bool {
-		for _, m := range s.Messages() {
+		s.mu.Lock()
+		recent := make([]Message, 0, 16)
+		for _, m := range s.messages {
+			if m.changed > mark {
+				recent = append(recent, m.Message)
+			}
+		}
+		s.mu.Unlock()
+		for _, m := range recent {
 			if f(m) {
 				found = m
 				return true

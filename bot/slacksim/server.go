@@ -74,6 +74,7 @@ type Server struct {
 	changedClosedForGood bool
 	counters             map[string]int
 	lastTS               int64
+	lastMark             Mark
 	timers               map[*timerEntry]struct{}
 
 	directory
