@@ -299,31 +299,22 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 }
 
 func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool) *Reply {
+	// The live requests, not the caller's history: what is listed costs the same
+	// however many requests someone made before.
+	var reqs []storage.Request
+	var err error
 	if everyone {
 		if err := h.cfg.Policy.MaySeeAll(user.UserID); err != nil {
 			return refusal(err)
 		}
+		reqs, err = h.store.Unfinished(ctx)
+	} else {
+		reqs, err = h.store.UnfinishedOf(ctx, user)
 	}
-	// The live requests, not the caller's history: what is listed costs the same
-	// however many requests someone made before.
-	reqs, err := h.store.Unfinished(ctx)
 	if err != nil {
 		return refusal(err)
 	}
-	if !everyone {
-		reqs = ownedBy(reqs, user)
-	}
 	return reply(listMessage(reqs, h.now(), h.cfg.Prices, everyone))
-}
-
-func ownedBy(reqs []storage.Request, user storage.UserRef) []storage.Request {
-	mine := reqs[:0:0]
-	for _, r := range reqs {
-		if r.Owner() == user {
-			mine = append(mine, r)
-		}
-	}
-	return mine
 }
 
 func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) *Reply {

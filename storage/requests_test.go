@@ -475,3 +475,23 @@ func TestRequestsWithIDPrefix(t *testing.T) {
 		}
 	}
 }
+
+// A person's live requests come from the live ones, not from their history.
+func TestUnfinishedOf(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	mine := mustCreate(t, s, newRequest(alice, StateApproved))
+	over := mustCreate(t, s, newRequest(alice, StateApproved))
+	mustMove(t, s, over.ID, StateCancelled, nil)
+	mustCreate(t, s, newRequest(UserRef{TeamID: "T1", UserID: "UBOB"}, StateApproved))
+	later := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	for range 2 { // a second call answers from what the first decoded
+		got, err := s.UnfinishedOf(ctx, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].ID != mine.ID || got[1].ID != later.ID {
+			t.Fatalf("alice's live requests: %+v, want %s then %s", got, mine.ID, later.ID)
+		}
+	}
+}
