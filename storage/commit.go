@@ -65,12 +65,16 @@ func (c *committer) write(fn func(*bolt.Tx) error) error {
 	return err
 }
 
-// close commits what is queued and stops; later writes fail.
+// close commits what is queued and stops; later writes fail. Closing again waits
+// for the first close.
 func (c *committer) close() {
 	c.mu.Lock()
+	first := !c.closed
 	c.closed = true
 	c.mu.Unlock()
-	close(c.stop)
+	if first {
+		close(c.stop)
+	}
 	<-c.done
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -81,5 +82,20 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 	}
 	if err := checkConsistent(s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Closing twice is harmless, and a write after the close fails instead of hanging.
+func TestWriteAfterClose(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "gpubot.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if _, err := s.MarkSeen(context.Background(), "Ev1", time.Hour); err == nil {
+		t.Error("a write after Close succeeded")
 	}
 }
