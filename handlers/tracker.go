@@ -33,6 +33,9 @@ const (
 // until ctx ends.
 func (h *Handlers) Run(ctx context.Context) error {
 	if err := h.Resume(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing failed
+		}
 		return err
 	}
 	ticker := time.NewTicker(h.cfg.PollInterval)
