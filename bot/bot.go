@@ -200,12 +200,12 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	case socketmode.EventTypeSlashCommand:
 		cmd, ok := evt.Data.(slack.SlashCommand)
 		if ok && evt.Request != nil {
-			b.handle(func() { b.onSlashCommand(ctx, *evt.Request, cmd) })
+			b.handleBeforeBackground(func() { b.onSlashCommand(ctx, *evt.Request, cmd) })
 		}
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if ok && evt.Request != nil {
-			b.handle(func() { b.onInteraction(ctx, *evt.Request, cb) })
+			b.handleBeforeBackground(func() { b.onInteraction(ctx, *evt.Request, cb) })
 		}
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
@@ -237,6 +237,17 @@ func (b *Bot) handle(fn func()) {
 		defer b.envelopes.Done()
 		fn()
 	}()
+}
+
+// handleBeforeBackground handles an envelope whose ack someone waits for: from the
+// moment it is taken until it is acked, background work holds back, so a burst of
+// commands is acked before the slow work they started competes with it.
+func (b *Bot) handleBeforeBackground(fn func()) {
+	acked := b.handlers.Foreground()
+	b.handle(func() {
+		defer acked()
+		fn()
+	})
 }
 
 // onSlashCommand answers a command. A redelivered envelope the handlers find already

@@ -103,13 +103,15 @@ type setup struct {
 	cfg       func(*config.Config)
 	falOpts   func(*falsim.Options)
 	slackOpts func(*slacksim.Options)
-	manual    bool // don't start the bot
+	manual    bool     // don't start the bot
+	users     []string // more people in the workspace
 }
 
 func withConfig(f func(*config.Config)) func(*setup)   { return func(s *setup) { s.cfg = f } }
 func withFal(f func(*falsim.Options)) func(*setup)     { return func(s *setup) { s.falOpts = f } }
 func withSlack(f func(*slacksim.Options)) func(*setup) { return func(s *setup) { s.slackOpts = f } }
 func notStarted() func(*setup)                         { return func(s *setup) { s.manual = true } }
+func withUsers(ids ...string) func(*setup)             { return func(s *setup) { s.users = ids } }
 
 // start runs the real bot, built by the constructor main uses, against slacksim, falsim
 // and a bbolt file in a temporary folder.
@@ -125,7 +127,7 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 	}
 	sim := slacksim.New(simOpts)
 	t.Cleanup(sim.Close)
-	for _, u := range []string{alice, mallory, bob, carol, admin, dave, erin} {
+	for _, u := range append([]string{alice, mallory, bob, carol, admin, dave, erin}, s.users...) {
 		sim.AddUser(u, strings.ToLower(u[1:]))
 	}
 	sim.AddUsergroup(approverGroup, dave, erin)
@@ -172,7 +174,7 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 // startBot starts (or restarts) the bot on the same store file.
 func (h *harness) startBot() {
 	h.t.Helper()
-	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: h.cfg.SlogLevel()}))
 	b, err := bot.New(h.cfg, bot.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second})
 	if err != nil {
 		h.t.Fatalf("bot.New: %v", err)

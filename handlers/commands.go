@@ -301,6 +301,8 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 }
 
 func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool) *Reply {
+	// The live requests, not the caller's history: what is listed costs the same
+	// however many requests someone made before.
 	var reqs []storage.Request
 	var err error
 	if everyone {
@@ -309,23 +311,12 @@ func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool
 		}
 		reqs, err = h.store.Unfinished(ctx)
 	} else {
-		reqs, err = h.store.RequestsByUser(ctx, user)
-		reqs = liveOnly(reqs)
+		reqs, err = h.store.UnfinishedOf(ctx, user)
 	}
 	if err != nil {
 		return refusal(err)
 	}
 	return reply(listMessage(reqs, h.now(), h.cfg.Prices, everyone))
-}
-
-func liveOnly(reqs []storage.Request) []storage.Request {
-	live := reqs[:0:0]
-	for _, r := range reqs {
-		if !r.State.Terminal() {
-			live = append(live, r)
-		}
-	}
-	return live
 }
 
 func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) *Reply {
@@ -378,8 +369,9 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 }
 
 // resolve finds the request a person means by an id: a request id or its first 8
-// characters, or a fal instance id. Short ids are looked up among the caller's own
-// requests, then (for admins and approvers) among everything still running.
+// characters (at least 6), or a fal instance id. Short ids name the caller's own
+// requests or, for admins and approvers, anything still running; one that names
+// several is refused rather than guessed.
 func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string) (storage.Request, error) {
 	id = strings.Trim(strings.TrimSpace(id), "`")
 	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", echo(id))
@@ -395,21 +387,25 @@ func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string)
 	if len(id) < 6 {
 		return storage.Request{}, notFound
 	}
-	candidates, err := h.store.RequestsByUser(ctx, user)
+	matches, err := h.store.RequestsWithIDPrefix(ctx, id, maxShortIDMatches)
 	if err != nil {
 		return storage.Request{}, fmt.Errorf("resolve %q: %w", id, err)
 	}
-	if h.cfg.Policy.MaySeeAll(user.UserID) == nil {
-		others, err := h.store.Unfinished(ctx)
-		if err != nil {
-			return storage.Request{}, fmt.Errorf("resolve %q: %w", id, err)
-		}
-		candidates = append(candidates, others...)
-	}
-	for _, r := range candidates {
-		if strings.HasPrefix(r.ID, id) {
-			return r, nil
+	var visible []storage.Request
+	for _, r := range matches {
+		if r.Owner() == user || (!r.State.Terminal() && h.cfg.Policy.MaySeeAll(user.UserID) == nil) {
+			visible = append(visible, r)
 		}
 	}
-	return storage.Request{}, notFound
+	switch len(visible) {
+	case 0:
+		return storage.Request{}, notFound
+	case 1:
+		return visible[0], nil
+	}
+	return storage.Request{}, refusef("`%s` is the start of more than one request id; type more of it.", clip(id, 40))
 }
+
+// maxShortIDMatches bounds what one short id reads: ids are random, so more than a
+// couple of matches only come from a very short prefix.
+const maxShortIDMatches = 20

@@ -89,6 +89,7 @@ type Handlers struct {
 	cancelWork context.CancelFunc
 	work       sync.WaitGroup
 	slots      chan struct{} // one per background flow running
+	foreground foregroundGate
 
 	mu sync.Mutex
 	// workers holds the requests that have a piece of work queued or running;
@@ -158,6 +159,7 @@ func (h *Handlers) run(name string, queue bool, fn func(ctx context.Context)) {
 			case <-h.workCtx.Done():
 				return
 			}
+			h.foreground.wait(h.workCtx, maxHoldBack)
 		}
 		defer func() {
 			if p := recover(); p != nil {
@@ -167,6 +169,10 @@ func (h *Handlers) run(name string, queue bool, fn func(ctx context.Context)) {
 		fn(h.workCtx)
 	}()
 }
+
+// Foreground counts an envelope as waiting for its ack until the returned func is
+// called: queued background work holds back meanwhile (for at most maxHoldBack).
+func (h *Handlers) Foreground() (acked func()) { return h.foreground.enter() }
 
 // Shutdown lets background work finish for up to grace, then cancels what is left and
 // waits for it to stop. A request cut short stays committed and resumes at the next start.

@@ -116,20 +116,22 @@ func shortID(id string) string {
 	return id
 }
 
+// helpMessage is plain mrkdwn text, which Slack shows as it would one section: help
+// is most of what a burst of commands asks for, and a text-only ack is the cheapest
+// to encode and send.
 func helpMessage() Message {
-	text := strings.Join([]string{
-		"*gpubot gives you fal GPU machines.* First register your SSH public key, then ask for a machine.",
-		"`/gpu key set ssh-ed25519 AAAA… you@laptop`  register your public key (or `/gpu key` for a form)",
-		"`/gpu key show` · `/gpu key remove`  see or forget it",
-		"`/gpu create 1x`  one H100, for the default lifetime",
-		"`/gpu create 8x sector_1 for 4h fine-tuning run`  eight H100s in sector 1 for 4 hours, with a reason",
-		"`/gpu create`  the same in a form",
-		"`/gpu list` · `/gpu list all`  your machines · everyone's",
-		"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`",
-		"`/gpu cancel <id>`  withdraw a request still waiting for approval",
-	}, "\n")
-	return Message{Text: "How to use /gpu", Blocks: []slack.Block{section(text)}}
+	return Message{Text: helpText}
 }
+
+const helpText = "*gpubot gives you fal GPU machines.* First register your SSH public key, then ask for a machine." + "\n" +
+	"`/gpu key set ssh-ed25519 AAAA… you@laptop`  register your public key (or `/gpu key` for a form)" + "\n" +
+	"`/gpu key show` · `/gpu key remove`  see or forget it" + "\n" +
+	"`/gpu create 1x`  one H100, for the default lifetime" + "\n" +
+	"`/gpu create 8x sector_1 for 4h fine-tuning run`  eight H100s in sector 1 for 4 hours, with a reason" + "\n" +
+	"`/gpu create`  the same in a form" + "\n" +
+	"`/gpu list` · `/gpu list all`  your machines · everyone's" + "\n" +
+	"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`" + "\n" +
+	"`/gpu cancel <id>`  withdraw a request still waiting for approval"
 
 func keySavedMessage(k storage.PublicKey) Message {
 	return textMessage(fmt.Sprintf(":key: Saved your %s key `%s`. Machines you ask for from now on will accept it. Next: `/gpu create 1x`.", k.Type, k.Fingerprint))

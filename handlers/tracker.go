@@ -34,6 +34,9 @@ const (
 func (h *Handlers) Run(ctx context.Context) error {
 	h.refreshGroups(ctx) // before the first click on a card, as far as it can be
 	if err := h.Resume(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing failed
+		}
 		return err
 	}
 	ticker := time.NewTicker(h.cfg.PollInterval)

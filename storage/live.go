@@ -35,6 +35,17 @@ func (c *liveCache) publish(m map[string]*Request) { c.byID.Store(&m) }
 // the last call, their records: the cost follows the number of unfinished
 // requests, not of all requests.
 func (s *Store) Unfinished(ctx context.Context) ([]Request, error) {
+	return s.unfinished(ctx, func(*Request) bool { return true })
+}
+
+// UnfinishedOf returns u's requests not in a terminal state, oldest first. Like
+// Unfinished it reads the live requests, not u's history, and copies only u's.
+func (s *Store) UnfinishedOf(ctx context.Context, u UserRef) ([]Request, error) {
+	return s.unfinished(ctx, func(r *Request) bool { return r.Owner() == u })
+}
+
+// unfinished lists the requests not in a terminal state that keep accepts.
+func (s *Store) unfinished(ctx context.Context, keep func(*Request) bool) ([]Request, error) {
 	previous := s.live.snapshot()
 	current := make(map[string]*Request, len(previous))
 	var listed []*Request
@@ -64,10 +75,12 @@ func (s *Store) Unfinished(ctx context.Context) ([]Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unfinished requests: %w", err)
 	}
-	out := make([]Request, len(listed))
-	for i, r := range listed {
+	var out []Request
+	for _, r := range listed {
 		current[r.ID] = r
-		out[i] = r.clone()
+		if keep(r) {
+			out = append(out, r.clone())
+		}
 	}
 	s.live.publish(current)
 	return out, nil

@@ -43,7 +43,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *Request, opts ...WriteOpti
 	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
 	rec.UpdatedAt = now
 	rec.Version = 1
-	err := s.batch(ctx, func(tx *bolt.Tx) error {
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		if err := s.claimEnvelope(tx, opts, now); err != nil {
 			return err
 		}
@@ -98,6 +98,30 @@ func (s *Store) RequestByInstance(ctx context.Context, instanceID string) (Reque
 		return err
 	})
 	return r, err
+}
+
+// RequestsWithIDPrefix returns up to limit requests whose ids start with prefix, in
+// id order. It seeks to them in the requests bucket, so its cost does not grow with
+// the number of requests stored: a short id is found without reading a history.
+func (s *Store) RequestsWithIDPrefix(ctx context.Context, prefix string, limit int) ([]Request, error) {
+	var out []Request
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		out = nil
+		p := []byte(prefix)
+		c := bucket(tx, bucketRequests).Cursor()
+		for k, raw := c.Seek(p); k != nil && bytes.HasPrefix(k, p) && len(out) < limit; k, raw = c.Next() {
+			r, err := decodeRequest(raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests with id prefix %q: %w", prefix, err)
+	}
+	return out, nil
 }
 
 // RequestsByUser returns every request u made, newest first.

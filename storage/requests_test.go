@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -435,5 +436,62 @@ func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
 	final, _ := s.Unfinished(ctx)
 	if len(final) != 3*12 { // per writer, 12 of 15 requests stop before deleted
 		t.Errorf("%d unfinished at the end, want %d", len(final), 3*12)
+	}
+}
+
+// A short id finds the requests whose ids start with it, by seeking, however long the
+// history around them.
+func TestRequestsWithIDPrefix(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	var ids []string
+	for _, id := range []string{"3f2a9c1e-0001", "3f2a9c1e-0002", "3f2b0000-0003", "40000000-0004"} {
+		r := newRequest(alice, StateApproved)
+		r.ID = id
+		ids = append(ids, mustCreate(t, s, r).ID)
+	}
+	for _, c := range []struct {
+		prefix string
+		limit  int
+		want   []string
+	}{
+		{"3f2a9c1e", 10, ids[:2]},
+		{"3f2a9c1e", 1, ids[:1]},
+		{"3f2b", 10, ids[2:3]},
+		{"3f2a9c1e-0002", 10, ids[1:2]},
+		{"4", 10, ids[3:]},
+		{"5", 10, nil},
+	} {
+		got, err := s.RequestsWithIDPrefix(ctx, c.prefix, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotIDs []string
+		for _, r := range got {
+			gotIDs = append(gotIDs, r.ID)
+		}
+		if !slices.Equal(gotIDs, c.want) {
+			t.Errorf("prefix %q limit %d: got %v, want %v", c.prefix, c.limit, gotIDs, c.want)
+		}
+	}
+}
+
+// A person's live requests come from the live ones, not from their history.
+func TestUnfinishedOf(t *testing.T) {
+	s := openTestStore(t, Options{})
+	ctx := context.Background()
+	mine := mustCreate(t, s, newRequest(alice, StateApproved))
+	over := mustCreate(t, s, newRequest(alice, StateApproved))
+	mustMove(t, s, over.ID, StateCancelled, nil)
+	mustCreate(t, s, newRequest(UserRef{TeamID: "T1", UserID: "UBOB"}, StateApproved))
+	later := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	for range 2 { // a second call answers from what the first decoded
+		got, err := s.UnfinishedOf(ctx, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].ID != mine.ID || got[1].ID != later.ID {
+			t.Fatalf("alice's live requests: %+v, want %s then %s", got, mine.ID, later.ID)
+		}
 	}
 }

@@ -56,10 +56,11 @@ func (o Options) withDefaults() Options {
 
 // Store is gpubot's database. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
-	opts Options
-	live liveCache
+	db     *bolt.DB
+	writer *committer
+	path   string
+	opts   Options
+	live   liveCache
 }
 
 // Open opens (creating if needed) the bbolt file at path and brings its
@@ -89,18 +90,16 @@ func openWith(path string, opts Options, steps []migration) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	// Batched commits (new requests, which come in bursts) wait at most this
-	// long for company, so a burst shares a few fsyncs.
-	db.MaxBatchDelay = 2 * time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error { return migrate(tx, steps) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, opts: opts}, nil
+	return &Store{db: db, writer: newCommitter(db), path: path, opts: opts}, nil
 }
 
 // Close releases the file and its lock.
 func (s *Store) Close() error {
+	s.writer.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close database %s: %w", s.path, err)
 	}
@@ -114,19 +113,6 @@ func (s *Store) Path() string { return s.path }
 // read back from the file equals the one written.
 func (s *Store) now() time.Time { return s.opts.Now().UTC().Round(0) }
 
-// batch runs a write so that concurrent writers share one transaction and one
-// fsync: for writes that come in bursts (hundreds of /gpu create at once, each
-// committed before its ack). A lone write waits up to MaxBatchDelay for company,
-// so sequential writers use update. fn may run more than once (bbolt retries it
-// alone when another write in its batch fails), so it must only touch tx and set
-// its results afresh on every run.
-func (s *Store) batch(ctx context.Context, fn func(*bolt.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return s.db.Batch(fn)
-}
-
 func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -134,11 +120,14 @@ func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return s.db.View(fn)
 }
 
+// update commits a write through the store's one writer, which lets concurrent writes
+// share a transaction and an fsync (see committer). fn may run more than once, so it
+// must only touch tx and set its results afresh on every run.
 func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(fn)
+	return s.writer.write(fn)
 }
 
 // migration brings a file from schema version `from` to from+1.
