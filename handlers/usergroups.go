@@ -69,14 +69,18 @@ func (c *groupCache) set(group string, users []string, now time.Time) {
 }
 
 // keep leaves the members as they were after a read that failed for a passing reason
-// (Slack busy, the network), and waits a refresh period before the next try.
-func (c *groupCache) keep(group string, now time.Time) {
+// (Slack busy, the network), and has the next try come after retry rather than a
+// whole refresh period: a group not read yet has nobody in it meanwhile.
+func (c *groupCache) keep(group string, now time.Time, refresh, retry time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.groups[group]
-	g.readAt = now
+	g.readAt = now.Add(min(retry, refresh) - refresh)
 	c.groups[group] = g
 }
+
+// groupRetry is how soon a group read that failed for a passing reason is tried again.
+const groupRetry = time.Minute
 
 // refreshGroups reads again every user group whose members are due. A refused read
 // (a missing scope, a group that does not exist) empties the group, so its members
@@ -102,7 +106,7 @@ func (h *Handlers) refreshGroups(ctx context.Context) {
 			h.log.Error("Slack refused to list a user group's members; it counts as empty", "group", group, "err", err)
 			h.alertAdminsEvery(ctx, "usergroup:"+group+":"+code, 24*time.Hour, groupRefusedText(group, code))
 		default:
-			h.groups.keep(group, now)
+			h.groups.keep(group, now, h.cfg.UsergroupRefresh, groupRetry)
 			h.log.Warn("could not read a user group's members; keeping the last known", "group", group, "err", err)
 		}
 	}

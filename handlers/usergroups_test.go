@@ -75,14 +75,19 @@ func TestRefreshGroupsKeepsWhatIsKnownAndEmptiesWhatIsRefused(t *testing.T) {
 	if !approves() || slackCalls.calls != 0 {
 		t.Fatalf("after a 503: dave approves %v (want the last members kept), %d Slack calls (want no alert)", approves(), slackCalls.calls)
 	}
+	now = now.Add(groupRetry)
+	h.refreshGroups(ctx)
+	if groups.reads != 3 {
+		t.Fatalf("%d reads; want a read failed for a passing reason tried again after %s, not a whole refresh period", groups.reads, groupRetry)
+	}
 
 	groups.answer(nil, slack.SlackErrorResponse{Err: "no_such_subteam"})
 	for range 3 {
 		now = now.Add(time.Hour)
 		h.refreshGroups(ctx)
 	}
-	if groups.reads != 5 || approves() {
-		t.Fatalf("after refusals: %d reads (want 5), dave approves %v (want an empty group)", groups.reads, approves())
+	if groups.reads != 6 || approves() {
+		t.Fatalf("after refusals: %d reads (want 6), dave approves %v (want an empty group)", groups.reads, approves())
 	}
 	if slackCalls.calls != 2 { // open the admin's DM, post the alert
 		t.Fatalf("%d Slack calls for three refusals, want one alert (2 calls)", slackCalls.calls)
