@@ -47,7 +47,6 @@ type Bot struct {
 	metrics  *metrics.Metrics
 
 	connected atomic.Bool
-	listener  net.Listener
 	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
 }
 
@@ -140,6 +139,9 @@ func (b *Bot) Run(ctx context.Context) (err error) {
 	go b.readEvents(ctx)
 	go b.gaugeRequests(ctx)
 	b.log.Info("gpubot running", "config", b.cfg)
+	for _, warning := range b.cfg.Warnings() {
+		b.log.Warn("setting probably not what you want", "problem", warning)
+	}
 	var first error
 	for range 3 {
 		if err := <-errc; err != nil && first == nil {
@@ -336,7 +338,6 @@ func (b *Bot) serveHTTP(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", b.cfg.HTTPAddr, err)
 	}
-	b.listener = ln
 	srv := &http.Server{
 		Handler: b.metrics.Handler(
 			metrics.Check{Name: "slack", Ready: b.Ready},
