@@ -80,10 +80,10 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL))
-	slackCalls := newSlackAPI(api, func(method, outcome string) {
-		m.SlackCalls.WithLabelValues(method, outcome).Inc()
-	})
+	observeSlack := func(method, outcome string) { m.SlackCalls.WithLabelValues(method, outcome).Inc() }
+	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL),
+		slack.OptionRetryConfig(slackRetries(cfg.SlackAPIURL, observeSlack)))
+	slackCalls := newSlackAPI(api, observeSlack)
 	h := handlers.New(handlers.Config{
 		Policy:           handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime),
 		ApprovalChannel:  cfg.ApprovalChannel,
