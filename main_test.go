@@ -16,9 +16,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
@@ -388,7 +389,7 @@ func TestServeRunsAndStopsCleanly(t *testing.T) {
 		"FAL_ADMIN_API_KEY": falKey, "FAL_API_URL": fs.URL(), "DB_PATH": dbPath,
 		"APPROVAL_CHANNEL": "CAPPROVALS", "APPROVERS": "UBOB", "HTTP_ADDR": addr, "POLL_INTERVAL": "50ms",
 	}
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve"}, env(vars), nil, io.Discard, &logs) }()
@@ -461,21 +462,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

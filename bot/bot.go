@@ -47,7 +47,6 @@ type Bot struct {
 	metrics  *metrics.Metrics
 
 	connected atomic.Bool
-	listener  net.Listener
 	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
 }
 
@@ -81,10 +80,10 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL))
-	slackCalls := newSlackAPI(api, func(method, outcome string) {
-		m.SlackCalls.WithLabelValues(method, outcome).Inc()
-	})
+	observeSlack := func(method, outcome string) { m.SlackCalls.WithLabelValues(method, outcome).Inc() }
+	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL),
+		slack.OptionRetryConfig(slackRetries(cfg.SlackAPIURL, observeSlack)))
+	slackCalls := newSlackAPI(api, observeSlack)
 	h := handlers.New(handlers.Config{
 		Policy: handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime).
 			WithApprovalsNeeded(cfg.ApprovalsNeeded),
@@ -146,6 +145,9 @@ func (b *Bot) Run(ctx context.Context) (err error) {
 	go b.readEvents(ctx)
 	go b.gaugeRequests(ctx)
 	b.log.Info("gpubot running", "config", b.cfg)
+	for _, warning := range b.cfg.Warnings() {
+		b.log.Warn("setting probably not what you want", "problem", warning)
+	}
 	var first error
 	for range 3 {
 		if err := <-errc; err != nil && first == nil {
@@ -342,7 +344,6 @@ func (b *Bot) serveHTTP(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", b.cfg.HTTPAddr, err)
 	}
-	b.listener = ln
 	srv := &http.Server{
 		Handler: b.metrics.Handler(
 			metrics.Check{Name: "slack", Ready: b.Ready},

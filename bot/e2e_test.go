@@ -294,3 +294,12 @@ func TestClickOnAStaleCardMendsIt(t *testing.T) {
 		t.Fatalf("%d denial replies in the thread, want 1", n)
 	}
 }
+
+// A setting that is valid but probably not what the operator meant is said in the log
+// at start.
+func TestStartLogsSettingWarnings(t *testing.T) {
+	h := start(t, withConfig(func(c *config.Config) { c.ReminderBefore = c.DefaultLifetime }))
+	h.eventually("the warning about REMINDER_BEFORE in the start-up log", func() bool {
+		return strings.Contains(h.logs.String(), "REMINDER_BEFORE (8h) is not shorter than DEFAULT_LIFETIME (8h)")
+	})
+}

@@ -1,7 +1,6 @@
 package bot_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,9 +9,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/slack-go/slack"
@@ -50,50 +50,13 @@ const (
 
 const wait = 15 * time.Second
 
-// clock is the bot's clock: real time plus an offset a test can push forward, so
-// lifetimes of hours pass in milliseconds.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-// syncBuffer collects the bot's logs, so tests can search them (for secrets, say).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	t      testing.TB
 	slack  *slacksim.Server
 	fal    *falsim.Server
 	cfg    config.Config
-	clock  *clock
-	logs   *syncBuffer
+	clock  *testkit.Clock
+	logs   *testkit.Buffer
 	bot    *bot.Bot
 	cancel context.CancelFunc
 	done   chan error
@@ -158,7 +121,7 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 	if s.cfg != nil {
 		s.cfg(&cfg)
 	}
-	h := &harness{t: t, slack: sim, fal: fs, cfg: cfg, clock: &clock{}, logs: &syncBuffer{}}
+	h := &harness{t: t, slack: sim, fal: fs, cfg: cfg, clock: testkit.RunningClock(), logs: &testkit.Buffer{}}
 	t.Cleanup(func() {
 		h.checkNoSecrets()
 		if t.Failed() {

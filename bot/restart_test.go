@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/testkit"
+
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/bot"
@@ -71,7 +73,7 @@ func (h *harness) environ() []string {
 // process is a gpubot process started by a test.
 type process struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer // this process's logs alone (the harness's logs hold every process's)
+	logs *testkit.Buffer // this process's logs alone (the harness's logs hold every process's)
 }
 
 // spawn starts a gpubot process on the harness's store file and waits until it is connected.
@@ -87,7 +89,7 @@ func (h *harness) spawn() *process {
 // spawnProcess is spawn for goroutines other than the test's: it returns its error.
 func (h *harness) spawnProcess() (*process, error) {
 	before := h.slack.TotalConnections()
-	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: &syncBuffer{}}
+	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: &testkit.Buffer{}}
 	p.cmd.Env = h.environ()
 	p.cmd.Stderr = io.MultiWriter(p.logs, h.logs)
 	if err := p.cmd.Start(); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,9 +14,9 @@ import (
 	"github.com/gpubot/gpubot/handlers"
 )
 
-// slackAPI is the handlers' view of Slack's Web API, on slack-go's client. It retries
-// what Slack asks to be retried (429 with Retry-After, 5xx), within bounds, so a
-// message still arrives when Slack is briefly busy. slack-go itself does not retry.
+// slackAPI is the handlers' view of Slack's Web API, on slack-go's client, which
+// retries what Slack asks to be retried (see slackRetries). It counts every call's
+// outcome for metrics.
 type slackAPI struct {
 	api     *slack.Client
 	observe func(method, outcome string)
@@ -24,9 +26,6 @@ type slackAPI struct {
 }
 
 func newSlackAPI(api *slack.Client, observe func(method, outcome string)) *slackAPI {
-	if observe == nil {
-		observe = func(string, string) {}
-	}
 	return &slackAPI{api: api, observe: observe, dms: map[string]string{}}
 }
 
@@ -35,40 +34,61 @@ const (
 	slackMaxRetryAfter = 30 * time.Second
 )
 
-// call runs one Web API call with retries and reports its outcome.
-func (s *slackAPI) call(ctx context.Context, method string, fn func() error) error {
-	backoff := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := fn()
-		wait, retry := retryAfter(err, backoff)
-		if err == nil || !retry || attempt == slackAttempts {
-			s.observe(method, outcome(err))
-			if err != nil {
-				return fmt.Errorf("%s: %w", method, err)
-			}
-			return nil
-		}
-		s.observe(method, "retried")
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (after %v)", method, ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		backoff *= 2
+// slackRetries has slack-go retry a Web API call Slack asks to be retried, so a
+// message still arrives when Slack is briefly busy: a 429 after its Retry-After (at
+// most slackMaxRetryAfter), a 5xx after a growing backoff, slackAttempts tries in all.
+// Each retry is counted under the method's "retried" outcome. (fal's client has a
+// retry loop of its own, in fal/retry.go: a create must reuse its idempotency key and
+// fit a total time budget, which resty's retries cannot promise.)
+func slackRetries(apiURL string, observe func(method, outcome string)) slack.RetryConfig {
+	cfg := slack.RetryConfig{
+		MaxRetries:     slackAttempts - 1,
+		BackoffInitial: 250 * time.Millisecond,
+		BackoffMax:     4 * time.Second,
+		BackoffJitter:  50 * time.Millisecond,
 	}
+	cfg.Handlers = []slack.RetryHandler{countedRetry{
+		apiURL:  apiURL,
+		observe: observe,
+		reasons: []slack.RetryHandler{slack.NewRateLimitErrorRetryHandler(cfg), slack.NewServerErrorRetryHandler(cfg)},
+	}}
+	return cfg
 }
 
-// retryAfter says whether err is worth another try, and after how long.
-func retryAfter(err error, backoff time.Duration) (time.Duration, bool) {
-	var rl *slack.RateLimitedError
-	if errors.As(err, &rl) {
-		return min(max(rl.RetryAfter, 100*time.Millisecond), slackMaxRetryAfter), true
+// countedRetry asks slack-go's own handlers whether to retry, caps the wait, and
+// counts the retry.
+type countedRetry struct {
+	apiURL  string
+	observe func(method, outcome string)
+	reasons []slack.RetryHandler
+}
+
+func (c countedRetry) ShouldRetry(state *slack.RetryState, req *http.Request, resp *http.Response, err error) (bool, time.Duration) {
+	for _, reason := range c.reasons {
+		if retry, wait := reason.ShouldRetry(state, req, resp, err); retry {
+			c.observe(c.method(req), "retried")
+			return true, min(wait, slackMaxRetryAfter)
+		}
 	}
-	var sc slack.StatusCodeError
-	if errors.As(err, &sc) && sc.Code >= 500 {
-		return backoff, true
+	return false, 0
+}
+
+// method names a call for metrics: the Web API method, or response_url.
+func (c countedRetry) method(req *http.Request) string {
+	if url := req.URL.String(); strings.HasPrefix(url, c.apiURL) {
+		return strings.TrimPrefix(url, c.apiURL)
 	}
-	return 0, false
+	return "response_url"
+}
+
+// call runs one Web API call (retried by slack-go) and reports its outcome.
+func (s *slackAPI) call(method string, fn func() error) error {
+	err := fn()
+	s.observe(method, outcome(err))
+	if err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	return nil
 }
 
 func outcome(err error) string {
@@ -92,7 +112,7 @@ func (s *slackAPI) PostMessage(ctx context.Context, channel, threadTS string, m 
 		opts = append(opts, slack.MsgOptionTS(threadTS))
 	}
 	var ts string
-	err := s.call(ctx, "chat.postMessage", func() (err error) {
+	err := s.call("chat.postMessage", func() (err error) {
 		_, ts, err = s.api.PostMessageContext(ctx, channel, opts...)
 		return err
 	})
@@ -100,21 +120,21 @@ func (s *slackAPI) PostMessage(ctx context.Context, channel, threadTS string, m 
 }
 
 func (s *slackAPI) UpdateMessage(ctx context.Context, channel, ts string, m handlers.Message) error {
-	return s.call(ctx, "chat.update", func() error {
+	return s.call("chat.update", func() error {
 		_, _, _, err := s.api.UpdateMessageContext(ctx, channel, ts, msgOptions(m)...)
 		return err
 	})
 }
 
 func (s *slackAPI) PostEphemeral(ctx context.Context, channel, user string, m handlers.Message) error {
-	return s.call(ctx, "chat.postEphemeral", func() error {
+	return s.call("chat.postEphemeral", func() error {
 		_, err := s.api.PostEphemeralContext(ctx, channel, user, msgOptions(m)...)
 		return err
 	})
 }
 
 func (s *slackAPI) OpenView(ctx context.Context, triggerID string, v slack.ModalViewRequest) error {
-	return s.call(ctx, "views.open", func() error {
+	return s.call("views.open", func() error {
 		_, err := s.api.OpenViewContext(ctx, triggerID, v)
 		return err
 	})
@@ -127,7 +147,7 @@ func (s *slackAPI) OpenDM(ctx context.Context, user string) (string, error) {
 	if ok {
 		return dm, nil
 	}
-	err := s.call(ctx, "conversations.open", func() error {
+	err := s.call("conversations.open", func() error {
 		ch, _, _, err := s.api.OpenConversationContext(ctx, &slack.OpenConversationParameters{Users: []string{user}})
 		if err == nil {
 			dm = ch.ID
@@ -148,7 +168,7 @@ func (s *slackAPI) Respond(ctx context.Context, responseURL string, m handlers.M
 	if replaceOriginal {
 		opts = append(opts, slack.MsgOptionReplaceOriginal(responseURL))
 	}
-	return s.call(ctx, "response_url", func() error {
+	return s.call("response_url", func() error {
 		_, _, err := s.api.PostMessageContext(ctx, "", opts...)
 		return err
 	})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/bot/slacksim"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Slack answering 429 (with Retry-After) or 5xx to chat.postMessage and chat.update:
@@ -31,6 +32,11 @@ func TestSlackRateLimitsAndServerErrorsAreRetried(t *testing.T) {
 	}
 	if h.slack.CallCount("chat.postMessage") < 4 {
 		t.Fatalf("postMessage was not retried")
+	}
+	for _, method := range []string{"chat.postMessage", "chat.update"} {
+		if got := testutil.ToFloat64(h.bot.Metrics().SlackCalls.WithLabelValues(method, "retried")); got != 2 {
+			t.Errorf("gpubot_slack_calls_total{method=%q,outcome=\"retried\"} = %v, want 2", method, got)
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/testkit"
+
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
 )
@@ -574,7 +576,7 @@ func TestListStopsAfterTheMaximumPages(t *testing.T) {
 }
 
 func TestIdempotencyReplayAndExpiry(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)}
+	clock := testkit.FixedClock(time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC))
 	sim := newSim(t, falsim.Options{Now: clock.Now})
 	c := newTestClient(t, sim.URL())
 	req := fal.CreateRequest{InstanceType: fal.Type1xH100, SSHKey: sshKey}

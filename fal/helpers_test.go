@@ -1,13 +1,14 @@
 package fal_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
@@ -61,29 +62,11 @@ func (r *recordingTransport) requests() []sentRequest {
 	return append([]sentRequest(nil), r.sent...)
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testClient is a client with fast retries, its wire log and its logs.
 type testClient struct {
 	*fal.Client
 	wire *recordingTransport
-	logs *syncBuffer
+	logs *testkit.Buffer
 }
 
 func newTestClient(t *testing.T, baseURL string, configure ...func(*fal.Config)) testClient {
@@ -91,7 +74,7 @@ func newTestClient(t *testing.T, baseURL string, configure ...func(*fal.Config))
 	transport := &http.Transport{}
 	t.Cleanup(transport.CloseIdleConnections)
 	wire := &recordingTransport{next: transport}
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	cfg := fal.Config{
 		BaseURL:        baseURL,
 		APIKey:         apiKey,
@@ -144,22 +127,4 @@ func writeInstance(w http.ResponseWriter, status int, inst fal.Instance) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(mustJSON(inst))
-}
-
-// fakeClock is a settable clock for falsim's idempotency window.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }

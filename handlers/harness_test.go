@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/testkit"
+
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
@@ -32,24 +34,6 @@ const (
 // noEnvelope is the write option of an effect the test calls directly, with no
 // Slack envelope to record it against.
 var noEnvelope = storage.ForEnvelope("", nil)
-
-// clock is a settable clock shared by the handlers, the store and falsim.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // post is one message gpubot sent to Slack.
 type post struct {
@@ -139,7 +123,7 @@ func messageText(m Message) string {
 
 type env struct {
 	t      *testing.T
-	clock  *clock
+	clock  *testkit.Clock
 	sim    *falsim.Server
 	fal    *fal.Client
 	slack  *threadSlack
@@ -154,7 +138,7 @@ type env struct {
 // quickly, so a failing call costs a pass tens of milliseconds.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+	c := testkit.FixedClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 	sim := falsim.New(falsim.Options{Manual: true, Now: c.Now})
 	t.Cleanup(sim.Close)
 	client, err := fal.New(fal.Config{

@@ -6,33 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/testkit"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// testClock is a settable clock for Options.Now.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newTestClock() *testClock {
-	return &testClock{now: time.Date(2025, 3, 4, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newTestClock is the clock storage tests start from.
+func newTestClock() *testkit.Clock {
+	return testkit.FixedClock(time.Date(2025, 3, 4, 9, 0, 0, 0, time.UTC))
 }
 
 func openTestStore(t testing.TB, opts Options) *Store {

@@ -77,28 +77,10 @@ func (r Request) Owner() UserRef { return UserRef{TeamID: r.TeamID, UserID: r.Us
 // Live reports whether the request has not ended yet.
 func (r Request) Live() bool { return !r.State.Terminal() }
 
-// HasMachine reports whether fal may be running a machine for the request.
-func (r Request) HasMachine() bool {
-	switch r.State {
-	case StateCreating, StateProvisioning, StateReady, StateDeleting:
-		return true
-	}
-	return false
-}
-
 // NoticeSent reports whether notice name was already recorded.
 func (r Request) NoticeSent(name string) bool {
 	_, ok := r.Notices[name]
 	return ok
-}
-
-// TimeLeft is how long until the request's machine expires, as of now; zero
-// when it has no expiry or has passed it.
-func (r Request) TimeLeft(now time.Time) time.Duration {
-	if r.ExpiresAt.IsZero() || !now.Before(r.ExpiresAt) {
-		return 0
-	}
-	return r.ExpiresAt.Sub(now)
 }
 
 // clone returns a copy that shares no map with r, so an edit callback can

@@ -137,9 +137,6 @@ func (s *Store) RequestsByUser(ctx context.Context, u UserRef) ([]Request, error
 	return out, nil
 }
 
-// Live is Unfinished under the name the list commands think in.
-func (s *Store) Live(ctx context.Context) ([]Request, error) { return s.Unfinished(ctx) }
-
 // ExpiringBefore returns the ready requests whose ExpiresAt is at or before
 // t, soonest first.
 func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]Request, error) {

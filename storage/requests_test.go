@@ -295,7 +295,7 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	if gone, err := s.RequestByInstance(ctx, "inst-2"); err != nil || gone.State != StateGone {
 		t.Errorf("a finished request is still found by its instance: %v, %v", gone.State, err)
 	}
-	live, _ := s.Live(ctx)
+	live, _ := s.Unfinished(ctx)
 	if len(live) != 3 {
 		t.Errorf("live: %v", requestIDs(live))
 	}

@@ -106,9 +106,6 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Path is the file the store lives in.
-func (s *Store) Path() string { return s.path }
-
 // now is the store's clock in UTC without a monotonic reading, so a time
 // read back from the file equals the one written.
 func (s *Store) now() time.Time { return s.opts.Now().UTC().Round(0) }

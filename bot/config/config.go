@@ -140,7 +140,7 @@ func (c Config) Warnings() []string {
 }
 
 // String lists every setting as VARIABLE=value lines, secrets redacted, for the
-// start-up log and `gpubot config`. Apart from the secrets, the output read
+// start-up log. Apart from the secrets, the output read
 // back as an environment gives the same Config.
 func (c Config) String() string {
 	lines := make([]string, 0, 19)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/testkit"
+
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 )
@@ -131,28 +133,6 @@ func (c *capture) last(t testing.TB) socketmode.Event {
 	return events[len(events)-1]
 }
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 11, 29, 17, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func mustNoError(t testing.TB, err error, doing string) {
 	t.Helper()
 	if err != nil {
@@ -180,4 +160,9 @@ func buttonBlocks(labelsAndValues ...string) []slack.Block {
 		slack.NewSectionBlock(slack.NewTextBlockObject("mrkdwn", "*Request* gpu_8x_h100_sxm5", false, false), nil, nil),
 		slack.NewActionBlock("decide", elements...),
 	}
+}
+
+// newFakeClock is the clock these tests start from.
+func newFakeClock() *testkit.Clock {
+	return testkit.FixedClock(time.Date(2025, 11, 29, 17, 0, 0, 0, time.UTC))
 }

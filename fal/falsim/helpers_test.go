@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/testkit"
+
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
 )
@@ -179,24 +181,7 @@ func getRaw(t *testing.T, s *falsim.Server, id string) reply {
 	return send(t, s, http.MethodGet, "/compute/instances/"+id, "", nil)
 }
 
-// fakeClock is a settable clock for idempotency expiry.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock is the clock these tests start from.
+func newFakeClock() *testkit.Clock {
+	return testkit.FixedClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
