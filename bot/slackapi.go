@@ -177,7 +177,7 @@ func (s *slackAPI) Respond(ctx context.Context, responseURL string, m handlers.M
 // GroupMembers lists the members of a user group (usergroups.users.list).
 func (s *slackAPI) GroupMembers(ctx context.Context, group string) ([]string, error) {
 	var users []string
-	err := s.call(ctx, "usergroups.users.list", func() (err error) {
+	err := s.call("usergroups.users.list", func() (err error) {
 		users, err = s.api.GetUserGroupMembersContext(ctx, group)
 		return err
 	})
@@ -187,7 +187,7 @@ func (s *slackAPI) GroupMembers(ctx context.Context, group string) ([]string, er
 // Permalink is a link to a message that opens it in Slack (chat.getPermalink).
 func (s *slackAPI) Permalink(ctx context.Context, channel, ts string) (string, error) {
 	var link string
-	err := s.call(ctx, "chat.getPermalink", func() (err error) {
+	err := s.call("chat.getPermalink", func() (err error) {
 		link, err = s.api.GetPermalinkContext(ctx, &slack.PermalinkParameters{Channel: channel, Ts: ts})
 		return err
 	})
