@@ -147,6 +147,9 @@ func (p Policy) MayWithdraw(user, owner string) error {
 	if user == owner {
 		return nil
 	}
+	if p.IsAdmin(user) {
+		return refusef("Only <@%s>, who asked for it, can withdraw that request. As an admin you can end it with `/gpu delete <id>`.", owner)
+	}
 	return refusef("Only <@%s>, who asked for it, can withdraw that request. Approvers decide on it with the card's buttons; `/gpu list` shows your own requests.", owner)
 }
 

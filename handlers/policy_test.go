@@ -31,6 +31,9 @@ func TestPolicy(t *testing.T) {
 		{"stranger sees", p.MaySee("UMALLORY", "UALICE"), "can't show it to you"},
 		{"stranger lists all", p.MaySeeAll("UMALLORY"), "Only admins and approvers"},
 		{"admin lists all", p.MaySeeAll("UADMIN"), ""},
+		{"requester withdraws", p.MayWithdraw("UALICE", "UALICE"), ""},
+		{"approver withdraws", p.MayWithdraw("UBOB", "UALICE"), "Approvers decide on it with the card's buttons"},
+		{"admin withdraws", p.MayWithdraw("UADMIN", "UALICE"), "As an admin you can end it with `/gpu delete <id>`"},
 	}
 	for _, tt := range tests {
 		if tt.words == "" && tt.err != nil {
