@@ -339,7 +339,7 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 		return refusal(err)
 	}
 	if r.State.Terminal() {
-		return reply(textMessage(fmt.Sprintf("Request `%s` is already over (%s); there is nothing to delete.", shortID(r.ID), stateWord(r))))
+		return reply(textMessage(fmt.Sprintf("Request `%s` is already over (%s); there is nothing to delete.", shortID(r.ID), stateName(r))))
 	}
 	return reply(deleteConfirmMessage(r))
 }

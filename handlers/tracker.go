@@ -277,7 +277,7 @@ func (h *Handlers) vanished(ctx context.Context, r storage.Request) {
 	}
 	h.reqLog(r).Warn("instance vanished at fal", "instance", r.InstanceID)
 	h.refreshRoot(ctx, r)
-	h.say(ctx, r, textMessage(h.lastLine(r)+" It was deleted outside gpubot."))
+	h.say(ctx, r, textMessage(h.closingReply(r)+" It was deleted outside gpubot."))
 }
 
 // keepLifetimes reminds owners before expiry and deletes machines whose lifetime is over.
