@@ -105,18 +105,6 @@ func textReply(text string) *Reply {
 	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: text, Outcome: OutcomeOK}
 }
 
-func refusal(err error) *Reply {
-	var ue *UserError
-	if errors.As(err, &ue) {
-		r := reply(textMessage(ue.Message))
-		r.Outcome = OutcomeRefused
-		return r
-	}
-	r := reply(textMessage(":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."))
-	r.Outcome = OutcomeError
-	return r
-}
-
 // Command answers a `/gpu` command within the ack: it reads and checks what it can at
 // once and leaves the slow work (fal, posting) to the background. A command's effect
 // is committed with its envelopeID and answer, so a redelivered command, even to a

@@ -357,30 +357,6 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 	}
 }
 
-// falFailureWords explains to the person who asked for the machine why fal refused it.
-func falFailureWords(err error) string {
-	var fe *fal.Error
-	detail := ""
-	if errors.As(err, &fe) && fe.Message != "" {
-		detail = " (fal said: " + clip(fe.Message, 200) + ")"
-	}
-	switch {
-	case fal.IsAuthorization(err):
-		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
-	case fal.IsValidation(err):
-		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
-	}
-	return "fal refused the request with " + statusOf(err) + detail + ", so no machine was created. Please ask again, or tell an admin if it keeps happening."
-}
-
-func statusOf(err error) string {
-	var fe *fal.Error
-	if errors.As(err, &fe) {
-		return fmt.Sprintf("HTTP %d %s", fe.Status, http.StatusText(fe.Status))
-	}
-	return "no answer"
-}
-
 // load reads the request a click names and checks that user may act on it with may.
 // Both failures are refusals to show the person.
 func (h *Handlers) load(ctx context.Context, user, id string, may func(user, owner string) error) (storage.Request, error) {
@@ -606,15 +582,4 @@ func newExpiryText(r storage.Request) string {
 		return fmt.Sprintf("; it will live %s once ready", FormatDuration(r.Lifetime))
 	}
 	return "; it now expires " + slackDate(r.ExpiresAt)
-}
-
-// respond answers a click on an ephemeral message by replacing it; without a
-// response_url the person gets a new ephemeral message.
-func (h *Handlers) respond(ctx context.Context, responseURL, channel, user string, m Message) {
-	if responseURL != "" {
-		if err := h.slack.Respond(ctx, responseURL, m, true); err == nil {
-			return
-		}
-	}
-	h.tell(ctx, channel, user, m)
 }

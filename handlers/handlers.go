@@ -240,6 +240,17 @@ func (h *Handlers) tell(ctx context.Context, channel, user string, m Message) {
 	}
 }
 
+// respond answers a click on an ephemeral message by replacing it; without a
+// response_url the person gets a new ephemeral message.
+func (h *Handlers) respond(ctx context.Context, responseURL, channel, user string, m Message) {
+	if responseURL != "" {
+		if err := h.slack.Respond(ctx, responseURL, m, true); err == nil {
+			return
+		}
+	}
+	h.tell(ctx, channel, user, m)
+}
+
 // cannotPost says whether Slack refused a post because the bot may not post in that channel.
 func cannotPost(err error) bool {
 	var se slack.SlackErrorResponse

@@ -1,7 +1,9 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -542,4 +544,37 @@ func chunked(title string, lines []string) Message {
 		blocks = append(blocks, contextLine(fmt.Sprintf("…and %d more.", len(lines)-shown)))
 	}
 	return Message{Text: title, Blocks: blocks}
+}
+
+// ipText is ", <ip>" after an instance's status, when fal gave one.
+func ipText(ip string) string {
+	if ip == "" {
+		return ""
+	}
+	return ", " + ip
+}
+
+// falFailureWords explains to the person who asked for the machine why fal refused it.
+func falFailureWords(err error) string {
+	var fe *fal.Error
+	detail := ""
+	if errors.As(err, &fe) && fe.Message != "" {
+		detail = " (fal said: " + shown(fe.Message, 200) + ")"
+	}
+	switch {
+	case fal.IsAuthorization(err):
+		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
+	case fal.IsValidation(err):
+		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
+	}
+	return "fal refused the request with " + statusOf(err) + detail + ", so no machine was created. Please ask again, or tell an admin if it keeps happening."
+}
+
+// statusOf is the HTTP status fal answered with, in words, or that it did not answer.
+func statusOf(err error) string {
+	var fe *fal.Error
+	if errors.As(err, &fe) {
+		return fmt.Sprintf("HTTP %d %s", fe.Status, http.StatusText(fe.Status))
+	}
+	return "no answer"
 }

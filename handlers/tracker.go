@@ -152,13 +152,6 @@ func (h *Handlers) lookForOrphans() {
 	h.mu.Unlock()
 }
 
-func ipText(ip string) string {
-	if ip == "" {
-		return ""
-	}
-	return ", " + ip
-}
-
 // follow brings one request up to date with what fal says of its instance.
 func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Instance, listed bool) {
 	if !listed {
