@@ -40,8 +40,8 @@ type Bot struct {
 	opts     Options
 	log      *slog.Logger
 	store    *storage.Store
-	api      *slack.Client
-	slack    *slackAPI
+	client   *slack.Client // slack-go's: auth.test, and the Socket Mode link
+	webAPI   *slackAPI     // the Web API calls the handlers make, counted
 	socket   *socketmode.Client
 	handlers *handlers.Handlers
 	metrics  *metrics.Metrics
@@ -108,7 +108,7 @@ func New(cfg config.Config, opts Options) (*Bot, error) {
 		},
 	}, store, falClient, slackCalls, opts.Logger, opts.Now)
 	return &Bot{
-		cfg: cfg, opts: opts, log: opts.Logger, store: store, api: api, slack: slackCalls,
+		cfg: cfg, opts: opts, log: opts.Logger, store: store, client: api, webAPI: slackCalls,
 		socket:   socketmode.New(api),
 		handlers: h, metrics: m,
 	}, nil
@@ -133,7 +133,7 @@ func (b *Bot) Run(ctx context.Context) (err error) {
 			err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
 		}
 	}()
-	if _, err := b.api.AuthTestContext(ctx); err != nil {
+	if _, err := b.client.AuthTestContext(ctx); err != nil {
 		return fmt.Errorf("check SLACK_BOT_TOKEN with auth.test: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -300,7 +300,7 @@ func (b *Bot) respondLater(responseURL string, m handlers.Message) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := b.slack.Respond(ctx, responseURL, m, false); err != nil {
+		if err := b.webAPI.Respond(ctx, responseURL, m, false); err != nil {
 			b.log.Error("answer through response_url", "err", err)
 		}
 	}()
@@ -326,7 +326,7 @@ func outcomeOf(reply *handlers.Reply) string {
 	return reply.Outcome
 }
 
-// Ready says whether the bot can serve: Socket Mode connected and the store open.
+// Ready says whether the Socket Mode link is up; /readyz checks the store beside it.
 func (b *Bot) Ready() error {
 	if !b.connected.Load() {
 		return errors.New("slack: not connected")

@@ -244,9 +244,9 @@ func (h *Handlers) recordCancel(ctx context.Context, user string, r storage.Requ
 // notWaitingRefusal explains why a request that no longer waits cannot be withdrawn.
 func notWaitingRefusal(r storage.Request) error {
 	if r.State.Terminal() {
-		return refusef("Request `%s` is already over (%s); there is nothing to withdraw.", shortID(r.ID), stateWord(r))
+		return refusef("Request `%s` is already over (%s); there is nothing to withdraw.", shortID(r.ID), stateName(r))
 	}
-	return refusef("Request `%s` is no longer waiting for approval (it is %s), so it can't be withdrawn. To end it, `/gpu delete %s`.", shortID(r.ID), stateWord(r), shortID(r.ID))
+	return refusef("Request `%s` is no longer waiting for approval (it is %s), so it can't be withdrawn. To end it, `/gpu delete %s`.", shortID(r.ID), stateName(r), shortID(r.ID))
 }
 
 // announceCancel shows a withdrawal on the card, the thread root and the thread.

@@ -105,18 +105,6 @@ func textReply(text string) *Reply {
 	return &Reply{ResponseType: slack.ResponseTypeEphemeral, Text: text, Outcome: OutcomeOK}
 }
 
-func refusal(err error) *Reply {
-	var ue *UserError
-	if errors.As(err, &ue) {
-		r := reply(textMessage(ue.Message))
-		r.Outcome = OutcomeRefused
-		return r
-	}
-	r := reply(textMessage(":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."))
-	r.Outcome = OutcomeError
-	return r
-}
-
 // Command answers a `/gpu` command within the ack: it reads and checks what it can at
 // once and leaves the slow work (fal, posting) to the background. A command's effect
 // is committed with its envelopeID and answer, so a redelivered command, even to a
@@ -363,7 +351,7 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 		return refusal(err)
 	}
 	if r.State.Terminal() {
-		return reply(textMessage(fmt.Sprintf("Request `%s` is already over (%s); there is nothing to delete.", shortID(r.ID), stateWord(r))))
+		return reply(textMessage(fmt.Sprintf("Request `%s` is already over (%s); there is nothing to delete.", shortID(r.ID), stateName(r))))
 	}
 	return reply(deleteConfirmMessage(r))
 }

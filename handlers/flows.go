@@ -311,7 +311,7 @@ func (h *Handlers) recordCreated(ctx context.Context, r storage.Request, inst fa
 	}
 	h.reqLog(moved).Info("instance created", "instance", inst.ID)
 	h.refreshRoot(ctx, moved)
-	h.say(ctx, moved, textMessage(fmt.Sprintf("fal accepted it: instance `%s` is %s. I'll post here when it is ready.", inst.ID, orDash(string(inst.Status)))))
+	h.say(ctx, moved, textMessage(fmt.Sprintf("fal accepted it: instance `%s` is %s. I'll post here when it is ready.", inst.ID, falStatusText(string(inst.Status)))))
 }
 
 // keepInstance records the instance fal made for a request that moved on meanwhile,
@@ -367,30 +367,6 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 	}
 }
 
-// falFailureWords explains to the person who asked for the machine why fal refused it.
-func falFailureWords(err error) string {
-	var fe *fal.Error
-	detail := ""
-	if errors.As(err, &fe) && fe.Message != "" {
-		detail = " (fal said: " + clip(fe.Message, 200) + ")"
-	}
-	switch {
-	case fal.IsAuthorization(err):
-		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
-	case fal.IsValidation(err):
-		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
-	}
-	return "fal refused the request with " + statusOf(err) + detail + ", so no machine was created. Please ask again, or tell an admin if it keeps happening."
-}
-
-func statusOf(err error) string {
-	var fe *fal.Error
-	if errors.As(err, &fe) {
-		return fmt.Sprintf("HTTP %d %s", fe.Status, http.StatusText(fe.Status))
-	}
-	return "no answer"
-}
-
 // load reads the request a click names and checks that user may act on it with may.
 // Both failures are refusals to show the person.
 func (h *Handlers) load(ctx context.Context, user, id string, may func(user, owner string) error) (storage.Request, error) {
@@ -422,7 +398,7 @@ func (h *Handlers) recordDelete(ctx context.Context, user, id string, once stora
 	}, once)
 	var me *storage.MoveError
 	if errors.As(err, &me) {
-		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateWord(me.Current))
+		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateName(me.Current))
 	}
 	if err != nil {
 		return r, fmt.Errorf("record delete: %w", err)
@@ -441,7 +417,7 @@ func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err er
 		h.refreshRoot(ctx, r)
 		h.say(ctx, r, textMessage(fmt.Sprintf("Cancelled by <@%s> before a machine was created.", user)))
 	default:
-		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", orPending(r.InstanceID))))
+		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", instanceText(r.InstanceID))))
 		h.refreshRoot(ctx, r)
 		h.kick(r.ID)
 	}
@@ -483,7 +459,7 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 	}
 	h.reqLog(r).Info("instance deleted", "instance", r.InstanceID, "state", r.State)
 	h.refreshRoot(ctx, r)
-	h.say(ctx, r, textMessage(h.lastLine(r)))
+	h.say(ctx, r, textMessage(h.closingReply(r)))
 }
 
 // learnCreatedInstance finds out whether the create of a request deleted before fal
@@ -522,9 +498,10 @@ func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) 
 	return updated, true
 }
 
-// lastLine is the thread's last word on a machine: how it ended, how long it ran, what it cost.
-func (h *Handlers) lastLine(r storage.Request) string {
-	line := endText(r)
+// closingReply is the thread's last word on a machine, to its owner: how it ended, how
+// long it ran and, where prices are set, what it cost.
+func (h *Handlers) closingReply(r storage.Request) string {
+	line := howItEnded(r)
 	if r.EndReason == endNeverReady {
 		line = "Deleted: fal did not make it ready in time."
 	}
@@ -577,7 +554,7 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
 		switch {
 		case u.State.Terminal() || u.State == storage.StateDeleting:
-			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateWord(*u))
+			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
 		case u.State == storage.StateAwaitingApproval:
 			// The approvers are deciding on the lifetime (and cost) their card shows.
 			return refusef("Request `%s` is waiting for approval of %s; its lifetime can change once it is approved. To ask for longer now, delete it with `/gpu delete %s` and ask again with `for <duration>`.", shortID(u.ID), FormatDuration(u.Lifetime), shortID(u.ID))
@@ -615,15 +592,4 @@ func newExpiryText(r storage.Request) string {
 		return fmt.Sprintf("; it will live %s once ready", FormatDuration(r.Lifetime))
 	}
 	return "; it now expires " + slackDate(r.ExpiresAt)
-}
-
-// respond answers a click on an ephemeral message by replacing it; without a
-// response_url the person gets a new ephemeral message.
-func (h *Handlers) respond(ctx context.Context, responseURL, channel, user string, m Message) {
-	if responseURL != "" {
-		if err := h.slack.Respond(ctx, responseURL, m, true); err == nil {
-			return
-		}
-	}
-	h.tell(ctx, channel, user, m)
 }

@@ -139,16 +139,18 @@ const maxBackgroundWork = 32
 // spawn runs slow work in the background, outside the ack path, at most
 // maxBackgroundWork at a time.
 func (h *Handlers) spawn(name string, fn func(ctx context.Context)) {
-	h.run(name, true, fn)
+	h.startWork(name, true, fn)
 }
 
 // spawnNow runs background work that cannot queue: opening a modal, whose
 // trigger id is good for only 3 seconds.
 func (h *Handlers) spawnNow(name string, fn func(ctx context.Context)) {
-	h.run(name, false, fn)
+	h.startWork(name, false, fn)
 }
 
-func (h *Handlers) run(name string, queue bool, fn func(ctx context.Context)) {
+// startWork runs fn in its own goroutine, counted for Shutdown; queued work first
+// takes a slot and lets waiting acks go first.
+func (h *Handlers) startWork(name string, queue bool, fn func(ctx context.Context)) {
 	h.work.Add(1)
 	go func() {
 		defer h.work.Done()
@@ -271,6 +273,17 @@ func (h *Handlers) tell(ctx context.Context, channel, user string, m Message) {
 	if err != nil {
 		h.log.Error("tell user", "user", user, "err", err)
 	}
+}
+
+// respond answers a click on an ephemeral message by replacing it; without a
+// response_url the person gets a new ephemeral message.
+func (h *Handlers) respond(ctx context.Context, responseURL, channel, user string, m Message) {
+	if responseURL != "" {
+		if err := h.slack.Respond(ctx, responseURL, m, true); err == nil {
+			return
+		}
+	}
+	h.tell(ctx, channel, user, m)
 }
 
 // cannotPost says whether Slack refused a post because the bot may not post in that channel.

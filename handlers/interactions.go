@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -144,14 +143,6 @@ func (h *Handlers) extendStep(r storage.Request) time.Duration {
 		step = room.Truncate(time.Minute)
 	}
 	return step
-}
-
-func userMessage(err error) string {
-	var ue *UserError
-	if errors.As(err, &ue) {
-		return ue.Message
-	}
-	return ":warning: Something went wrong on gpubot's side; please try again in a minute."
 }
 
 func (h *Handlers) submitView(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage {

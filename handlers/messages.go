@@ -1,7 +1,9 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -225,8 +227,8 @@ func reasonText(r storage.Request) string {
 	return shown(r.Reason, maxShownReason)
 }
 
-// stateLine says where a request stands, in words.
-func stateLine(r storage.Request, approvalChannel string) string {
+// statusLine is the thread root's and the card's line on where a request stands.
+func statusLine(r storage.Request, approvalChannel string) string {
 	switch r.State {
 	case storage.StateAwaitingApproval:
 		if len(r.Approvals) > 0 {
@@ -241,13 +243,13 @@ func stateLine(r storage.Request, approvalChannel string) string {
 	case storage.StateCreating:
 		return ":gear: Asking fal for the machine"
 	case storage.StateProvisioning:
-		return fmt.Sprintf(":gear: fal is preparing `%s` (%s)", r.InstanceID, orDash(r.FalStatus))
+		return fmt.Sprintf(":gear: fal is preparing `%s` (%s)", r.InstanceID, falStatusText(r.FalStatus))
 	case storage.StateReady:
 		return fmt.Sprintf(":large_green_circle: Ready: `%s` · expires %s", sshCommand(r), slackDate(r.ExpiresAt))
 	case storage.StateDeleting:
 		return ":wastebasket: Deleting"
 	case storage.StateDeleted, storage.StateExpired, storage.StateGone:
-		return ":white_circle: " + endText(r)
+		return ":white_circle: " + howItEnded(r)
 	case storage.StateDenied:
 		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
 	case storage.StateCancelled:
@@ -260,7 +262,8 @@ func stateLine(r storage.Request, approvalChannel string) string {
 	return string(r.State)
 }
 
-func orDash(s string) string {
+// falStatusText is fal's status of an instance, "pending" until fal has said one.
+func falStatusText(s string) string {
 	if s == "" {
 		return "pending"
 	}
@@ -277,7 +280,7 @@ func slackDate(t time.Time) string {
 // rootMessage is the request's thread root, edited as the request moves.
 func rootMessage(r storage.Request, approvalChannel string) Message {
 	head := fmt.Sprintf("*<@%s> asked for %s*\n>%s", r.UserID, describeMachine(r), reasonText(r))
-	state := stateLine(r, approvalChannel)
+	state := statusLine(r, approvalChannel)
 	ids := fmt.Sprintf("Request `%s`", shortID(r.ID))
 	if r.InstanceID != "" {
 		ids += fmt.Sprintf(" · instance `%s`", r.InstanceID)
@@ -376,6 +379,8 @@ func countText(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
+// decisionLine is the card's line on what the approvers decided, or where the
+// request stands when nobody had to.
 func decisionLine(r storage.Request) string {
 	switch {
 	case r.State == storage.StateDenied:
@@ -390,7 +395,7 @@ func decisionLine(r storage.Request) string {
 	case r.ApproverID != "":
 		return ":white_check_mark: Approved by " + approversText(r)
 	}
-	return stateLine(r, "")
+	return statusLine(r, "")
 }
 
 // approvalReminder nudges the approvers in the card's thread.
@@ -448,7 +453,7 @@ func readyNotice(r storage.Request) Message {
 }
 
 func deleteConfirmMessage(r storage.Request) Message {
-	text := fmt.Sprintf("Delete <@%s>'s %s `%s`? Everything on it is lost.", r.UserID, ShortType(r.InstanceType), orPending(r.InstanceID))
+	text := fmt.Sprintf("Delete <@%s>'s %s `%s`? Everything on it is lost.", r.UserID, ShortType(r.InstanceType), instanceText(r.InstanceID))
 	return Message{Text: text, Blocks: []slack.Block{
 		section(text),
 		slack.NewActionBlock("delete",
@@ -457,7 +462,8 @@ func deleteConfirmMessage(r storage.Request) Message {
 	}}
 }
 
-func orPending(instanceID string) string {
+// instanceText is fal's instance id, or that there is none yet.
+func instanceText(instanceID string) string {
 	if instanceID == "" {
 		return "(not created yet)"
 	}
@@ -474,7 +480,7 @@ func reminderMessage(r storage.Request, extendBy time.Duration) Message {
 	}}
 }
 
-// endText is the last word on a machine: how it ended, how long it ran, what it cost.
+// howItEnded is the last word on a machine: how it ended, how long it ran, what it cost.
 // createUnconfirmedText tells the requester that fal has not said whether it made the
 // machine, and that asking again is safe.
 func createUnconfirmedText(r storage.Request, lastAnswer string) string {
@@ -492,19 +498,21 @@ func abandonedCreateAlert(r storage.Request) string {
 
 // neverReadyText tells the requester why their machine is being deleted before it was ready.
 func neverReadyText(r storage.Request, timeout time.Duration) string {
-	return fmt.Sprintf("fal has not made `%s` ready in %s (it says: %s), so I'm deleting it rather than let it cost money. Ask again with `/gpu create`; the admins have been told.", r.InstanceID, FormatDuration(timeout), orDash(r.FalStatus))
+	return fmt.Sprintf("fal has not made `%s` ready in %s (it says: %s), so I'm deleting it rather than let it cost money. Ask again with `/gpu create`; the admins have been told.", r.InstanceID, FormatDuration(timeout), falStatusText(r.FalStatus))
 }
 
 func neverReadyAlert(r storage.Request, timeout time.Duration) string {
-	return fmt.Sprintf("fal did not make instance `%s` (request `%s`, owner <@%s>, %s) ready within PROVISION_TIMEOUT (%s); its status is %s. I'm deleting it.", r.InstanceID, shortID(r.ID), r.UserID, ShortType(r.InstanceType), FormatDuration(timeout), orDash(r.FalStatus))
+	return fmt.Sprintf("fal did not make instance `%s` (request `%s`, owner <@%s>, %s) ready within PROVISION_TIMEOUT (%s); its status is %s. I'm deleting it.", r.InstanceID, shortID(r.ID), r.UserID, ShortType(r.InstanceType), FormatDuration(timeout), falStatusText(r.FalStatus))
 }
 
 // lingeringAlert tells the admins that fal still lists the instance of a request that has ended.
 func lingeringAlert(r storage.Request, inst fal.Instance, now time.Time) string {
-	return fmt.Sprintf("fal still lists instance `%s` (%s, %s%s) of request `%s` by <@%s>, which ended as %s %s ago. It may be running and costing money; I'm deleting it again.", inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), shortID(r.ID), r.UserID, stateWord(r), FormatDuration(now.Sub(r.EndedAt)))
+	return fmt.Sprintf("fal still lists instance `%s` (%s, %s%s) of request `%s` by <@%s>, which ended as %s %s ago. It may be running and costing money; I'm deleting it again.", inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), shortID(r.ID), r.UserID, stateName(r), FormatDuration(now.Sub(r.EndedAt)))
 }
 
-func endText(r storage.Request) string {
+// howItEnded says how a machine ended and how long it ran, for the thread root and the
+// closing reply (which adds the cost).
+func howItEnded(r storage.Request) string {
 	how := map[storage.State]string{
 		storage.StateDeleted: "Deleted",
 		storage.StateExpired: "Expired and deleted",
@@ -538,7 +546,7 @@ func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone 
 }
 
 func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) string {
-	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateWord(r))
+	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateName(r))
 	if everyone {
 		line += fmt.Sprintf(" · <@%s>", r.UserID)
 	}
@@ -555,7 +563,9 @@ func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) st
 	return line
 }
 
-func stateWord(r storage.Request) string {
+// stateName is a request's state as a word in a sentence ("already deleted"), with
+// fal's own status while it provisions.
+func stateName(r storage.Request) string {
 	if r.State == storage.StateProvisioning && r.FalStatus != "" && r.FalStatus != string(storage.StateProvisioning) {
 		return "provisioning (fal: " + r.FalStatus + ")"
 	}
@@ -566,7 +576,7 @@ func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Tim
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + describeMachine(r)),
-		mrkdwn("*Instance*\n" + orPending(r.InstanceID)),
+		mrkdwn("*Instance*\n" + instanceText(r.InstanceID)),
 		mrkdwn("*Requested*\n" + slackDate(r.CreatedAt)),
 	}
 	if r.IP != "" {
@@ -580,7 +590,7 @@ func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Tim
 	}
 	blocks := []slack.Block{
 		section(fmt.Sprintf("*Request `%s`*\n>%s", shortID(r.ID), reasonText(r))),
-		section(stateLine(r, approvalChannel)),
+		section(statusLine(r, approvalChannel)),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
 	if len(history) > 0 {
@@ -640,4 +650,37 @@ func chunked(title string, lines []string) Message {
 		blocks = append(blocks, contextLine(fmt.Sprintf("…and %d more.", len(lines)-shown)))
 	}
 	return Message{Text: title, Blocks: blocks}
+}
+
+// ipText is ", <ip>" after an instance's status, when fal gave one.
+func ipText(ip string) string {
+	if ip == "" {
+		return ""
+	}
+	return ", " + ip
+}
+
+// falFailureWords explains to the person who asked for the machine why fal refused it.
+func falFailureWords(err error) string {
+	var fe *fal.Error
+	detail := ""
+	if errors.As(err, &fe) && fe.Message != "" {
+		detail = " (fal said: " + shown(fe.Message, 200) + ")"
+	}
+	switch {
+	case fal.IsAuthorization(err):
+		return "fal refused gpubot's credentials, so no machine was created. The admins have been alerted; try again once they have fixed it."
+	case fal.IsValidation(err):
+		return "fal refused the request as invalid" + detail + ", so no machine was created. Check the type and sector and ask again."
+	}
+	return "fal refused the request with " + statusOf(err) + detail + ", so no machine was created. Please ask again, or tell an admin if it keeps happening."
+}
+
+// statusOf is the HTTP status fal answered with, in words, or that it did not answer.
+func statusOf(err error) string {
+	var fe *fal.Error
+	if errors.As(err, &fe) {
+		return fmt.Sprintf("HTTP %d %s", fe.Status, http.StatusText(fe.Status))
+	}
+	return "no answer"
 }

@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,16 +41,6 @@ type Command struct {
 	Lifetime     time.Duration // create (optional, 0 = default) and extend
 	Reason       string        // create, optional
 	ID           string        // status, delete, extend, cancel
-}
-
-// UserError is a refusal shown to the person as is: bad input, or something they may not do.
-// Its message always says what to do instead.
-type UserError struct{ Message string }
-
-func (e *UserError) Error() string { return e.Message }
-
-func refusef(format string, args ...any) error {
-	return &UserError{Message: fmt.Sprintf(format, args...)}
 }
 
 var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)

@@ -155,13 +155,6 @@ func (h *Handlers) lookForOrphans() {
 	h.mu.Unlock()
 }
 
-func ipText(ip string) string {
-	if ip == "" {
-		return ""
-	}
-	return ", " + ip
-}
-
 // follow brings one request up to date with what fal says of its instance.
 func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Instance, listed bool) {
 	if !listed {
@@ -280,7 +273,7 @@ func (h *Handlers) vanished(ctx context.Context, r storage.Request) {
 	}
 	h.reqLog(r).Warn("instance vanished at fal", "instance", r.InstanceID)
 	h.refreshRoot(ctx, r)
-	h.say(ctx, r, textMessage(h.lastLine(r)+" It was deleted outside gpubot."))
+	h.say(ctx, r, textMessage(h.closingReply(r)+" It was deleted outside gpubot."))
 }
 
 // keepLifetimes reminds owners before expiry and deletes machines whose lifetime is over.

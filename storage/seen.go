@@ -18,7 +18,7 @@ const pruneBatch = 64
 // maxSeenKey keeps seen keys far below bbolt's key size limit.
 const maxSeenKey = 1024
 
-// MarkSeen records key (a trigger, an alert or an orphan id) and reports
+// MarkSeen records key (an alert being throttled, say) and reports
 // whether this is the first time it is seen within ttl. Expired entries are
 // pruned a few at a time on every call, and the memory is bounded by
 // Options.MaxSeen.

@@ -23,8 +23,9 @@ type Options struct {
 	OpenTimeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// MaxSeen bounds the memory of seen delivery ids; the entries nearest
-	// their expiry go first. Default 100,000.
+	// MaxSeen bounds the memory of seen keys (alert throttles, and the
+	// envelopes recorded with their effects); the entries nearest their expiry
+	// go first. Default 100,000.
 	MaxSeen int
 	// EnvelopeTTL is how long a write made ForEnvelope is remembered, to
 	// answer a redelivery of its envelope. Slack's retries end within

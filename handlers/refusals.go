@@ -1,0 +1,37 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+)
+
+// UserError is a refusal shown to the person as is: bad input, or something they may not do.
+// Its message always says what to do instead.
+type UserError struct{ Message string }
+
+func (e *UserError) Error() string { return e.Message }
+
+// refusef makes a UserError.
+func refusef(format string, args ...any) error {
+	return &UserError{Message: fmt.Sprintf(format, args...)}
+}
+
+// refusal is the ack of a command that did nothing: what a UserError says, or an
+// apology for gpubot's own failure (logged where it happened).
+func refusal(err error) *Reply {
+	r := reply(textMessage(userMessage(err)))
+	r.Outcome = OutcomeRefused
+	if _, isUserError := errors.AsType[*UserError](err); !isUserError {
+		r.Outcome = OutcomeError
+	}
+	return r
+}
+
+// userMessage is what to tell the person of an error: a UserError's words, or an
+// apology for gpubot's own failure.
+func userMessage(err error) string {
+	if ue, ok := errors.AsType[*UserError](err); ok {
+		return ue.Message
+	}
+	return ":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."
+}
