@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/bot"
-	"github.com/gpubot/gpubot/bot/config"
-	"github.com/gpubot/gpubot/bot/console"
-	"github.com/gpubot/gpubot/bot/metrics"
+	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/console"
+	"github.com/gpubot/gpubot/internal/metrics"
 )
 
 // version is set at build time: -ldflags "-X main.version=1.2.3".

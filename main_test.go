@@ -21,9 +21,9 @@ import (
 
 	"github.com/gpubot/gpubot/internal/testkit"
 
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

@@ -12,9 +12,9 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 )
 
 // burstMix is what arrives at once: `/gpu help` and `/gpu create 1x` by distinct users.

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

@@ -18,10 +18,10 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
-	"github.com/gpubot/gpubot/bot/config"
-	"github.com/gpubot/gpubot/bot/metrics"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/handlers"
+	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/metrics"
 	"github.com/gpubot/gpubot/storage"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

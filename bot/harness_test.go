@@ -19,10 +19,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/gpubot/gpubot/bot"
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 )
 
 // The people and channels of the simulated workspace.

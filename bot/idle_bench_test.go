@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

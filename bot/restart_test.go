@@ -18,9 +18,9 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/bot"
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
 

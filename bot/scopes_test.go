@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/gpubot/gpubot/bot/config"
+	"github.com/gpubot/gpubot/internal/config"
 )
 
 // scopeOf is the bot scope each Web API method gpubot calls needs (none for auth.test

@@ -162,13 +162,15 @@ func keyModal() slack.ModalViewRequest {
 }
 
 func createModal(p Policy) slack.ModalViewRequest {
-	typeSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Machine"), BlockType,
-		slack.NewOptionBlockObject(fal.Type1xH100, plain("1x H100"), nil),
-		slack.NewOptionBlockObject(fal.Type8xH100, plain("8x H100"), nil))
-	sectorSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Any"), BlockSector,
-		slack.NewOptionBlockObject("sector_1", plain("sector_1"), nil),
-		slack.NewOptionBlockObject("sector_2", plain("sector_2"), nil),
-		slack.NewOptionBlockObject("sector_3", plain("sector_3"), nil))
+	var types, sectors []*slack.OptionBlockObject
+	for _, t := range fal.InstanceTypes() {
+		types = append(types, slack.NewOptionBlockObject(t, plain(ShortType(t)), nil))
+	}
+	for _, s := range fal.Sectors() {
+		sectors = append(sectors, slack.NewOptionBlockObject(s, plain(s), nil))
+	}
+	typeSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Machine"), BlockType, types...)
+	sectorSelect := slack.NewOptionsSelectBlockElement(slack.OptTypeStatic, plain("Any"), BlockSector, sectors...)
 	sector := slack.NewInputBlock(BlockSector, plain("Sector (8x only)"), nil, sectorSelect)
 	sector.Optional = true
 	lifetimeInput := slack.NewPlainTextInputBlockElement(plain(FormatDuration(p.DefaultLifetime)), BlockLifetime)

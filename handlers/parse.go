@@ -201,34 +201,55 @@ func checkReason(reason string) error {
 	return nil
 }
 
+// parseSector turns the number in `sector_1` (or `sector1`) into fal's sector name.
 func parseSector(n string) (string, error) {
 	i, err := strconv.Atoi(n)
-	if err != nil || i < 1 || i > 3 {
-		return "", refusef("There are three sectors: `sector_1`, `sector_2` and `sector_3`.")
+	sector := "sector_" + strconv.Itoa(i)
+	if err != nil || !fal.ValidSector(sector) {
+		return "", refusef("There are %d sectors: %s.", len(fal.Sectors()), codeList(fal.Sectors()))
 	}
-	return "sector_" + strconv.Itoa(i), nil
+	return sector, nil
 }
 
-// InstanceTypeFromName accepts the short names people type (1x, 8x) and fal's full names.
+// InstanceTypeFromName accepts fal's full type names and the short names people type:
+// `1x` or `1`, `8x` or `8`, and `1xh100` and the like.
 func InstanceTypeFromName(name string) (string, bool) {
-	switch strings.ToLower(name) {
-	case "1x", "1", "1xh100", "h100", fal.Type1xH100:
-		return fal.Type1xH100, true
-	case "8x", "8", "8xh100", fal.Type8xH100:
-		return fal.Type8xH100, true
+	name = strings.ToLower(name)
+	for _, t := range fal.InstanceTypes() {
+		count := gpuCount(t)
+		short := strings.ToLower(strings.ReplaceAll(ShortType(t), " ", ""))
+		if name == t || name == short || name == count || name == strings.TrimSuffix(count, "x") {
+			return t, true
+		}
 	}
 	return "", false
 }
 
-// ShortType is how a type is shown to people.
+// ShortType is how a type is shown to people: gpu_8x_h100_sxm5 is "8x H100".
 func ShortType(instanceType string) string {
-	switch instanceType {
-	case fal.Type1xH100:
-		return "1x H100"
-	case fal.Type8xH100:
-		return "8x H100"
+	parts := strings.Split(instanceType, "_")
+	if len(parts) < 3 || parts[0] != "gpu" {
+		return instanceType
 	}
-	return instanceType
+	return parts[1] + " " + strings.ToUpper(parts[2])
+}
+
+// gpuCount is the "8x" in gpu_8x_h100_sxm5.
+func gpuCount(instanceType string) string {
+	count, _, _ := strings.Cut(ShortType(instanceType), " ")
+	return count
+}
+
+// codeList shows names as `a`, `b` and `c`.
+func codeList(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "`" + n + "`"
+	}
+	if len(quoted) < 2 {
+		return strings.Join(quoted, "")
+	}
+	return strings.Join(quoted[:len(quoted)-1], ", ") + " and " + quoted[len(quoted)-1]
 }
 
 // looksLikeDuration tells `for 4h` (a lifetime, even one too long) from `for the demo`

@@ -60,7 +60,7 @@ func TestParseCommandRefusesWithAHint(t *testing.T) {
 		{"launch 8x", "I don't know `/gpu launch`"},
 		{"create 3x", "I don't know the machine type `3x`"},
 		{"create 1x sector_1", "Sectors only apply to 8x machines"},
-		{"create 8x sector_4", "There are three sectors"},
+		{"create 8x sector_4", "There are 3 sectors: `sector_1`, `sector_2` and `sector_3`"},
 		{"create 8x for 0m", "not a lifetime I understand"},
 		{"key set", "Paste your SSH *public* key"},
 		{"key frobnicate", "`/gpu key` takes"},

@@ -22,9 +22,9 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/bot"
-	"github.com/gpubot/gpubot/bot/config"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/config"
 )
 
 // Options are the console's inputs.
