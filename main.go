@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gpubot/gpubot/bot"
+	"github.com/gpubot/gpubot/internal/app"
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/console"
 	"github.com/gpubot/gpubot/internal/metrics"
@@ -83,11 +83,11 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
-	b, err := bot.New(cfg, bot.Options{Version: version, Logger: log})
+	gpubot, err := app.New(cfg, app.Options{Version: version, Logger: log})
 	if err != nil {
 		return err
 	}
-	return b.Run(ctx)
+	return gpubot.Run(ctx)
 }
 
 // healthcheck asks the local /healthz, so a container needs no curl.

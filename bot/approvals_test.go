@@ -197,7 +197,7 @@ func TestTwoApprovalsOneApproverTwiceCountsOnce(t *testing.T) {
 	if c := h.fal.Counters(); c.Creates != 1 {
 		t.Fatalf("fal creates = %d, want 1", c.Creates)
 	}
-	events, err := h.bot.Store().AuditFor(h.ctx(), h.onlyRequest(alice).ID)
+	events, err := h.app.Store().AuditFor(h.ctx(), h.onlyRequest(alice).ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestWithdrawByCommand(t *testing.T) {
 	h.eventually("the second card", func() bool { return h.count(approvals, "needs approval") == 2 })
 	var second storage.Request
 	h.eventually("the second request", func() bool {
-		reqs, _ := h.bot.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+		reqs, _ := h.app.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 		for _, r := range reqs {
 			if r.State == storage.StateAwaitingApproval && r.ApprovalTS != "" {
 				second = r

@@ -1,10 +1,11 @@
 // Package bot is gpubot's connection to Slack: it opens the Socket Mode link, acks
-// every envelope quickly, hands commands and clicks to the handlers, and serves
-// health and metrics. New assembles the whole bot from its settings.
+// every envelope quickly, hands commands and clicks to the handlers, makes the Web API
+// calls they ask for, and serves health and metrics.
 package bot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,122 +19,91 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
-	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/handlers"
-	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/metrics"
-	"github.com/gpubot/gpubot/storage"
 )
 
-// Options are what the settings do not say: the clock, the logger, and knobs for tests.
-type Options struct {
-	Version string
-	Logger  *slog.Logger
-	Now     func() time.Time // default time.Now
-	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
-	ShutdownGrace time.Duration
+// LinkConfig is how gpubot reaches Slack.
+type LinkConfig struct {
+	BotToken, AppToken string
+	APIURL             string // Web API base, ending in /api/
 }
 
-// Bot is gpubot, assembled.
+// Link is gpubot's way to Slack: slack-go's client, retrying what Slack asks to be
+// retried, and the Web API calls the handlers make, counted in m.
+type Link struct {
+	client *slack.Client
+	webAPI *slackAPI
+}
+
+// NewLink builds the link; nothing is called yet.
+func NewLink(cfg LinkConfig, m *metrics.Metrics) *Link {
+	observe := func(method, outcome string) { m.SlackCalls.WithLabelValues(method, outcome).Inc() }
+	client := slack.New(cfg.BotToken, slack.OptionAppLevelToken(cfg.AppToken), slack.OptionAPIURL(cfg.APIURL),
+		slack.OptionRetryConfig(slackRetries(cfg.APIURL, observe)))
+	return &Link{client: client, webAPI: newSlackAPI(client, observe)}
+}
+
+// WebAPI is what the handlers use to talk to Slack.
+func (l *Link) WebAPI() handlers.Slack { return l.webAPI }
+
+// Groups reads the members of Slack user groups, for APPROVERS and ADMINS.
+func (l *Link) Groups() handlers.GroupReader { return l.webAPI }
+
+// Permalinks gives links to messages, for the DM that tells a requester a decision.
+func (l *Link) Permalinks() handlers.Permalinker { return l.webAPI }
+
+// Flows is what the bot hands envelopes to, and what runs beside it until it stops.
+type Flows interface {
+	Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *handlers.Reply
+	Interaction(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage
+	// Foreground counts an envelope as waiting for its ack until acked is called.
+	Foreground() (acked func())
+	Run(ctx context.Context) error
+	Shutdown(grace time.Duration)
+}
+
+// Options are the bot's settings.
+type Options struct {
+	HTTPAddr string // /healthz, /readyz and /metrics; "" for none
+	Logger   *slog.Logger
+	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
+	ShutdownGrace time.Duration
+	// Checks are what /readyz asks besides the Socket Mode link (the store, say).
+	Checks []metrics.Check
+}
+
+// Bot serves Slack over Socket Mode.
 type Bot struct {
-	cfg      config.Config
 	opts     Options
 	log      *slog.Logger
-	store    *storage.Store
-	client   *slack.Client // slack-go's: auth.test, and the Socket Mode link
-	webAPI   *slackAPI     // the Web API calls the handlers make, counted
+	link     *Link
 	socket   *socketmode.Client
-	handlers *handlers.Handlers
+	handlers Flows
 	metrics  *metrics.Metrics
 
 	connected atomic.Bool
 	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
 }
 
-// New opens the store and builds the fal and Slack clients and the handlers. It does
-// not connect yet: Run does.
-func New(cfg config.Config, opts Options) (*Bot, error) {
+// New builds the bot on link, handing envelopes to flows. It does not connect yet:
+// Run does.
+func New(link *Link, flows Flows, m *metrics.Metrics, opts Options) *Bot {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.ShutdownGrace == 0 {
-		opts.ShutdownGrace = 20 * time.Second
-	}
-	m := metrics.New()
-	falClient, err := fal.New(fal.Config{
-		BaseURL: cfg.FalAPIURL,
-		APIKey:  cfg.FalAdminAPIKey,
-		Version: opts.Version,
-		Logger:  opts.Logger,
-		Observe: func(op string, status int, d time.Duration) {
-			m.FalCalls.WithLabelValues(op, fmt.Sprint(status)).Inc()
-			m.FalLatency.WithLabelValues(op).Observe(d.Seconds())
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fal client: %w", err)
-	}
-	store, err := storage.Open(cfg.DBPath, storage.Options{Now: opts.Now})
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	observeSlack := func(method, outcome string) { m.SlackCalls.WithLabelValues(method, outcome).Inc() }
-	api := slack.New(cfg.SlackBotToken, slack.OptionAppLevelToken(cfg.SlackAppToken), slack.OptionAPIURL(cfg.SlackAPIURL),
-		slack.OptionRetryConfig(slackRetries(cfg.SlackAPIURL, observeSlack)))
-	slackCalls := newSlackAPI(api, observeSlack)
-	h := handlers.New(handlers.Config{
-		Policy: handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime).
-			WithApprovalsNeeded(cfg.ApprovalsNeeded),
-		ApprovalChannel:  cfg.ApprovalChannel,
-		NotifyChannel:    cfg.NotifyChannel,
-		Admins:           cfg.Admins,
-		Prices:           handlers.Prices(cfg.HourlyPrices),
-		ReminderBefore:   cfg.ReminderBefore,
-		PollInterval:     cfg.PollInterval,
-		ProvisionTimeout: cfg.ProvisionTimeout,
-		ApprovalTimeout:  cfg.ApprovalTimeout,
-		ApprovalReminder: cfg.ApprovalReminder,
-		UsergroupRefresh: cfg.UsergroupRefresh,
-		Groups:           slackCalls,
-		Links:            slackCalls,
-		PassDone: func(err error) {
-			outcome := "ok"
-			if err != nil {
-				outcome = "error"
-			}
-			m.TrackingPasses.WithLabelValues(outcome).Inc()
-		},
-	}, store, falClient, slackCalls, opts.Logger, opts.Now)
-	return &Bot{
-		cfg: cfg, opts: opts, log: opts.Logger, store: store, client: api, webAPI: slackCalls,
-		socket:   socketmode.New(api),
-		handlers: h, metrics: m,
-	}, nil
+	return &Bot{opts: opts, log: opts.Logger, link: link, socket: socketmode.New(link.client), handlers: flows, metrics: m}
 }
 
-// Handlers gives tests and the console the flows the bot runs (e.g. to drive a tracking pass).
-func (b *Bot) Handlers() *handlers.Handlers { return b.handlers }
-
-// Metrics gives tests the bot's metrics.
-func (b *Bot) Metrics() *metrics.Metrics { return b.metrics }
-
-// Store gives tests and the console the bot's store.
-func (b *Bot) Store() *storage.Store { return b.store }
-
-// Run connects to Slack and serves until ctx ends, then stops taking envelopes, lets
-// the work in flight finish within the shutdown grace, and closes the store.
-func (b *Bot) Run(ctx context.Context) (err error) {
+// Run connects to Slack and serves until ctx ends, with the flows running beside it,
+// then stops taking envelopes and lets the work in flight finish within the shutdown
+// grace.
+func (b *Bot) Run(ctx context.Context) error {
 	defer func() {
 		b.envelopes.Wait() // each is bounded: it only reads, commits and acks
 		b.handlers.Shutdown(b.opts.ShutdownGrace)
-		if closeErr := b.store.Close(); closeErr != nil {
-			err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
-		}
 	}()
-	if _, err := b.client.AuthTestContext(ctx); err != nil {
+	if _, err := b.link.client.AuthTestContext(ctx); err != nil {
 		return fmt.Errorf("check SLACK_BOT_TOKEN with auth.test: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -143,11 +113,6 @@ func (b *Bot) Run(ctx context.Context) (err error) {
 	go func() { errc <- b.runSocket(ctx) }()
 	go func() { errc <- b.handlers.Run(ctx) }()
 	go b.readEvents(ctx)
-	go b.gaugeRequests(ctx)
-	b.log.Info("gpubot running", "config", b.cfg)
-	for _, warning := range b.cfg.Warnings() {
-		b.log.Warn("setting probably not what you want", "problem", warning)
-	}
 	var first error
 	for range 3 {
 		if err := <-errc; err != nil && first == nil {
@@ -300,7 +265,7 @@ func (b *Bot) respondLater(responseURL string, m handlers.Message) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := b.webAPI.Respond(ctx, responseURL, m, false); err != nil {
+		if err := b.link.webAPI.Respond(ctx, responseURL, m, false); err != nil {
 			b.log.Error("answer through response_url", "err", err)
 		}
 	}()
@@ -326,7 +291,7 @@ func outcomeOf(reply *handlers.Reply) string {
 	return reply.Outcome
 }
 
-// Ready says whether the Socket Mode link is up; /readyz checks the store beside it.
+// Ready says whether the Socket Mode link is up; /readyz asks the other checks beside it.
 func (b *Bot) Ready() error {
 	if !b.connected.Load() {
 		return errors.New("slack: not connected")
@@ -336,19 +301,16 @@ func (b *Bot) Ready() error {
 
 // serveHTTP serves /healthz, /readyz and /metrics on HTTP_ADDR until ctx ends.
 func (b *Bot) serveHTTP(ctx context.Context) error {
-	if b.cfg.HTTPAddr == "" {
+	if b.opts.HTTPAddr == "" {
 		<-ctx.Done()
 		return nil
 	}
-	ln, err := net.Listen("tcp", b.cfg.HTTPAddr)
+	ln, err := net.Listen("tcp", b.opts.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("listen on HTTP_ADDR %s: %w", b.cfg.HTTPAddr, err)
+		return fmt.Errorf("listen on HTTP_ADDR %s: %w", b.opts.HTTPAddr, err)
 	}
 	srv := &http.Server{
-		Handler: b.metrics.Handler(
-			metrics.Check{Name: "slack", Ready: b.Ready},
-			metrics.Check{Name: "store", Ready: b.storeReady},
-		),
+		Handler:           b.metrics.Handler(append([]metrics.Check{{Name: "slack", Ready: b.Ready}}, b.opts.Checks...)...),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	go func() {
@@ -361,35 +323,4 @@ func (b *Bot) serveHTTP(ctx context.Context) error {
 		return fmt.Errorf("serve HTTP: %w", err)
 	}
 	return nil
-}
-
-// gaugeRequests keeps the requests-by-state gauges current.
-func (b *Bot) gaugeRequests(ctx context.Context) {
-	ticker := time.NewTicker(15 * time.Second)
-	defer ticker.Stop()
-	for {
-		reqs, err := b.store.Unfinished(ctx)
-		if err == nil {
-			counts := map[storage.State]int{}
-			for _, r := range reqs {
-				counts[r.State]++
-			}
-			b.metrics.Requests.Reset()
-			for state, n := range counts {
-				b.metrics.Requests.WithLabelValues(string(state)).Set(float64(n))
-			}
-			b.metrics.ApprovalsWaiting.Set(float64(counts[storage.StateAwaitingApproval]))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
-}
-
-// storeReady says whether the store answers.
-func (b *Bot) storeReady() error {
-	_, err := b.store.AuditLog(context.Background(), 0, 1)
-	return err
 }

@@ -184,7 +184,7 @@ func TestExtend(t *testing.T) {
 // onlyRequest is user's one request, from the store.
 func (h *harness) onlyRequest(user string) storage.Request {
 	h.t.Helper()
-	reqs, err := h.bot.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: user})
+	reqs, err := h.app.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: user})
 	if err != nil || len(reqs) != 1 {
 		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
 	}
@@ -196,7 +196,7 @@ func (h *harness) onlyRequest(user string) storage.Request {
 func TestLargeListArrivesThroughResponseURL(t *testing.T) {
 	h := start(t, withConfig(func(c *config.Config) { c.PollInterval = time.Hour }))
 	ctx := h.ctx()
-	store := h.bot.Store()
+	store := h.app.Store()
 	for i := range 300 {
 		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour,
 			State: storage.StateApproved, Reason: fmt.Sprintf("run %d", i)}

@@ -135,7 +135,7 @@ func TestRedeliveredSlashCommandCreatesOnce(t *testing.T) {
 	}
 	h.waitFor(general, "is ready :tada:")
 	// Give a duplicate every chance to show up before counting.
-	h.bot.Handlers().Tick(h.ctx())
+	h.app.Handlers().Tick(h.ctx())
 	if c := h.fal.Counters(); c.Creates != 1 {
 		t.Fatalf("fal creates = %d, want 1", c.Creates)
 	}
@@ -165,7 +165,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if n := len(h.slack.Messages()); n != 0+countEphemeral(h) {
 		t.Fatalf("bad input posted messages:\n%s", h.dump())
 	}
-	commands := h.bot.Metrics().Commands
+	commands := h.app.Metrics().Commands
 	if got := testutil.ToFloat64(commands.WithLabelValues("create", "refused")); got != 3 {
 		t.Errorf("gpubot_commands_total{command=create,outcome=refused} = %v, want 3", got)
 	}

@@ -18,10 +18,10 @@ import (
 	"github.com/slack-go/slack"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/gpubot/gpubot/bot"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/app"
 	"github.com/gpubot/gpubot/internal/config"
 )
 
@@ -57,7 +57,7 @@ type harness struct {
 	cfg    config.Config
 	clock  *testkit.Clock
 	logs   *testkit.Buffer
-	bot    *bot.Bot
+	app    *app.App
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -138,12 +138,12 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 func (h *harness) startBot() {
 	h.t.Helper()
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: h.cfg.SlogLevel()}))
-	b, err := bot.New(h.cfg, bot.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second})
+	b, err := app.New(h.cfg, app.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second})
 	if err != nil {
-		h.t.Fatalf("bot.New: %v", err)
+		h.t.Fatalf("app.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.bot, h.cancel, h.done = b, cancel, make(chan error, 1)
+	h.app, h.cancel, h.done = b, cancel, make(chan error, 1)
 	go func() { h.done <- b.Run(ctx) }()
 	h.t.Cleanup(h.stopBot)
 	waitCtx, cancelWait := context.WithTimeout(context.Background(), wait)
@@ -317,7 +317,7 @@ func (h *harness) passes(n int) {
 	counted := func() int {
 		var total float64
 		for _, outcome := range []string{"ok", "error"} {
-			total += testutil.ToFloat64(h.bot.Metrics().TrackingPasses.WithLabelValues(outcome))
+			total += testutil.ToFloat64(h.app.Metrics().TrackingPasses.WithLabelValues(outcome))
 		}
 		return int(total)
 	}

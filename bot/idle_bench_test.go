@@ -69,7 +69,7 @@ func BenchmarkIdle(b *testing.B) {
 	b.ReportMetric(100*float64(whole)/float64(wholeWall), "cpu-%-with-poll")
 	b.ReportMetric(float64(mem.HeapInuse)/(1<<20), "heap-MB")
 	b.ReportMetric(residentMB(b), "process-rss-MB")
-	if live, err := h.bot.Store().Unfinished(context.Background()); err != nil || len(live) != 1_000 {
+	if live, err := h.app.Store().Unfinished(context.Background()); err != nil || len(live) != 1_000 {
 		b.Fatalf("%d live requests (%v), want the 1,000 still followed", len(live), err)
 	}
 }

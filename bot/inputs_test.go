@@ -122,7 +122,7 @@ func TestKeyCommentIsStoredAsTyped(t *testing.T) {
 	if got := h.command(alice, general, "key set "+strings.Join(fields, " ")); !strings.Contains(got, "Saved your ssh-ed25519 key") {
 		t.Fatalf("key set answered %q", got)
 	}
-	k, err := h.bot.Store().Key(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+	k, err := h.app.Store().Key(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 	if err != nil {
 		t.Fatal(err)
 	}

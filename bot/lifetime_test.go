@@ -121,14 +121,14 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		withFal(func(o *falsim.Options) { o.Manual = true; o.PageSize = 1000 }))
 	ctx := untilDeadline(t) // a thousand requests written under the race detector on a busy machine take a while
 	for range 3 {
-		if err := h.bot.Handlers().Tick(ctx); err != nil {
+		if err := h.app.Handlers().Tick(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if c := h.fal.Counters(); len(c.Calls) != 0 && c.Calls["list"]+c.Calls["get"] != 0 {
 		t.Fatalf("calls with nothing tracked: %+v", c.Calls)
 	}
-	store := h.bot.Store()
+	store := h.app.Store()
 	for i := range n {
 		id := fmt.Sprintf("inst_%04d", i)
 		h.fal.AddInstance(fal.Instance{ID: id, InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusProvisioning})
@@ -143,7 +143,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		}
 	}
 	before := h.fal.Counters().Calls
-	if err := h.bot.Handlers().Tick(ctx); err != nil {
+	if err := h.app.Handlers().Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	after := h.fal.Counters().Calls
@@ -158,7 +158,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := h.bot.Handlers().Tick(ctx); err != nil {
+	if err := h.app.Handlers().Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
 	unfinished, err := store.Unfinished(ctx)

@@ -17,9 +17,9 @@ import (
 
 	"github.com/slack-go/slack"
 
-	"github.com/gpubot/gpubot/bot"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/app"
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/storage"
 )
@@ -44,7 +44,7 @@ func runBotProcess() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	b, err := bot.New(cfg, bot.Options{Version: "test", Logger: logger})
+	b, err := app.New(cfg, app.Options{Version: "test", Logger: logger})
 	if err == nil {
 		err = b.Run(ctx)
 	}

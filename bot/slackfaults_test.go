@@ -34,7 +34,7 @@ func TestSlackRateLimitsAndServerErrorsAreRetried(t *testing.T) {
 		t.Fatalf("postMessage was not retried")
 	}
 	for _, method := range []string{"chat.postMessage", "chat.update"} {
-		if got := testutil.ToFloat64(h.bot.Metrics().SlackCalls.WithLabelValues(method, "retried")); got != 2 {
+		if got := testutil.ToFloat64(h.app.Metrics().SlackCalls.WithLabelValues(method, "retried")); got != 2 {
 			t.Errorf("gpubot_slack_calls_total{method=%q,outcome=\"retried\"} = %v, want 2", method, got)
 		}
 	}

@@ -21,9 +21,9 @@ import (
 
 	"github.com/slack-go/slack"
 
-	"github.com/gpubot/gpubot/bot"
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/app"
 	"github.com/gpubot/gpubot/internal/config"
 )
 
@@ -87,7 +87,7 @@ func Run(ctx context.Context, opts Options) error {
 		defer os.RemoveAll(dir)
 		dbPath = filepath.Join(dir, "gpubot.db")
 	}
-	b, err := bot.New(consoleConfig(sim, fs, dbPath), bot.Options{Version: opts.Version, Logger: consoleLogger(opts)})
+	b, err := app.New(consoleConfig(sim, fs, dbPath), app.Options{Version: opts.Version, Logger: consoleLogger(opts)})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}

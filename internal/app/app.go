@@ -1,0 +1,164 @@
+// Package app assembles gpubot from its settings: it opens the store, builds the fal
+// client, the Slack side and the handlers, hands each what it needs, and runs them
+// until the context ends. main and the tests that run the whole program start here.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gpubot/gpubot/bot"
+	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/handlers"
+	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/metrics"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// Options are what the settings do not say: the clock, the logger, and knobs for tests.
+type Options struct {
+	Version string
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
+	ShutdownGrace time.Duration
+}
+
+// App is gpubot, assembled.
+type App struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    *storage.Store
+	handlers *handlers.Handlers
+	metrics  *metrics.Metrics
+	bot      *bot.Bot
+}
+
+// New opens the store and builds every part. It does not connect yet: Run does.
+func New(cfg config.Config, opts Options) (*App, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = 20 * time.Second
+	}
+	m := metrics.New()
+	falClient, err := fal.New(fal.Config{
+		BaseURL: cfg.FalAPIURL,
+		APIKey:  cfg.FalAdminAPIKey,
+		Version: opts.Version,
+		Logger:  opts.Logger,
+		Observe: func(op string, status int, d time.Duration) {
+			m.FalCalls.WithLabelValues(op, fmt.Sprint(status)).Inc()
+			m.FalLatency.WithLabelValues(op).Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fal client: %w", err)
+	}
+	store, err := storage.Open(cfg.DBPath, storage.Options{Now: opts.Now})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	link := bot.NewLink(bot.LinkConfig{BotToken: cfg.SlackBotToken, AppToken: cfg.SlackAppToken, APIURL: cfg.SlackAPIURL}, m)
+	h := handlers.New(handlers.Config{
+		Policy: handlers.NewPolicy(cfg.Approvers, cfg.Admins, cfg.ApprovalRequired, cfg.DefaultLifetime, cfg.MaxLifetime).
+			WithApprovalsNeeded(cfg.ApprovalsNeeded),
+		ApprovalChannel:  cfg.ApprovalChannel,
+		NotifyChannel:    cfg.NotifyChannel,
+		Admins:           cfg.Admins,
+		Prices:           handlers.Prices(cfg.HourlyPrices),
+		ReminderBefore:   cfg.ReminderBefore,
+		PollInterval:     cfg.PollInterval,
+		ProvisionTimeout: cfg.ProvisionTimeout,
+		ApprovalTimeout:  cfg.ApprovalTimeout,
+		ApprovalReminder: cfg.ApprovalReminder,
+		UsergroupRefresh: cfg.UsergroupRefresh,
+		Groups:           link.Groups(),
+		Links:            link.Permalinks(),
+		PassDone:         countPass(m),
+	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
+	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
+	a.bot = bot.New(link, h, m, bot.Options{
+		HTTPAddr:      cfg.HTTPAddr,
+		Logger:        opts.Logger,
+		ShutdownGrace: opts.ShutdownGrace,
+		Checks:        []metrics.Check{{Name: "store", Ready: a.storeReady}},
+	})
+	return a, nil
+}
+
+// countPass counts the handlers' background passes by outcome.
+func countPass(m *metrics.Metrics) func(error) {
+	return func(err error) {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+		}
+		m.TrackingPasses.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Handlers gives tests and the console the flows gpubot runs (e.g. to drive a tracking pass).
+func (a *App) Handlers() *handlers.Handlers { return a.handlers }
+
+// Metrics gives tests gpubot's metrics.
+func (a *App) Metrics() *metrics.Metrics { return a.metrics }
+
+// Store gives tests and the console gpubot's store.
+func (a *App) Store() *storage.Store { return a.store }
+
+// Run serves Slack until ctx ends (see bot.Run), keeping the requests-by-state gauges
+// current meanwhile, then closes the store.
+func (a *App) Run(ctx context.Context) (err error) {
+	defer func() {
+		if closeErr := a.store.Close(); closeErr != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
+		}
+	}()
+	a.log.Info("gpubot running", "config", a.cfg)
+	for _, warning := range a.cfg.Warnings() {
+		a.log.Warn("setting probably not what you want", "problem", warning)
+	}
+	gaugeCtx, stopGauges := context.WithCancel(ctx)
+	defer stopGauges()
+	go a.gaugeRequests(gaugeCtx)
+	return a.bot.Run(ctx)
+}
+
+// gaugeRequests keeps the requests-by-state gauges current.
+func (a *App) gaugeRequests(ctx context.Context) {
+	ticker := time.NewTicker(15 * time.Second)
+	defer ticker.Stop()
+	for {
+		reqs, err := a.store.Unfinished(ctx)
+		if err == nil {
+			counts := map[storage.State]int{}
+			for _, r := range reqs {
+				counts[r.State]++
+			}
+			a.metrics.Requests.Reset()
+			for state, n := range counts {
+				a.metrics.Requests.WithLabelValues(string(state)).Set(float64(n))
+			}
+			a.metrics.ApprovalsWaiting.Set(float64(counts[storage.StateAwaitingApproval]))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// storeReady says whether the store answers, for /readyz.
+func (a *App) storeReady() error {
+	_, err := a.store.AuditLog(context.Background(), 0, 1)
+	return err
+}
