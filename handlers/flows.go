@@ -43,10 +43,13 @@ func (h *Handlers) advance(ctx context.Context, id string) {
 }
 
 // moveByBot records a move gpubot makes on its own and reports whether it happened.
-// Losing a race to another move (the owner deleted the request meanwhile, another pass
-// got there first) is normal and silent; any other failure is logged.
+// The move is decided from r as gpubot read it, so it happens only if the request is
+// still in r's state: a pass that saw a machine ready must not call it gone once its
+// owner has had it deleted. Losing such a race (the owner deleted the request
+// meanwhile, another pass got there first) is normal and silent; any other failure is
+// logged.
 func (h *Handlers) moveByBot(ctx context.Context, r storage.Request, to storage.State, detail string, edit func(*storage.Request) error) (storage.Request, bool) {
-	moved, err := h.store.Move(ctx, r.ID, to, actorBot, detail, edit)
+	moved, err := h.store.MoveFrom(ctx, r.ID, []storage.State{r.State}, to, actorBot, detail, edit)
 	if err != nil {
 		if !errors.Is(err, storage.ErrIllegalMove) {
 			h.reqLog(r).Error("record move", "to", to, "err", err)

@@ -397,3 +397,29 @@ func TestInstanceRecordedDuringPassIsKept(t *testing.T) {
 		t.Errorf("the admins were told of a tracked machine: %q", said)
 	}
 }
+
+// A pass that read a machine as ready, then finds fal no longer lists it, must not
+// call it gone when its owner had it deleted meanwhile: the delete finishes as a
+// delete, and the thread says so, not "deleted outside gpubot".
+func TestPassThatSawAMachineReadyLeavesItsDeleteAlone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := e.readyMachine()
+	seenByPass := e.get(r.ID)
+	if _, err := e.h.recordDelete(ctx, testOwner, r.ID, noEnvelope); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Remove(r.InstanceID) // the owner's delete reached fal; gpubot has not recorded it yet
+	e.h.follow(ctx, seenByPass, fal.Instance{}, false)
+	if got := e.get(r.ID); got.State != storage.StateDeleting {
+		t.Fatalf("request is %s after a pass that saw it ready, want still deleting", got.State)
+	}
+	e.h.kick(r.ID)
+	e.idle()
+	if got := e.get(r.ID); got.State != storage.StateDeleted {
+		t.Errorf("request is %s, want deleted", got.State)
+	}
+	if said := e.slack.said("CGENERAL", "deleted outside gpubot"); len(said) != 0 {
+		t.Errorf("the thread was told %q", said)
+	}
+}
