@@ -91,23 +91,6 @@ func Usage(w io.Writer) error {
 	return nil
 }
 
-// NeedsApproval reports whether a request for instanceType must be approved
-// before anything is created.
-func (c Config) NeedsApproval(instanceType string) bool {
-	return slices.Contains(c.ApprovalRequired, instanceType)
-}
-
-// IsApprover reports whether userID is listed in APPROVERS itself; members of a
-// user group listed there are known only to the running bot, which reads them.
-func (c Config) IsApprover(userID string) bool {
-	return slices.Contains(c.Approvers, userID)
-}
-
-// IsAdmin reports whether userID is listed in ADMINS itself (see IsApprover for groups).
-func (c Config) IsAdmin(userID string) bool {
-	return slices.Contains(c.Admins, userID)
-}
-
 // SlogLevel is LogLevel as a slog level; anything unrecognised is info.
 func (c Config) SlogLevel() slog.Level {
 	var level slog.Level

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -511,29 +512,24 @@ func TestRedactionOfUnusualSecrets(t *testing.T) {
 	}
 }
 
-func TestPermissionQuestions(t *testing.T) {
+// Who may do what is the handlers' policy; the settings only hand it the lists, read
+// as written (user groups included) and with "none" meaning no type needs approval.
+func TestPermissionLists(t *testing.T) {
 	t.Parallel()
 	cfg := mustLoad(t, fullEnv())
-	cfg8x := mustLoad(t, minimalEnv())
-	none := mustLoad(t, with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none"}))
 	tests := []struct {
-		name string
-		got  bool
-		want bool
+		name      string
+		got, want []string
 	}{
-		{"default: 8x needs approval", cfg8x.NeedsApproval("gpu_8x_h100_sxm5"), true},
-		{"default: 1x does not", cfg8x.NeedsApproval("gpu_1x_h100_sxm5"), false},
-		{"both listed: 1x needs approval", cfg.NeedsApproval("gpu_1x_h100_sxm5"), true},
-		{"none: 8x does not", none.NeedsApproval("gpu_8x_h100_sxm5"), false},
-		{"unknown type never matches", cfg.NeedsApproval("8x"), false},
-		{"approver", cfg.IsApprover("W0BOB"), true},
-		{"admin is not an approver", cfg.IsApprover("U0ADMIN"), false},
-		{"admin", cfg.IsAdmin("U0ADMIN"), true},
-		{"approver is not an admin", cfg.IsAdmin("U0ALICE"), false},
+		{"approvers", cfg.Approvers, []string{"U0ALICE", "W0BOB", "S0GPUAPPROVE"}},
+		{"admins", cfg.Admins, []string{"U0ADMIN", "S0GPUADMIN"}},
+		{"approval required", cfg.ApprovalRequired, []string{"gpu_1x_h100_sxm5", "gpu_8x_h100_sxm5"}},
+		{"approval required by default", mustLoad(t, minimalEnv()).ApprovalRequired, []string{"gpu_8x_h100_sxm5"}},
+		{"approval required: none", mustLoad(t, with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none"})).ApprovalRequired, nil},
 	}
 	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
+		if !slices.Equal(tt.got, tt.want) {
+			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
 		}
 	}
 }
