@@ -147,7 +147,7 @@ func FuzzInteraction(f *testing.F) {
 		s, f := &recordingSlack{}, &recordingFal{}
 		h := New(Config{
 			Policy:          NewPolicy([]string{"UBOB", "UCAROL"}, []string{"UADMIN"}, []string{fal.Type8xH100}, time.Hour, 72*time.Hour),
-			ApprovalChannel: "CAPPROVALS", Admins: []string{"UADMIN"}, PollInterval: time.Second, ReminderBefore: time.Minute,
+			ApprovalChannel: "CAPPROVALS", PollInterval: time.Second, ReminderBefore: time.Minute,
 		}, store, f, s, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
 		h.Interaction(ctx, "", cb)
 		h.Shutdown(10 * time.Second)

@@ -40,7 +40,6 @@ type Config struct {
 	Policy          Policy
 	ApprovalChannel string
 	NotifyChannel   string
-	Admins          []string
 	Prices          Prices
 	ReminderBefore  time.Duration
 	PollInterval    time.Duration

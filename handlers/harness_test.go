@@ -153,8 +153,8 @@ func newEnv(t *testing.T) *env {
 		path: filepath.Join(t.TempDir(), "gpubot.db"),
 		config: Config{
 			Policy:          NewPolicy([]string{"UBOB"}, []string{testAdmin}, []string{fal.Type8xH100}, 8*time.Hour, 72*time.Hour),
-			ApprovalChannel: "CAPPROVALS", Admins: []string{testAdmin},
-			PollInterval: 10 * time.Second, ReminderBefore: 30 * time.Minute,
+			ApprovalChannel: "CAPPROVALS",
+			PollInterval:    10 * time.Second, ReminderBefore: 30 * time.Minute,
 		},
 	}
 	e.open()

@@ -140,7 +140,7 @@ func (h *Handlers) track(ctx context.Context, reqs []storage.Request) error {
 // admins would hear of machines made outside gpubot, once per orphanSweepEvery, or at every
 // pass while a suspect is being watched.
 func (h *Handlers) watchesOrphans() bool {
-	if len(h.cfg.Admins) == 0 {
+	if len(h.cfg.Policy.AdminUsers()) == 0 {
 		return false
 	}
 	h.mu.Lock()

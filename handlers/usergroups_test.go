@@ -47,7 +47,6 @@ func TestRefreshGroupsKeepsWhatIsKnownAndEmptiesWhatIsRefused(t *testing.T) {
 	h := New(Config{
 		Policy:           NewPolicy([]string{"S0APPROVE"}, []string{"UADMIN"}, []string{fal.Type8xH100}, time.Hour, 72*time.Hour),
 		ApprovalChannel:  "CAPPROVALS",
-		Admins:           []string{"UADMIN"},
 		PollInterval:     time.Second,
 		UsergroupRefresh: time.Hour,
 		Groups:           groups,

@@ -72,7 +72,6 @@ func New(cfg config.Config, opts Options) (*App, error) {
 			WithApprovalsNeeded(cfg.ApprovalsNeeded),
 		ApprovalChannel:  cfg.ApprovalChannel,
 		NotifyChannel:    cfg.NotifyChannel,
-		Admins:           cfg.Admins,
 		Prices:           handlers.Prices(cfg.HourlyPrices),
 		ReminderBefore:   cfg.ReminderBefore,
 		PollInterval:     cfg.PollInterval,
