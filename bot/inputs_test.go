@@ -1,13 +1,9 @@
 package bot_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/gpubot/gpubot/storage"
 )
@@ -15,15 +11,8 @@ import (
 // ed25519Fields is a fresh public key as an authorized_keys line, in its fields.
 func ed25519Fields(t *testing.T, comment string) []string {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(strings.Fields(string(ssh.MarshalAuthorizedKey(sshPub))), comment)
+	fields := strings.Fields(newKeyLine(t, alice))
+	return append(fields[:2], comment)
 }
 
 // A key pasted after `/gpu key set` with no-break or other Unicode spaces, as some
