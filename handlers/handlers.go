@@ -14,7 +14,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Slack is what the flows need from Slack.
@@ -74,7 +74,7 @@ const (
 // background after the envelope is acked; Shutdown waits for it.
 type Handlers struct {
 	cfg   Config
-	store *storage.Store
+	store domain.Store
 	fal   Fal
 	slack Slack
 	log   *slog.Logger
@@ -99,7 +99,7 @@ type Handlers struct {
 }
 
 // New builds the handlers. now is the clock (time.Now outside tests).
-func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now func() time.Time) *Handlers {
+func New(cfg Config, store domain.Store, f Fal, s Slack, log *slog.Logger, now func() time.Time) *Handlers {
 	if now == nil {
 		now = time.Now
 	}
@@ -190,12 +190,12 @@ func (h *Handlers) Shutdown(grace time.Duration) {
 }
 
 // reqLog is the logger for lines about one request: every one carries its id.
-func (h *Handlers) reqLog(r storage.Request) *slog.Logger {
+func (h *Handlers) reqLog(r domain.Request) *slog.Logger {
 	return h.log.With("request_id", r.ID)
 }
 
 // say posts a reply in the request's thread.
-func (h *Handlers) say(ctx context.Context, r storage.Request, m Message) {
+func (h *Handlers) say(ctx context.Context, r domain.Request, m Message) {
 	if r.ThreadTS == "" {
 		return
 	}
@@ -205,7 +205,7 @@ func (h *Handlers) say(ctx context.Context, r storage.Request, m Message) {
 }
 
 // refreshRoot edits the thread root to show the request's current state.
-func (h *Handlers) refreshRoot(ctx context.Context, r storage.Request) {
+func (h *Handlers) refreshRoot(ctx context.Context, r domain.Request) {
 	if r.ThreadTS == "" {
 		return
 	}
@@ -215,7 +215,7 @@ func (h *Handlers) refreshRoot(ctx context.Context, r storage.Request) {
 }
 
 // refreshCard edits the approval card, which drops its buttons once decided.
-func (h *Handlers) refreshCard(ctx context.Context, r storage.Request) {
+func (h *Handlers) refreshCard(ctx context.Context, r domain.Request) {
 	if r.ApprovalTS == "" {
 		return
 	}
