@@ -3,43 +3,25 @@ package storage
 import (
 	"context"
 	"fmt"
+	"github.com/gpubot/gpubot/internal/domain"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-func TestMarkSeenFirstThenRepeat(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+// A write made with no envelope remembers nothing: the memory of seen keys
+// holds only what a redelivery or a throttle needs.
+func TestWithoutEnvelopeNothingIsRemembered(t *testing.T) {
+	s := openTestStore(t, Options{})
 	ctx := context.Background()
-
-	steps := []struct {
-		advance time.Duration
-		key     string
-		first   bool
-	}{
-		{0, "Ev01", true},
-		{0, "Ev01", false},                // redelivered at once
-		{0, "Ev02", true},                 // another envelope
-		{29 * time.Minute, "Ev01", false}, // still within its 30 minutes
-		{time.Minute, "Ev01", true},       // 30 minutes on: forgotten, new again
-		{time.Second, "Ev01", false},
-	}
-	for i, step := range steps {
-		clock.Advance(step.advance)
-		first, err := s.MarkSeen(ctx, step.key, 30*time.Minute)
-		if err != nil || first != step.first {
-			t.Errorf("step %d: MarkSeen(%s) = %v, %v; want %v", i, step.key, first, err, step.first)
+	for range 2 {
+		if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("", []byte("x"))); err != nil {
+			t.Fatal(err)
 		}
 	}
-	for _, bad := range []struct {
-		key string
-		ttl time.Duration
-	}{{"", time.Minute}, {"x", 0}, {string(make([]byte, 2000)), time.Minute}} {
-		if _, err := s.MarkSeen(ctx, bad.key, bad.ttl); err == nil {
-			t.Errorf("MarkSeen(%d-byte key, %v) accepted", len(bad.key), bad.ttl)
-		}
+	if n := seenCount(t, s); n != 0 {
+		t.Errorf("%d entries remembered for writes with no envelope, want 0", n)
 	}
 }
 

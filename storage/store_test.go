@@ -294,22 +294,3 @@ func TestOpenRejectsAFileThatIsNotADatabase(t *testing.T) {
 		t.Errorf("got %v, want an error naming the file", err)
 	}
 }
-
-func TestCancelledContextStartsNoTransaction(t *testing.T) {
-	s := openTestStore(t, Options{})
-	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Request(ctx, r.ID); !errors.Is(err, context.Canceled) {
-		t.Errorf("read: %v", err)
-	}
-	if _, err := s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", nil); !errors.Is(err, context.Canceled) {
-		t.Errorf("move: %v", err)
-	}
-	if _, err := s.MarkSeen(ctx, "x", time.Minute); !errors.Is(err, context.Canceled) {
-		t.Errorf("mark seen: %v", err)
-	}
-	if got, _ := s.Request(context.Background(), r.ID); got.State != domain.StateApproved {
-		t.Errorf("a cancelled move happened: %s", got.State)
-	}
-}

@@ -1,4 +1,4 @@
-package storage
+package storetest
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"github.com/gpubot/gpubot/internal/domain"
 )
 
-func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testCreateRequestFillsIdentityAndAudits(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 
 	r := newRequest(alice, domain.StateAwaitingApproval)
@@ -41,8 +41,8 @@ func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
 	}
 }
 
-func TestCreateRequestRefusesBadInput(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testCreateRequestRefusesBadInput(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	for _, state := range []domain.State{domain.StateCreating, domain.StateReady, domain.StateDeleted, ""} {
 		if err := s.CreateRequest(ctx, newRequest(alice, state)); err == nil {
@@ -65,13 +65,13 @@ func TestCreateRequestRefusesBadInput(t *testing.T) {
 	}
 }
 
-func TestMoveEveryPairThroughTheStore(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testMoveEveryPairThroughTheStore(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	for _, from := range domain.AllStates() {
 		for _, to := range domain.AllStates() {
 			r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
-			forceState(t, s, r.ID, from)
+			bringTo(t, s, r.ID, from)
 			moved, err := s.Move(ctx, r.ID, to, "UADMIN", "", nil)
 			if domain.CanMove(from, to) {
 				if err != nil || moved.State != to {
@@ -91,9 +91,9 @@ func TestMoveEveryPairThroughTheStore(t *testing.T) {
 	}
 }
 
-func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testMoveAppliesEditAuditsAndBumpsVersion(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
@@ -138,9 +138,9 @@ func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
 	}
 }
 
-func TestMoveFillsLifeTimes(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testMoveFillsLifeTimes(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	mustMove(t, s, r.ID, domain.StateCreating, nil)
 	mustMove(t, s, r.ID, domain.StateProvisioning, func(r *domain.Request) error { r.InstanceID = "inst-1"; return nil })
@@ -160,8 +160,8 @@ func TestMoveFillsLifeTimes(t *testing.T) {
 
 // Twenty approvers click Approve at once: exactly one wins, and every other
 // learns who did.
-func TestConcurrentApprovalHasOneWinner(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testConcurrentApprovalHasOneWinner(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
@@ -213,9 +213,9 @@ func TestConcurrentApprovalHasOneWinner(t *testing.T) {
 	}
 }
 
-func TestUpdateKeepsStateAndIndexes(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testUpdateKeepsStateAndIndexes(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	mustMove(t, s, r.ID, domain.StateCreating, nil)
@@ -249,9 +249,9 @@ func TestUpdateKeepsStateAndIndexes(t *testing.T) {
 	}
 }
 
-func TestQueriesUseTheirIndexes(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testQueriesUseTheirIndexes(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 	bob := domain.UserRef{TeamID: "T1", UserID: "UBOB"}
 
@@ -302,16 +302,8 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	}
 }
 
-func requestIDs(rs []domain.Request) string {
-	ids := make([]string, len(rs))
-	for i, r := range rs {
-		ids[i] = r.ID
-	}
-	return fmt.Sprint(ids)
-}
-
-func TestMarkNoticeOnlyOnce(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testMarkNoticeOnlyOnce(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 
@@ -346,21 +338,21 @@ func TestMarkNoticeOnlyOnce(t *testing.T) {
 
 // Unfinished keeps decoded requests between calls; every change must still
 // show on the next call, and callers must not be able to change its copies.
-func TestUnfinishedSeesEveryChange(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testUnfinishedSeesEveryChange(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	a := mustCreate(t, s, newRequest(alice, domain.StateApproved))
-	b := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+	waiting := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	first, err := s.Unfinished(ctx)
-	if err != nil || requestIDs(first) != fmt.Sprint([]string{a.ID, b.ID}) {
+	if err != nil || requestIDs(first) != fmt.Sprint([]string{a.ID, waiting.ID}) {
 		t.Fatalf("unfinished: %v, %v", requestIDs(first), err)
 	}
 	first[0].Notices = map[string]time.Time{"tampered": {}}
 	first[0].IP = "tampered"
 
 	mustMove(t, s, a.ID, domain.StateCreating, func(r *domain.Request) error { r.FalStatus = "pending"; return nil })
-	if _, err := s.MarkNotice(ctx, b.ID, "approval_card"); err != nil {
+	if _, err := s.MarkNotice(ctx, waiting.ID, "approval_card"); err != nil {
 		t.Fatal(err)
 	}
 	second, _ := s.Unfinished(ctx)
@@ -369,7 +361,7 @@ func TestUnfinishedSeesEveryChange(t *testing.T) {
 		t.Errorf("second listing is stale: %+v", second)
 	}
 	second[1].Notices["tampered"] = time.Time{}
-	mustMove(t, s, b.ID, domain.StateDenied, nil)
+	mustMove(t, s, waiting.ID, domain.StateDenied, nil)
 	third, _ := s.Unfinished(ctx)
 	if requestIDs(third) != fmt.Sprint([]string{a.ID}) || third[0].NoticeSent("tampered") {
 		t.Errorf("third listing: %+v", third)
@@ -378,8 +370,8 @@ func TestUnfinishedSeesEveryChange(t *testing.T) {
 
 // Listings taken while other goroutines write are each a consistent
 // snapshot: only live requests, oldest first, never going back in time.
-func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testUnfinishedUnderConcurrentWrites(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -442,8 +434,8 @@ func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
 
 // A short id finds the requests whose ids start with it, by seeking, however long the
 // history around them.
-func TestRequestsWithIDPrefix(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testRequestsWithIDPrefix(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	var ids []string
 	for _, id := range []string{"3f2a9c1e-0001", "3f2a9c1e-0002", "3f2b0000-0003", "40000000-0004"} {
@@ -478,8 +470,8 @@ func TestRequestsWithIDPrefix(t *testing.T) {
 }
 
 // A person's live requests come from the live ones, not from their history.
-func TestUnfinishedOf(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testUnfinishedOf(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	mine := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	over := mustCreate(t, s, newRequest(alice, domain.StateApproved))
@@ -494,5 +486,43 @@ func TestUnfinishedOf(t *testing.T) {
 		if len(got) != 2 || got[0].ID != mine.ID || got[1].ID != later.ID {
 			t.Fatalf("alice's live requests: %+v, want %s then %s", got, mine.ID, later.ID)
 		}
+	}
+}
+
+func testCancelledContextStartsNoTransaction(t *testing.T, b Backend) {
+	s := open(t, b, nil)
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Request(ctx, r.ID); !errors.Is(err, context.Canceled) {
+		t.Errorf("read: %v", err)
+	}
+	if _, err := s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("move: %v", err)
+	}
+	if _, err := s.MarkSeen(ctx, "x", time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("mark seen: %v", err)
+	}
+	if got, _ := s.Request(context.Background(), r.ID); got.State != domain.StateApproved {
+		t.Errorf("a cancelled move happened: %s", got.State)
+	}
+}
+
+func requestCases() []testCase {
+	return []testCase{
+		{"CreateRequestFillsIdentityAndAudits", testCreateRequestFillsIdentityAndAudits},
+		{"CreateRequestRefusesBadInput", testCreateRequestRefusesBadInput},
+		{"MoveEveryPairThroughTheStore", testMoveEveryPairThroughTheStore},
+		{"MoveAppliesEditAuditsAndBumpsVersion", testMoveAppliesEditAuditsAndBumpsVersion},
+		{"MoveFillsLifeTimes", testMoveFillsLifeTimes},
+		{"ConcurrentApprovalHasOneWinner", testConcurrentApprovalHasOneWinner},
+		{"UpdateKeepsStateAndIndexes", testUpdateKeepsStateAndIndexes},
+		{"QueriesUseTheirIndexes", testQueriesUseTheirIndexes},
+		{"MarkNoticeOnlyOnce", testMarkNoticeOnlyOnce},
+		{"UnfinishedSeesEveryChange", testUnfinishedSeesEveryChange},
+		{"UnfinishedUnderConcurrentWrites", testUnfinishedUnderConcurrentWrites},
+		{"RequestsWithIDPrefix", testRequestsWithIDPrefix},
+		{"UnfinishedOf", testUnfinishedOf},
+		{"CancelledContextStartsNoTransaction", testCancelledContextStartsNoTransaction},
 	}
 }

@@ -1,4 +1,4 @@
-package storage
+package storetest
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 // Two approvers clicking at the same moment on a request that needs three both
 // count, each once, and the request keeps waiting for the third.
-func TestApprovalsAtTheSameMomentBothCount(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testApprovalsAtTheSameMomentBothCount(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
@@ -48,8 +48,8 @@ func TestApprovalsAtTheSameMomentBothCount(t *testing.T) {
 // The approval that completes the count moves the request to approved in its own
 // transaction: of many approvers clicking at once on a request that needs two,
 // exactly two count and every other is told it came too late.
-func TestTheApprovalThatCompletesTheCountApproves(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testTheApprovalThatCompletesTheCountApproves(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
@@ -101,8 +101,8 @@ func TestTheApprovalThatCompletesTheCountApproves(t *testing.T) {
 }
 
 // The same approver twice counts once: the second is refused, and changes nothing.
-func TestTheSameApproverCountsOnce(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testTheSameApproverCountsOnce(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 	if _, err := s.AddApproval(ctx, r.ID, "UBOB", 2); err != nil {
@@ -121,8 +121,8 @@ func TestTheSameApproverCountsOnce(t *testing.T) {
 
 // An approval recorded for an envelope is its one effect: the same envelope again
 // records nothing and returns what it was answered.
-func TestApprovalForAnEnvelopeTakesEffectOnce(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testApprovalForAnEnvelopeTakesEffectOnce(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 	if _, err := s.AddApproval(ctx, r.ID, "UBOB", 2, domain.ForEnvelope("E1", []byte(`{}`))); err != nil {
@@ -136,5 +136,14 @@ func TestApprovalForAnEnvelopeTakesEffectOnce(t *testing.T) {
 	got, _ := s.Request(ctx, r.ID)
 	if got.State != domain.StateAwaitingApproval || len(got.Approvals) != 1 {
 		t.Fatalf("after a redelivered envelope: %s with %d approvals", got.State, len(got.Approvals))
+	}
+}
+
+func approvalCases() []testCase {
+	return []testCase{
+		{"ApprovalsAtTheSameMomentBothCount", testApprovalsAtTheSameMomentBothCount},
+		{"TheApprovalThatCompletesTheCountApproves", testTheApprovalThatCompletesTheCountApproves},
+		{"TheSameApproverCountsOnce", testTheSameApproverCountsOnce},
+		{"ApprovalForAnEnvelopeTakesEffectOnce", testApprovalForAnEnvelopeTakesEffectOnce},
 	}
 }

@@ -1,4 +1,4 @@
-package storage
+package storetest
 
 import (
 	"context"
@@ -10,15 +10,15 @@ import (
 	"github.com/gpubot/gpubot/internal/testkit"
 )
 
-func TestAuditTrailInOrderAndPerRequest(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testAuditTrailInOrderAndPerRequest(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 
 	a := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
-	b := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	other := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	mustMove(t, s, a.ID, domain.StateApproved, nil)
-	mustMove(t, s, b.ID, domain.StateCreating, nil)
+	mustMove(t, s, other.ID, domain.StateCreating, nil)
 	if err := s.Audit(ctx, domain.AuditEvent{Actor: "gpubot", Action: "orphan_reported", Detail: "inst-x"}); err != nil {
 		t.Fatal(err)
 	}
@@ -60,9 +60,9 @@ func TestAuditTrailInOrderAndPerRequest(t *testing.T) {
 	}
 }
 
-func TestKeysPerUser(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now})
+func testKeysPerUser(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock)
 	ctx := context.Background()
 	line := testkit.KeyLine(t, "me@laptop")
 	key, err := domain.ParsePublicKey(line)
@@ -99,5 +99,12 @@ func TestKeysPerUser(t *testing.T) {
 	if len(log) != 2 || log[0].Action != "key_set" || log[1].Action != "key_removed" ||
 		log[0].Detail != key.Fingerprint || log[0].Actor != alice.UserID {
 		t.Errorf("key audit: %+v", log)
+	}
+}
+
+func auditCases() []testCase {
+	return []testCase{
+		{"AuditTrailInOrderAndPerRequest", testAuditTrailInOrderAndPerRequest},
+		{"KeysPerUser", testKeysPerUser},
 	}
 }

@@ -1,9 +1,8 @@
-package storage
+package storetest
 
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,12 +15,12 @@ import (
 // with a way to tell how many times its effect happened.
 type envelopeWrite struct {
 	name    string
-	write   func(ctx context.Context, s *Store, opts ...domain.WriteOption) error
-	effects func(ctx context.Context, s *Store) int
+	write   func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error
+	effects func(ctx context.Context, s domain.Store) int
 }
 
 // envelopeWrites sets up what each write needs in s and returns the writes.
-func envelopeWrites(t *testing.T, s *Store) []envelopeWrite {
+func envelopeWrites(t *testing.T, s domain.Store) []envelopeWrite {
 	t.Helper()
 	line := testkit.KeyLine(t, "alice@laptop")
 	key, err := domain.ParsePublicKey(line)
@@ -29,60 +28,48 @@ func envelopeWrites(t *testing.T, s *Store) []envelopeWrite {
 		t.Fatal(err)
 	}
 	waiting := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
-	ready := mustCreate(t, s, newRequest(alice, domain.StateApproved))
-	forceState(t, s, ready.ID, domain.StateReady)
-	auditCount := func(action string) func(context.Context, *Store) int {
-		return func(ctx context.Context, s *Store) int {
-			log, err := s.AuditLog(ctx, 0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 0
-			for _, e := range log {
-				if e.Action == action {
-					n++
-				}
-			}
-			return n
-		}
+	ready := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+	ready = bringTo(t, s, ready.ID, domain.StateReady)
+	audits := func(action string) func(context.Context, domain.Store) int {
+		return func(_ context.Context, s domain.Store) int { return auditCount(t, s, action) }
 	}
 	return []envelopeWrite{
-		{"CreateRequest", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+		{"CreateRequest", func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error {
 			return s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), opts...)
-		}, auditCount("requested")},
-		{"Move", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+		}, audits("requested")},
+		{"Move", func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error {
 			// The envelope is checked before the state table: a redelivered Approve
 			// gets the first answer, not "too late".
 			_, err := s.MoveFrom(ctx, waiting.ID, []domain.State{domain.StateAwaitingApproval, domain.StateApproved}, domain.StateApproved, "UBOB", "", nil, opts...)
 			return err
-		}, auditCount(string(domain.StateApproved))},
-		{"Update", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+		}, audits(string(domain.StateApproved))},
+		{"Update", func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error {
 			_, err := s.Update(ctx, ready.ID, func(r *domain.Request) error {
 				r.ExpiresAt = r.ExpiresAt.Add(2 * time.Hour)
 				return nil
 			}, opts...)
 			return err
-		}, func(ctx context.Context, s *Store) int {
+		}, func(ctx context.Context, s domain.Store) int {
 			r, err := s.Request(ctx, ready.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return int(r.ExpiresAt.Sub(ready.CreatedAt.Add(time.Hour)) / (2 * time.Hour))
+			return int(r.ExpiresAt.Sub(ready.ExpiresAt) / (2 * time.Hour))
 		}},
-		{"SetKey", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+		{"SetKey", func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error {
 			return s.SetKey(ctx, alice, key, opts...)
-		}, auditCount("key_set")},
-		{"RemoveKey", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+		}, audits("key_set")},
+		{"RemoveKey", func(ctx context.Context, s domain.Store, opts ...domain.WriteOption) error {
 			if err := s.SetKey(ctx, alice, key); err != nil {
 				return err
 			}
 			return s.RemoveKey(ctx, alice, opts...)
-		}, auditCount("key_removed")},
+		}, audits("key_removed")},
 	}
 }
 
-func TestForEnvelopeRefusesASecondEffectWithTheFirstAnswer(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testForEnvelopeRefusesASecondEffectWithTheFirstAnswer(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	for _, w := range envelopeWrites(t, s) {
 		envelope := "Ev-" + w.name
@@ -109,8 +96,8 @@ func TestForEnvelopeRefusesASecondEffectWithTheFirstAnswer(t *testing.T) {
 	}
 }
 
-func TestForEnvelopeRecordsNothingWhenTheWriteFails(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testForEnvelopeRecordsNothingWhenTheWriteFails(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	refused := errors.New("lifetime too long")
@@ -135,9 +122,9 @@ func TestForEnvelopeRecordsNothingWhenTheWriteFails(t *testing.T) {
 	}
 }
 
-func TestForEnvelopeIsForgottenAfterItsTTL(t *testing.T) {
-	clock := newTestClock()
-	s := openTestStore(t, Options{Now: clock.Now, EnvelopeTTL: time.Hour})
+func testForEnvelopeIsForgottenAfterItsTTL(t *testing.T, b Backend) {
+	clock := newClock()
+	s := open(t, b, clock) // an envelope is remembered for an hour
 	ctx := context.Background()
 	create := func() error {
 		return s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"Got it"}`)))
@@ -158,13 +145,10 @@ func TestForEnvelopeIsForgottenAfterItsTTL(t *testing.T) {
 	}
 }
 
-func TestForEnvelopeHoldsAcrossReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "gpubot.db")
+func testForEnvelopeHoldsAcrossReopen(t *testing.T, b Backend) {
+	place := b.Place(t)
 	ctx := context.Background()
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := b.Open(t, place, time.Now)
 	r := newRequest(alice, domain.StateApproved)
 	if err := s.CreateRequest(ctx, r, domain.ForEnvelope("Ev1", []byte(`{"text":"Got it"}`))); err != nil {
 		t.Fatal(err)
@@ -172,8 +156,8 @@ func TestForEnvelopeHoldsAcrossReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openTestStoreAt(t, path)
-	err = s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"other"}`)))
+	s = b.Open(t, place, time.Now)
+	err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"other"}`)))
 	var done *domain.AlreadyDoneError
 	if !errors.As(err, &done) || string(done.Answer) != `{"text":"Got it"}` {
 		t.Fatalf("after reopening: %v, want the first answer", err)
@@ -183,8 +167,8 @@ func TestForEnvelopeHoldsAcrossReopen(t *testing.T) {
 	}
 }
 
-func TestForEnvelopeOneEffectUnderConcurrentDeliveries(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testForEnvelopeOneEffectUnderConcurrentDeliveries(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	const deliveries = 8
 	var wg sync.WaitGroup
@@ -211,32 +195,29 @@ func TestForEnvelopeOneEffectUnderConcurrentDeliveries(t *testing.T) {
 	}
 }
 
-func TestWithoutEnvelopeNothingIsRecorded(t *testing.T) {
-	s := openTestStore(t, Options{})
+func testWithoutEnvelopeNothingIsRecorded(t *testing.T, b Backend) {
+	s := open(t, b, nil)
 	ctx := context.Background()
 	for range 2 {
 		if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("", []byte("x"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := seenCount(t, s); n != 0 {
-		t.Errorf("%d entries remembered for writes with no envelope, want 0", n)
+	if _, recorded, err := s.EnvelopeAnswer(ctx, ""); recorded || err != nil {
+		t.Errorf("EnvelopeAnswer(\"\") = %v, %v; an empty envelope id is never recorded", recorded, err)
+	}
+	if mine, _ := s.RequestsByUser(ctx, alice); len(mine) != 2 {
+		t.Errorf("%d requests, want both writes made with no envelope", len(mine))
 	}
 }
 
-func openTestStoreAt(t *testing.T, path string) *Store {
-	t.Helper()
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
+func envelopeCases() []testCase {
+	return []testCase{
+		{"ForEnvelopeRefusesASecondEffectWithTheFirstAnswer", testForEnvelopeRefusesASecondEffectWithTheFirstAnswer},
+		{"ForEnvelopeRecordsNothingWhenTheWriteFails", testForEnvelopeRecordsNothingWhenTheWriteFails},
+		{"ForEnvelopeIsForgottenAfterItsTTL", testForEnvelopeIsForgottenAfterItsTTL},
+		{"ForEnvelopeHoldsAcrossReopen", testForEnvelopeHoldsAcrossReopen},
+		{"ForEnvelopeOneEffectUnderConcurrentDeliveries", testForEnvelopeOneEffectUnderConcurrentDeliveries},
+		{"WithoutEnvelopeNothingIsRecorded", testWithoutEnvelopeNothingIsRecorded},
 	}
-	t.Cleanup(func() {
-		if err := checkConsistent(s); err != nil {
-			t.Errorf("store left inconsistent: %v", err)
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
-	return s
 }

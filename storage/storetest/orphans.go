@@ -1,8 +1,7 @@
-package storage
+package storetest
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -10,14 +9,11 @@ import (
 // Sightings of untracked instances count listings in a row, survive a reopen, and are
 // forgotten when a run breaks (unreported) or a day after fal stopped listing them
 // (reported).
-func TestOrphanSightingsAreCountedAndPruned(t *testing.T) {
+func testOrphanSightingsAreCountedAndPruned(t *testing.T, b Backend) {
 	ctx := context.Background()
-	clock := newTestClock()
-	path := filepath.Join(t.TempDir(), "gpubot.db")
-	store, err := Open(path, Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clock := newClock()
+	place := b.Place(t)
+	store := b.Open(t, place, clock.Now)
 	first := clock.Now()
 	for range 2 {
 		if _, err := store.SightOrphans(ctx, []string{"inst_a", "inst_b"}); err != nil {
@@ -28,11 +24,7 @@ func TestOrphanSightingsAreCountedAndPruned(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	store, err = Open(path, Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store = b.Open(t, place, clock.Now)
 	seen, err := store.SightOrphans(ctx, []string{"inst_a"})
 	if err != nil {
 		t.Fatal(err)
@@ -40,8 +32,8 @@ func TestOrphanSightingsAreCountedAndPruned(t *testing.T) {
 	if a := seen["inst_a"]; a.Count != 3 || !a.First.Equal(first) {
 		t.Errorf("inst_a: %+v, want 3 sightings from %s", a, first)
 	}
-	if b, ok := seen["inst_b"]; ok {
-		t.Errorf("inst_b missed a listing but is remembered: %+v", b)
+	if sighting, ok := seen["inst_b"]; ok {
+		t.Errorf("inst_b missed a listing but is remembered: %+v", sighting)
 	}
 
 	if reported, err := store.MarkOrphanReported(ctx, "inst_a"); err != nil || !reported {
@@ -57,8 +49,14 @@ func TestOrphanSightingsAreCountedAndPruned(t *testing.T) {
 	if !seen["inst_a"].Reported {
 		t.Errorf("a reported instance is forgotten as soon as a listing misses it: %+v", seen)
 	}
-	clock.Advance(orphanMemory + time.Minute)
+	clock.Advance(24*time.Hour + time.Minute) // a day after it was last listed
 	if seen, err = store.SightOrphans(ctx, nil); err != nil || len(seen) != 0 {
 		t.Errorf("a day after fal stopped listing it: %+v, %v; want nothing remembered", seen, err)
+	}
+}
+
+func orphanCases() []testCase {
+	return []testCase{
+		{"OrphanSightingsAreCountedAndPruned", testOrphanSightingsAreCountedAndPruned},
 	}
 }
