@@ -135,6 +135,8 @@ func (s *Store) readSeen(t *txn, key string) (seenEntry, bool, error) {
 // goes within a bucket or two after it.
 type leaseBuckets struct {
 	cli *clientv3.Client
+	// width overrides bucketWidth (tests that watch a lease end).
+	width time.Duration
 
 	mu    sync.Mutex
 	byEnd map[bucket]clientv3.LeaseID
@@ -159,6 +161,9 @@ func bucketWidth(ttl time.Duration) time.Duration {
 func (l *leaseBuckets) until(ctx context.Context, ttl time.Duration) (clientv3.LeaseID, error) {
 	now := time.Now()
 	width := bucketWidth(ttl)
+	if l.width > 0 {
+		width = l.width
+	}
 	end := now.Add(ttl).Truncate(width).Add(width)
 	b := bucket{end: end.Unix(), width: width}
 	l.mu.Lock()
