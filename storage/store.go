@@ -32,6 +32,9 @@ type Options struct {
 	// answer a redelivery of its envelope. Slack's retries end within
 	// minutes. Default 1h.
 	EnvelopeTTL time.Duration
+	// NoSync commits without fsync: a crash may lose recent writes or the
+	// whole file. Only for tests that build a large store quickly.
+	NoSync bool
 }
 
 const (
@@ -83,6 +86,7 @@ func openWith(path string, opts Options, steps []migration) (*Store, error) {
 		// for 100k requests), as etcd does.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		NoSync:         opts.NoSync,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, &sentinelError{
