@@ -1,0 +1,145 @@
+package etcdstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/storage"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// benchEtcd is one local etcd member that, unlike the tests' etcdtest,
+// fsyncs its log as a production member does, so a commit costs on etcd what
+// it costs on bbolt.
+func benchEtcd(b *testing.B) *clientv3.Client {
+	b.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = b.TempDir()
+	client, peer := freeURL(b), freeURL(b)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.LogLevel = "error"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(time.Minute):
+		b.Fatal("etcd not ready within a minute")
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+func freeURL(b *testing.B) url.URL {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+// BenchmarkCreate commits one request at a time, as a lone /gpu create does
+// before its ack: on a bbolt file (fsync) and on a local etcd member (fsync),
+// in one run, so the two compare.
+func BenchmarkCreate(b *testing.B) {
+	ctx := context.Background()
+	create := func(b *testing.B, s domain.Store) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope(fmt.Sprint(time.Now().UnixNano()), []byte("ok"))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("store=bbolt", func(b *testing.B) {
+		s, err := storage.Open(filepath.Join(b.TempDir(), "gpubot.db"), storage.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		create(b, s)
+	})
+	b.Run("store=etcd", func(b *testing.B) {
+		create(b, openStore(b, benchEtcd(b), "/bench/", Options{}))
+	})
+}
+
+// BenchmarkUnfinished lists 1,000 live requests among 10,000 finished ones,
+// as every tracking pass does: "warm" when nothing changed since the last
+// listing, "cold" as the first listing after a start. bbolt's figures come
+// from the same run.
+func BenchmarkUnfinished(b *testing.B) {
+	ctx := context.Background()
+	from := boltWithLive(b, 10_000, 1_000)
+	to := openStore(b, benchEtcd(b), "/bench/", Options{})
+	if err := Migrate(ctx, from, to, &bytes.Buffer{}); err != nil {
+		b.Fatal(err)
+	}
+	list := func(b *testing.B, s domain.Store, forget func()) {
+		b.ReportAllocs()
+		for b.Loop() {
+			forget()
+			live, err := s.Unfinished(ctx)
+			if err != nil || len(live) != 1_000 {
+				b.Fatalf("unfinished: %d, %v", len(live), err)
+			}
+		}
+	}
+	b.Run("store=bbolt/warm", func(b *testing.B) { list(b, from, func() {}) })
+	b.Run("store=etcd/warm", func(b *testing.B) { list(b, to, func() {}) })
+	b.Run("store=etcd/cold", func(b *testing.B) { list(b, to, func() { to.live.publish(nil) }) })
+}
+
+// boltWithLive is a bbolt store with finished and live requests, built with
+// concurrent writes that share commits.
+func boltWithLive(b *testing.B, finished, live int) *storage.Store {
+	b.Helper()
+	s, err := storage.Open(filepath.Join(b.TempDir(), "gpubot.db"), storage.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	const writers = 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := w; i < finished+live; i += writers {
+				r := newRequest(domain.UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%03d", i%300)}, domain.StateApproved)
+				if err := s.CreateRequest(ctx, r); err != nil {
+					b.Error(err)
+					return
+				}
+				to := domain.StateCreating
+				if i < finished {
+					to = domain.StateCancelled
+				}
+				if _, err := s.Move(ctx, r.ID, to, "gpubot", "", nil); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return s
+}
