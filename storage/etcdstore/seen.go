@@ -73,7 +73,9 @@ func (s *Store) EnvelopeAnswer(ctx context.Context, envelopeID string) (answer [
 
 // MarkSeen records key (an alert being throttled, say) and reports whether
 // this is the first time it is seen within ttl. Each entry is kept by a lease
-// that ends shortly after it expires, so the memory holds what is remembered.
+// that ends within two time buckets after it expires: the memory is bounded by
+// time, so it holds what is remembered and no count needs keeping (a count
+// every write advanced would make all of them contend).
 func (s *Store) MarkSeen(ctx context.Context, key string, ttl time.Duration) (first bool, err error) {
 	now := s.now()
 	err = s.write(ctx, false, func(t *txn) error {
