@@ -508,10 +508,8 @@ func (h *Handlers) closingReply(r storage.Request) string {
 	if r.EndReason == endNeverReady {
 		line = "Deleted: fal did not make it ready in time."
 	}
-	if !r.ReadyAt.IsZero() {
-		if cost := h.cfg.Prices.Cost(r.InstanceType, r.EndedAt.Sub(r.ReadyAt)); cost != "" {
-			line += " Cost: about " + cost + "."
-		}
+	if cost := h.cfg.Prices.MachineCost(r, h.now()); cost != "" {
+		line += " Cost: about " + cost + "."
 	}
 	return fmt.Sprintf("<@%s> %s", r.UserID, line)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 	Policy          Policy
 	ApprovalChannel string
 	NotifyChannel   string
-	Prices          Prices
+	Prices          spend.Prices
 	ReminderBefore  time.Duration
 	PollInterval    time.Duration
 	// UnknownGrace is how long fal may report "unknown" before the owner is told.

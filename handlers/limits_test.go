@@ -10,6 +10,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -67,7 +68,7 @@ func worstRequest(state storage.State) storage.Request {
 }
 
 func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
-	prices := Prices{"gpu_8x_h100_sxm5": 20}
+	prices := spend.Prices{"gpu_8x_h100_sxm5": 20}
 	var history []storage.AuditEvent
 	for range maxHistory + 1 {
 		history = append(history, storage.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})

@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -529,7 +530,7 @@ func howItEnded(r storage.Request) string {
 	return how + fmt.Sprintf("; it ran for %s.", FormatDuration(r.EndedAt.Sub(r.ReadyAt)))
 }
 
-func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone bool) Message {
+func listMessage(reqs []storage.Request, now time.Time, prices spend.Prices, everyone bool) Message {
 	if len(reqs) == 0 {
 		if everyone {
 			return textMessage("Nobody has a machine right now.")
@@ -547,7 +548,7 @@ func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone 
 	return chunked(title, lines)
 }
 
-func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) string {
+func listLine(r storage.Request, now time.Time, prices spend.Prices, everyone bool) string {
 	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateName(r))
 	if everyone {
 		line += fmt.Sprintf(" · <@%s>", r.UserID)
@@ -558,7 +559,7 @@ func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) st
 	line += " · requested " + FormatDuration(now.Sub(r.CreatedAt)) + " ago"
 	if r.State == storage.StateReady {
 		line += " · " + FormatDuration(r.ExpiresAt.Sub(now)) + " left"
-		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+		if cost := prices.MachineCost(r, now); cost != "" {
 			line += " · " + cost + " so far"
 		}
 	}
@@ -574,7 +575,7 @@ func stateName(r storage.Request) string {
 	return strings.ReplaceAll(string(r.State), "_", " ")
 }
 
-func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Time, prices Prices, approvalChannel string) Message {
+func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Time, prices spend.Prices, approvalChannel string) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + describeMachine(r)),
@@ -586,7 +587,7 @@ func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Tim
 	}
 	if r.State == storage.StateReady {
 		fields = append(fields, mrkdwn("*Time left*\n"+FormatDuration(r.ExpiresAt.Sub(now))))
-		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+		if cost := prices.MachineCost(r, now); cost != "" {
 			fields = append(fields, mrkdwn("*Cost so far*\n"+cost))
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -76,7 +77,7 @@ func goldenRequest(state storage.State) storage.Request {
 
 func TestGoldenMessages(t *testing.T) {
 	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{fal.Type8xH100}, 8*time.Hour, 72*time.Hour)
-	prices := Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
+	prices := spend.Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
 	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
 		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
 	}
@@ -133,7 +134,7 @@ func TestListStaysWithinSlackLimits(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = goldenRequest(storage.StateReady)
 	}
-	m := listMessage(reqs, goldenNow, Prices{}, true)
+	m := listMessage(reqs, goldenNow, spend.Prices{}, true)
 	if len(m.Blocks) > 50 {
 		t.Fatalf("%d blocks, Slack allows 50", len(m.Blocks))
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/metrics"
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -72,7 +73,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 			WithApprovalsNeeded(cfg.ApprovalsNeeded),
 		ApprovalChannel:  cfg.ApprovalChannel,
 		NotifyChannel:    cfg.NotifyChannel,
-		Prices:           handlers.Prices(cfg.HourlyPrices),
+		Prices:           spend.Prices(cfg.HourlyPrices),
 		ReminderBefore:   cfg.ReminderBefore,
 		PollInterval:     cfg.PollInterval,
 		ProvisionTimeout: cfg.ProvisionTimeout,
