@@ -154,6 +154,68 @@ func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]Request, err
 	return out, nil
 }
 
+// ranAndEnded says whether r is finished and its machine ran: what the by-end index holds.
+func ranAndEnded(r *Request) bool {
+	return r.State.Terminal() && !r.ReadyAt.IsZero()
+}
+
+// RanDuring returns every request whose machine was ready at some moment in
+// [from, to): ReadyAt before to, and either not finished yet or EndedAt after from.
+// With owners given, only theirs. Requests never ready are left out. The order is
+// not specified. It reads the unfinished requests and, of the finished ones, only the
+// index entries of those that ended after from; it decodes only the records it
+// returns, so a month's report costs what that month holds, not the whole history.
+func (s *Store) RanDuring(ctx context.Context, from, to time.Time, owners ...UserRef) ([]Request, error) {
+	wanted := map[string]bool{}
+	for _, u := range owners {
+		wanted[string(userPrefix(u))] = true
+	}
+	isWanted := func(owner []byte) bool { return len(wanted) == 0 || wanted[string(owner)] }
+	var out []Request
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		out = nil
+		records := bucket(tx, bucketRequests)
+		c := bucket(tx, bucketUnfinished).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			_, id, ok := splitUnfinishedValue(v)
+			if !ok {
+				return fmt.Errorf("malformed unfinished index entry %x", k)
+			}
+			r, err := getRequest(tx, string(id))
+			if err != nil {
+				return err
+			}
+			if !r.ReadyAt.IsZero() && r.ReadyAt.Before(to) && isWanted(userPrefix(r.Owner())) {
+				out = append(out, r)
+			}
+		}
+		limit := appendTime(nil, to)
+		c = bucket(tx, bucketByEnd).Cursor()
+		for k, v := c.Seek(appendTime(nil, from.Add(1))); k != nil; k, v = c.Next() {
+			if len(v) < timeKeyLen || len(k) < timeKeyLen {
+				return fmt.Errorf("malformed by-end index entry %x", k)
+			}
+			if bytes.Compare(v[:timeKeyLen], limit) >= 0 || !isWanted(v[timeKeyLen:]) {
+				continue
+			}
+			raw := records.Get(k[timeKeyLen:])
+			if raw == nil {
+				return fmt.Errorf("by-end index names missing request %s", k[timeKeyLen:])
+			}
+			r, err := decodeRequest(raw)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests that ran from %s to %s: %w", from.Format(time.RFC3339), to.Format(time.RFC3339), err)
+	}
+	return out, nil
+}
+
 // scanIndex loads the requests named by the entries of an index bucket whose
 // keys start with prefix, in key order, while more(key).
 func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) bool) ([]Request, error) {
@@ -395,6 +457,9 @@ func indexEntries(r *Request) []indexEntry {
 	}
 	if r.State == StateReady && !r.ExpiresAt.IsZero() {
 		entries = append(entries, indexEntry{bucket: bucketExpiring, key: expiringKey(r), value: id})
+	}
+	if ranAndEnded(r) {
+		entries = append(entries, indexEntry{bucket: bucketByEnd, key: byEndKey(r), value: byEndValue(r)})
 	}
 	return entries
 }

@@ -139,6 +139,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{from: 0, apply: createBucketsV1},
+		{from: 1, apply: indexByEndV2},
 	}
 }
 
@@ -155,6 +156,25 @@ func createBucketsV1(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// indexByEndV2 adds the index of finished machines by when they ended, for the
+// requests already stored.
+func indexByEndV2(tx *bolt.Tx) error {
+	index, err := tx.CreateBucketIfNotExists([]byte(bucketByEnd))
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketByEnd, err)
+	}
+	return bucket(tx, bucketRequests).ForEach(func(_, raw []byte) error {
+		r, err := decodeRequest(raw)
+		if err != nil {
+			return err
+		}
+		if !ranAndEnded(&r) {
+			return nil
+		}
+		return index.Put(byEndKey(&r), byEndValue(&r))
+	})
 }
 
 // migrate runs, inside the one transaction tx, every step the file has not
