@@ -145,6 +145,10 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		return h.askDelete(ctx, user, cmd.ID)
 	case VerbCancel:
 		return h.withdraw(ctx, envelopeID, user, cmd.ID)
+	case VerbBudget:
+		return h.budget(ctx, user)
+	case VerbReport, VerbReportCSV:
+		return h.report(ctx, user, c.ChannelID, cmd)
 	case VerbExtend:
 		r, err := h.resolve(ctx, user, cmd.ID)
 		if err != nil {
@@ -247,6 +251,9 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 }
 
 func gotItText(r storage.Request) string {
+	if r.OverBudget != "" {
+		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers, because it would go over budget (%s). Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r), r.OverBudget)
+	}
 	if r.State == storage.StateAwaitingApproval {
 		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
@@ -266,9 +273,22 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 	if err != nil {
 		return storage.Request{}, fmt.Errorf("read key: %w", err)
 	}
-	state, needed := storage.StateApproved, 0
-	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) {
+	if err := h.checkCap(ctx, user); err != nil {
+		return storage.Request{}, err
+	}
+	over, err := h.overBudget(ctx, user, cmd.InstanceType, lifetime)
+	if err != nil {
+		return storage.Request{}, err
+	}
+	if len(over) > 0 && h.cfg.Enforcement == EnforceRefuse {
+		return storage.Request{}, overBudgetRefusal(user.UserID, "request", over)
+	}
+	state, needed, overNote := storage.StateApproved, 0, ""
+	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) || len(over) > 0 {
 		state, needed = storage.StateAwaitingApproval, h.cfg.Policy.ApprovalsNeeded(cmd.InstanceType)
+	}
+	if len(over) > 0 {
+		overNote = overBudgetText(user.UserID, over)
 	}
 	return storage.Request{
 		ID:             uuid.NewString(),
@@ -285,6 +305,7 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 		State:          state,
 		// The count is fixed now: the approvers decide on what the card asks.
 		ApprovalsNeeded: needed,
+		OverBudget:      overNote,
 	}, nil
 }
 

@@ -540,10 +540,8 @@ func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err erro
 }
 
 // extend pushes a machine's expiry out by d, never further than MaxLifetime from now.
-// The state and the limit are checked in the transaction that changes the expiry, so an
-// extension never lands on a machine being deleted, and the expiry pass (which checks
-// the expiry in its own move) never deletes a machine whose extension was accepted.
-// once makes it the one effect of its envelope.
+// An extension that would take the owner over budget is refused (BUDGET_ENFORCEMENT=
+// refuse) or goes to the approvers (approve). once makes it the one effect of its envelope.
 func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, once storage.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
@@ -551,8 +549,45 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 	if d <= 0 {
 		return refusef("Give a positive duration, e.g. `/gpu extend %s 2h`.", shortID(r.ID))
 	}
+	if extendable(r) {
+		over, err := h.overBudget(ctx, r.Owner(), r.InstanceType, d)
+		if err != nil {
+			return err
+		}
+		if len(over) > 0 && h.cfg.Enforcement == EnforceRefuse {
+			return overBudgetRefusal(r.UserID, "extension", over)
+		}
+		if len(over) > 0 {
+			return h.askExtension(ctx, user, r, d, over, once)
+		}
+	}
+	return h.applyExtension(ctx, user.UserID, r, d, once, nil, "")
+}
+
+// extendable says whether a request is in a state an extension can change.
+func extendable(r storage.Request) bool {
+	switch r.State {
+	case storage.StateApproved, storage.StateCreating, storage.StateProvisioning, storage.StateReady:
+		return true
+	}
+	return false
+}
+
+// applyExtension commits an extension of d asked by user. The state and the limit are
+// checked in the transaction that changes the expiry, so an extension never lands on a
+// machine being deleted, and the expiry pass (which checks the expiry in its own move)
+// never deletes a machine whose extension was accepted. also, when set, changes the
+// request in the same transaction (an approved extension is no longer waiting);
+// approvedBy names who approved it, for the thread.
+func (h *Handlers) applyExtension(ctx context.Context, user string, r storage.Request, d time.Duration, once storage.WriteOption,
+	also func(*storage.Request) error, approvedBy string) error {
 	now, max := h.now(), h.cfg.Policy.MaxLifetime
 	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if also != nil {
+			if err := also(u); err != nil {
+				return err
+			}
+		}
 		switch {
 		case u.State.Terminal() || u.State == storage.StateDeleting:
 			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
@@ -578,12 +613,16 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 	if err != nil {
 		return err
 	}
-	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user.UserID, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
+	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
 		h.reqLog(r).Error("audit extension", "err", auditErr)
+	}
+	approval := ""
+	if approvedBy != "" {
+		approval = ", approved by <@" + approvedBy + ">"
 	}
 	h.spawn("announce extension", func(ctx context.Context) {
 		h.refreshRoot(ctx, r)
-		h.say(ctx, r, textMessage(fmt.Sprintf("Extended by %s by <@%s>%s.", FormatDuration(d), user.UserID, newExpiryText(r))))
+		h.say(ctx, r, textMessage(fmt.Sprintf("Extended by %s by <@%s>%s%s.", FormatDuration(d), user, approval, newExpiryText(r))))
 	})
 	return nil
 }

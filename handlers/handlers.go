@@ -63,6 +63,16 @@ type Config struct {
 	Groups GroupReader
 	// Links gives a message's permalink, for the DM that tells a requester the decision.
 	Links Permalinker
+
+	// Budgets are the monthly budgets; Enforcement what a request over one gets
+	// (EnforceApprove, the default, or EnforceRefuse).
+	Budgets     spend.Budgets
+	Enforcement string
+	// MaxMachines is how many machines one person may hold at once; 0 for no cap.
+	MaxMachines int
+	// ReportChannel gets the spend digest every ReportEvery; "" for none.
+	ReportChannel string
+	ReportEvery   spend.Schedule
 }
 
 // Defaults of the approval settings, as documented.

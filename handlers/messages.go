@@ -323,6 +323,9 @@ func approvalCard(r storage.Request, facts cardFacts) Message {
 		section(fmt.Sprintf("*GPU request `%s` needs approval*", shortID(r.ID))),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
+	if r.OverBudget != "" {
+		blocks = append(blocks, section(overBudgetLine(r.OverBudget)))
+	}
 	if r.State == storage.StateAwaitingApproval {
 		blocks = append(blocks, contextLine(waitingLine(r, facts)))
 		blocks = append(blocks, slack.NewActionBlock("decision",

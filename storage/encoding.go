@@ -7,15 +7,15 @@ import (
 
 // Bucket and meta key names. They are part of the file format.
 const (
-	bucketMeta           = "meta"
-	bucketKeys           = "keys"
-	bucketRequests       = "requests"
-	bucketByInstance     = "requests_by_instance"
-	bucketByUser         = "requests_by_user"
-	bucketUnfinished     = "requests_unfinished"
-	bucketExpiring       = "requests_expiring"
+	bucketMeta       = "meta"
+	bucketKeys       = "keys"
+	bucketRequests   = "requests"
+	bucketByInstance = "requests_by_instance"
+	bucketByUser     = "requests_by_user"
+	bucketUnfinished = "requests_unfinished"
+	bucketExpiring   = "requests_expiring"
 	// bucketByEnd indexes the finished requests whose machine ran, by when they ended.
-	bucketByEnd = "requests_by_end"
+	bucketByEnd          = "requests_by_end"
 	bucketSeen           = "seen"
 	bucketSeenByExpiry   = "seen_by_expiry"
 	bucketAudit          = "audit"

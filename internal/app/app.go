@@ -83,6 +83,11 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		Groups:           link.Groups(),
 		Links:            link.Permalinks(),
 		PassDone:         countPass(m),
+		Budgets:          spend.NewBudgets(cfg.MonthlyBudgets),
+		Enforcement:      cfg.Enforcement,
+		MaxMachines:      cfg.MaxMachines,
+		ReportChannel:    cfg.ReportChannel,
+		ReportEvery:      cfg.ReportEvery,
 	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
 	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
 	a.bot = bot.New(link, h, m, bot.Options{

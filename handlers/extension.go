@@ -1,0 +1,138 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gpubot/gpubot/internal/spend"
+	"github.com/gpubot/gpubot/storage"
+)
+
+// noticeExtensionCard + the request's version when the extension was asked: the card
+// asking for that extension was posted.
+const noticeExtensionCard = "extension_card:v"
+
+// errExtensionDecided refuses a decision on an extension that is no longer waiting:
+// another approver decided first, or it was never asked.
+var errExtensionDecided = errors.New("extension already decided")
+
+// askExtension records an extension over budget as waiting for an approver, then has
+// the approvers asked on a card of its own. The machine keeps its expiry meanwhile.
+// once makes it the one effect of its envelope.
+func (h *Handlers) askExtension(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, over []spend.Standing, once storage.WriteOption) error {
+	note := overBudgetText(r.UserID, over)
+	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		switch {
+		case !extendable(*u):
+			return refusef("Request `%s` is %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
+		case u.ExtensionAsked > 0:
+			return refusef("An extension of %s for `%s` already waits for an approver; wait for their decision, or ask an approver in <#%s>.", FormatDuration(u.ExtensionAsked), shortID(u.ID), h.cfg.ApprovalChannel)
+		}
+		u.ExtensionAsked, u.ExtensionAskedBy, u.ExtensionNote, u.ExtensionCardTS = d, user.UserID, note, ""
+		return nil
+	}, once)
+	if err != nil {
+		return err
+	}
+	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user.UserID, Action: "extension_asked", RequestID: r.ID, Detail: FormatDuration(d) + ", over budget"}); auditErr != nil {
+		h.reqLog(r).Error("audit extension asked", "err", auditErr)
+	}
+	h.spawn("ask extension", func(ctx context.Context) { h.postExtensionCard(ctx, r) })
+	return nil
+}
+
+// postExtensionCard asks the approvers for a waiting extension, once, and tells the thread.
+func (h *Handlers) postExtensionCard(ctx context.Context, r storage.Request) {
+	first, err := h.store.MarkNotice(ctx, r.ID, fmt.Sprintf("%s%d", noticeExtensionCard, r.Version))
+	if err != nil || !first {
+		if err != nil {
+			h.reqLog(r).Error("record extension card", "err", err)
+		}
+		return
+	}
+	ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", extensionCard(r, h.cfg.Policy.approverMentions(map[string]bool{r.UserID: true})))
+	if err != nil {
+		h.reqLog(r).Error("post extension card", "err", err)
+		return
+	}
+	if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		if u.ExtensionAsked > 0 {
+			u.ExtensionCardTS = ts
+		}
+		return nil
+	}); err != nil {
+		h.reqLog(r).Error("record extension card", "err", err)
+	}
+	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> asked to extend this machine by %s. That would go over budget (%s), so an approver decides in <#%s>; until then it keeps its expiry.",
+		r.ExtensionAskedBy, FormatDuration(r.ExtensionAsked), r.ExtensionNote, h.cfg.ApprovalChannel)))
+}
+
+// decideExtension records an approver's decision on a waiting extension before the
+// click is acked: an approval applies the extension and ends the wait in one
+// transaction, a denial ends the wait. Of two approvers clicking at once, one decides.
+func (h *Handlers) decideExtension(ctx context.Context, approver, id string, approve bool, once storage.WriteOption) (storage.Request, error) {
+	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
+	if err != nil {
+		return r, err
+	}
+	asked, askedBy := r.ExtensionAsked, r.ExtensionAskedBy
+	if asked == 0 {
+		return r, refusef("Too late: that extension of `%s` was already decided.", shortID(r.ID))
+	}
+	endWait := func(u *storage.Request) error {
+		if u.ExtensionAsked != asked || u.ExtensionAskedBy != askedBy {
+			return errExtensionDecided
+		}
+		u.ExtensionAsked, u.ExtensionAskedBy = 0, ""
+		return nil
+	}
+	if approve {
+		err = h.applyExtension(ctx, askedBy, r, asked, once, endWait, approver)
+	} else {
+		_, err = h.store.Update(ctx, r.ID, endWait, once)
+		if err == nil {
+			if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: approver, Action: "extension_denied", RequestID: r.ID, Detail: FormatDuration(asked)}); auditErr != nil {
+				h.reqLog(r).Error("audit extension denied", "err", auditErr)
+			}
+		}
+	}
+	if errors.Is(err, errExtensionDecided) {
+		return r, refusef("Too late: another approver already decided on that extension of `%s`.", shortID(r.ID))
+	}
+	return r, err // r as the card showed it
+}
+
+// announceExtensionDecision edits the extension card and tells the thread of a denial
+// (an approval is told by the extension itself), or tells the approver why nothing changed.
+func (h *Handlers) announceExtensionDecision(ctx context.Context, r storage.Request, approved bool, err error, approver, channel string) {
+	if err != nil {
+		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
+		return
+	}
+	outcome := fmt.Sprintf(":white_check_mark: Approved by <@%s>", approver)
+	if !approved {
+		outcome = fmt.Sprintf(":no_entry: Denied by <@%s>", approver)
+	}
+	if r.ExtensionCardTS != "" {
+		if err := h.slack.UpdateMessage(ctx, h.cfg.ApprovalChannel, r.ExtensionCardTS, extensionDecidedCard(r, outcome)); err != nil {
+			h.reqLog(r).Error("update extension card", "err", err)
+		}
+	}
+	if !approved {
+		current, readErr := h.store.Request(ctx, r.ID)
+		if readErr == nil {
+			r = current
+		}
+		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> the extension was denied by <@%s>, so the machine keeps its expiry%s.", r.UserID, approver, keptExpiryText(r))))
+	}
+}
+
+// keptExpiryText is when a machine whose extension was denied still ends.
+func keptExpiryText(r storage.Request) string {
+	if r.State != storage.StateReady {
+		return ""
+	}
+	return " (" + slackDate(r.ExpiresAt) + ")"
+}
