@@ -163,7 +163,7 @@ func TestGroupBudgetAddsUpItsMembersSpend(t *testing.T) {
 	}
 	now := e.clock.Now()
 	e.pastMachine("UCAROL", fal.Type1xH100, now.Add(-20*time.Hour), 10*time.Hour, true) // $25 of the group's $30
-	got := e.command(testOwner, "create 1x for 4h")                                    // alice's own $1,000 is far off
+	got := e.command(testOwner, "create 1x for 4h")                                     // alice's own $1,000 is far off
 	if got.Outcome != OutcomeRefused || !strings.Contains(got.Text, "user group `S0ML` has spent $25.00 of $30.00 this month; this adds $10.00") {
 		t.Fatalf("reply %q; want a refusal with the group's figures", got.Text)
 	}
