@@ -191,11 +191,11 @@ func (h *Handlers) budget(ctx context.Context, user storage.UserRef) *Reply {
 	for _, l := range limits {
 		standings = append(standings, spend.Standing{Limit: l, Spent: spent(l)})
 	}
-	return reply(budgetMessage(user.UserID, ms, standings, h.cfg.Prices, h.now()))
+	return reply(budgetMessage(user.UserID, ms, standings, h.cfg.Prices, h.now(), h.cfg.Enforcement == EnforceRefuse))
 }
 
 // budgetMessage is the answer to `/gpu budget`.
-func budgetMessage(user string, ms monthSpend, standings []spend.Standing, prices spend.Prices, now time.Time) Message {
+func budgetMessage(user string, ms monthSpend, standings []spend.Standing, prices spend.Prices, now time.Time, refuse bool) Message {
 	mine := ms.soFar.ByUser[user]
 	lines := []string{fmt.Sprintf("*Your GPU spend in %s*", ms.month.Name())}
 	if len(prices) == 0 {
@@ -222,7 +222,7 @@ func budgetMessage(user string, ms monthSpend, standings []spend.Standing, price
 		lines = append(lines, "No monthly budget applies to you (MONTHLY_BUDGETS).")
 	}
 	for _, s := range standings {
-		lines = append(lines, standingText(s))
+		lines = append(lines, standingText(s, refuse))
 	}
 	if len(standings) > 0 {
 		lines = append(lines, "_Budgets count machines still running up to their expiry, so what is left is what remains if they run their full time._")
@@ -231,7 +231,7 @@ func budgetMessage(user string, ms monthSpend, standings []spend.Standing, price
 }
 
 // standingText is one budget's line in `/gpu budget`.
-func standingText(s spend.Standing) string {
+func standingText(s spend.Standing, refuse bool) string {
 	whose := "Your budget"
 	switch {
 	case s.Group != "":
@@ -242,7 +242,11 @@ func standingText(s spend.Standing) string {
 	left := s.Left()
 	leftText := spend.USD(left) + " left"
 	if left < 0 {
-		leftText = fmt.Sprintf(":warning: over by %s: new requests need %s", spend.USD(-left), "an approver, or are refused")
+		consequence := "new requests and extensions need an approver"
+		if refuse {
+			consequence = "new requests and extensions with a price are refused"
+		}
+		leftText = fmt.Sprintf(":warning: over by %s: %s", spend.USD(-left), consequence)
 	}
 	return fmt.Sprintf("%s: %s of %s used (%.0f%%) · %s", whose, spend.USD(s.Spent), spend.USD(s.Budget), 100*s.Share(), leftText)
 }

@@ -134,7 +134,9 @@ const helpText = "*gpubot gives you fal GPU machines.* First register your SSH p
 	"`/gpu create`  the same in a form" + "\n" +
 	"`/gpu list` · `/gpu list all`  your machines · everyone's" + "\n" +
 	"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`" + "\n" +
-	"`/gpu cancel <id>`  withdraw a request still waiting for approval"
+	"`/gpu cancel <id>`  withdraw a request still waiting for approval" + "\n" +
+	"`/gpu budget`  your spend this month, your budget and what is left" + "\n" +
+	"`/gpu report` · `/gpu report 2026-03`  a month's spend (everyone's for approvers and admins) · `/gpu report csv` the rows, for admins"
 
 func keySavedMessage(k storage.PublicKey) Message {
 	return textMessage(fmt.Sprintf(":key: Saved your %s key `%s`. Machines you ask for from now on will accept it. Next: `/gpu create 1x`.", k.Type, k.Fingerprint))
