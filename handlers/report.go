@@ -195,6 +195,7 @@ func shortDate(t time.Time) string { return t.UTC().Format("Jan 2 15:04") }
 const (
 	maxCSVChunk    = 2800
 	maxCSVMessages = 40
+	maxCSVReason   = 700 // escaped; a reason made since reasons were bounded is shorter
 )
 
 // csvHeader names the columns of `/gpu report csv`.
@@ -222,8 +223,10 @@ func csvRows(s spend.Summary) [][]string {
 		if !u.Unpriced {
 			cost = strconv.FormatFloat(u.Cost, 'f', 2, 64)
 		}
+		// The reason is clipped so that a row, escaped and with its quotes doubled, fits one part.
+		reason := unescapeSlack(shown(r.Reason, maxCSVReason))
 		rows = append(rows, []string{r.ID, r.UserID, r.InstanceType, r.Sector, r.ReadyAt.UTC().Format(time.RFC3339), end,
-			strconv.FormatFloat(u.Hours, 'f', 2, 64), cost, r.Reason})
+			strconv.FormatFloat(u.Hours, 'f', 2, 64), cost, reason})
 	}
 	return rows
 }
