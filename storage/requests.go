@@ -161,36 +161,31 @@ func ranAndEnded(r *Request) bool {
 
 // RanDuring returns every request whose machine was ready at some moment in
 // [from, to): ReadyAt before to, and either not finished yet or EndedAt after from.
-// With owners given, only theirs. Requests never ready are left out. The order is
-// not specified. It reads the unfinished requests and, of the finished ones, only the
-// index entries of those that ended after from; it decodes only the records it
-// returns, so a month's report costs what that month holds, not the whole history.
+// With owners given, only theirs. Requests never ready are left out; each request is
+// listed once, in no set order. The live requests come from the same cache as
+// Unfinished; of the finished ones it reads only the index entries of those that
+// ended after from, and decodes only the records it returns, so a month's figures
+// cost what that month holds, not the whole history.
 func (s *Store) RanDuring(ctx context.Context, from, to time.Time, owners ...UserRef) ([]Request, error) {
 	wanted := map[string]bool{}
 	for _, u := range owners {
 		wanted[string(userPrefix(u))] = true
 	}
 	isWanted := func(owner []byte) bool { return len(wanted) == 0 || wanted[string(owner)] }
-	var out []Request
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		out = nil
+	out, err := s.unfinished(ctx, func(r *Request) bool {
+		return !r.ReadyAt.IsZero() && r.ReadyAt.Before(to) && isWanted(userPrefix(r.Owner()))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests that ran from %s: %w", from.Format(time.RFC3339), err)
+	}
+	at := make(map[string]int, len(out))
+	for i, r := range out {
+		at[r.ID] = i
+	}
+	err = s.view(ctx, func(tx *bolt.Tx) error {
 		records := bucket(tx, bucketRequests)
-		c := bucket(tx, bucketUnfinished).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			_, id, ok := splitUnfinishedValue(v)
-			if !ok {
-				return fmt.Errorf("malformed unfinished index entry %x", k)
-			}
-			r, err := getRequest(tx, string(id))
-			if err != nil {
-				return err
-			}
-			if !r.ReadyAt.IsZero() && r.ReadyAt.Before(to) && isWanted(userPrefix(r.Owner())) {
-				out = append(out, r)
-			}
-		}
 		limit := appendTime(nil, to)
-		c = bucket(tx, bucketByEnd).Cursor()
+		c := bucket(tx, bucketByEnd).Cursor()
 		for k, v := c.Seek(appendTime(nil, from.Add(1))); k != nil; k, v = c.Next() {
 			if len(v) < timeKeyLen || len(k) < timeKeyLen {
 				return fmt.Errorf("malformed by-end index entry %x", k)
@@ -205,6 +200,11 @@ func (s *Store) RanDuring(ctx context.Context, from, to time.Time, owners ...Use
 			r, err := decodeRequest(raw)
 			if err != nil {
 				return err
+			}
+			// A request that ended since the live ones were listed is listed as it ended.
+			if i, listed := at[r.ID]; listed {
+				out[i] = r
+				continue
 			}
 			out = append(out, r)
 		}
