@@ -9,8 +9,8 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // Budget enforcement modes (BUDGET_ENFORCEMENT): a request over budget needs an
@@ -32,12 +32,12 @@ type monthSpend struct {
 	month     spend.Month
 	committed spend.Summary // running machines to their expiry, waiting ones for their lifetime
 	soFar     spend.Summary // running machines to now
-	live      []storage.Request
+	live      []domain.Request
 }
 
 // spendOf reads what owners' machines ran in month, and the requests they have live.
 // Only these people's records are decoded: it is cheap enough for a command's ack.
-func (h *Handlers) spendOf(ctx context.Context, month spend.Month, owners []storage.UserRef) (monthSpend, error) {
+func (h *Handlers) spendOf(ctx context.Context, month spend.Month, owners []domain.UserRef) (monthSpend, error) {
 	w := month.Window()
 	ran, err := h.store.RanDuring(ctx, w.From, w.To, owners...)
 	if err != nil {
@@ -47,7 +47,7 @@ func (h *Handlers) spendOf(ctx context.Context, month spend.Month, owners []stor
 	if err != nil {
 		return monthSpend{}, fmt.Errorf("read live requests: %w", err)
 	}
-	var live []storage.Request
+	var live []domain.Request
 	for _, r := range unfinished {
 		if slices.Contains(owners, r.Owner()) {
 			live = append(live, r)
@@ -76,13 +76,13 @@ func (h *Handlers) budgetGroupsOf(user string) []string {
 
 // limitsOf is every budget owner is held to, and the people whose spend counts
 // against them: owner, and the members of each group.
-func (h *Handlers) limitsOf(owner storage.UserRef) ([]spend.Limit, []storage.UserRef) {
+func (h *Handlers) limitsOf(owner domain.UserRef) ([]spend.Limit, []domain.UserRef) {
 	limits := h.cfg.Budgets.LimitsFor(owner.UserID, h.budgetGroupsOf(owner.UserID))
-	people := []storage.UserRef{owner}
+	people := []domain.UserRef{owner}
 	for _, l := range limits {
 		for _, m := range h.groups.members(l.Group) {
 			// Group members are known by user id; they work in the owner's workspace.
-			if u := (storage.UserRef{TeamID: owner.TeamID, UserID: m}); !slices.Contains(people, u) {
+			if u := (domain.UserRef{TeamID: owner.TeamID, UserID: m}); !slices.Contains(people, u) {
 				people = append(people, u)
 			}
 		}
@@ -109,7 +109,7 @@ func spentAgainst(s spend.Summary, owner string, members func(group string) []st
 // month, running machines counted to their expiry. It returns the budgets that would
 // be passed; none when no budget applies or the type has no price (nothing can be
 // weighed then).
-func (h *Handlers) overBudget(ctx context.Context, owner storage.UserRef, instanceType string, d time.Duration) ([]spend.Standing, error) {
+func (h *Handlers) overBudget(ctx context.Context, owner domain.UserRef, instanceType string, d time.Duration) ([]spend.Standing, error) {
 	if !h.cfg.Budgets.Set() {
 		return nil, nil
 	}
@@ -156,7 +156,7 @@ func overBudgetLine(note string) string { return ":money_with_wings: Over budget
 
 // checkCap refuses a request that would give its owner more machines at once than
 // MAX_MACHINES_PER_USER, listing the machines they hold.
-func (h *Handlers) checkCap(ctx context.Context, owner storage.UserRef) error {
+func (h *Handlers) checkCap(ctx context.Context, owner domain.UserRef) error {
 	if h.cfg.MaxMachines <= 0 {
 		return nil
 	}
@@ -164,7 +164,7 @@ func (h *Handlers) checkCap(ctx context.Context, owner storage.UserRef) error {
 	if err != nil {
 		return fmt.Errorf("read %s's machines: %w", owner, err)
 	}
-	held := slices.DeleteFunc(live, func(r storage.Request) bool { return r.State == storage.StateDeleting })
+	held := slices.DeleteFunc(live, func(r domain.Request) bool { return r.State == domain.StateDeleting })
 	if len(held) < h.cfg.MaxMachines {
 		return nil
 	}
@@ -179,7 +179,7 @@ func (h *Handlers) checkCap(ctx context.Context, owner storage.UserRef) error {
 
 // budget is `/gpu budget`: the caller's spend this month, their budgets, what is
 // running and its cost so far, and what is left.
-func (h *Handlers) budget(ctx context.Context, user storage.UserRef) *Reply {
+func (h *Handlers) budget(ctx context.Context, user domain.UserRef) *Reply {
 	limits, people := h.limitsOf(user)
 	ms, err := h.spendOf(ctx, spend.MonthOf(h.now()), people)
 	if err != nil {
@@ -205,7 +205,7 @@ func budgetMessage(user string, ms monthSpend, standings []spend.Standing, price
 		spend.USD(mine.Cost), countText(mine.Machines, "machine", "machines"), hoursText(mine.Hours), unpricedText(mine.Unpriced)))
 	var running []string
 	for _, r := range ms.live {
-		if r.UserID != user || r.State != storage.StateReady {
+		if r.UserID != user || r.State != domain.StateReady {
 			continue
 		}
 		u := prices.Usage(r, spend.Always, now, spend.SoFar)
@@ -263,7 +263,7 @@ func unpricedText(n int) string {
 }
 
 // extensionCard asks the approvers for an extension that would go over budget.
-func extensionCard(r storage.Request, approvers string) Message {
+func extensionCard(r domain.Request, approvers string) Message {
 	text := fmt.Sprintf("*Extension of `%s` needs approval*\n<@%s> asks to keep <@%s>'s %s `%s` for %s more.\n%s",
 		shortID(r.ID), r.ExtensionAskedBy, r.UserID, ShortType(r.InstanceType), instanceText(r.InstanceID),
 		FormatDuration(r.ExtensionAsked), overBudgetLine(r.ExtensionNote))
@@ -275,7 +275,7 @@ func extensionCard(r storage.Request, approvers string) Message {
 }
 
 // extensionDecidedCard is the extension card once decided: the facts, no buttons.
-func extensionDecidedCard(r storage.Request, outcome string) Message {
+func extensionDecidedCard(r domain.Request, outcome string) Message {
 	text := fmt.Sprintf("*Extension of `%s`*\n<@%s> asked to keep <@%s>'s %s `%s` for %s more.\n%s",
 		shortID(r.ID), r.ExtensionAskedBy, r.UserID, ShortType(r.InstanceType), instanceText(r.InstanceID), FormatDuration(r.ExtensionAsked), overBudgetLine(r.ExtensionNote))
 	return Message{Text: fmt.Sprintf("Extension of GPU request %s: %s", shortID(r.ID), outcome),

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // budgetWarnShare is the part of a budget past which the digest names the people (or
@@ -123,7 +123,7 @@ type digestFacts struct {
 	late    bool
 	now     time.Time
 	spent   spend.Summary
-	live    []storage.Request
+	live    []domain.Request
 	prices  spend.Prices
 	nearing []digestStanding
 }
@@ -158,17 +158,17 @@ func digestMessage(f digestFacts) Message {
 
 // runningLines lists the machines running now, the oldest first: owner, age, time
 // left and cost so far.
-func runningLines(live []storage.Request, prices spend.Prices, now time.Time) []string {
-	var ready []storage.Request
+func runningLines(live []domain.Request, prices spend.Prices, now time.Time) []string {
+	var ready []domain.Request
 	for _, r := range live {
-		if r.State == storage.StateReady {
+		if r.State == domain.StateReady {
 			ready = append(ready, r)
 		}
 	}
 	if len(ready) == 0 {
 		return []string{"*Running now*: nothing."}
 	}
-	slices.SortStableFunc(ready, func(a, b storage.Request) int { return a.ReadyAt.Compare(b.ReadyAt) })
+	slices.SortStableFunc(ready, func(a, b domain.Request) int { return a.ReadyAt.Compare(b.ReadyAt) })
 	lines := []string{fmt.Sprintf("*Running now*: %s, the oldest first", countText(len(ready), "machine", "machines"))}
 	for i, r := range ready {
 		if i == maxReportLines {
@@ -185,10 +185,10 @@ func runningLines(live []storage.Request, prices spend.Prices, now time.Time) []
 }
 
 // waitingLines lists the requests waiting for an approver, the longest waiting first.
-func waitingLines(live []storage.Request, now time.Time) []string {
+func waitingLines(live []domain.Request, now time.Time) []string {
 	var waiting []string
 	for _, r := range live {
-		if r.State != storage.StateAwaitingApproval {
+		if r.State != domain.StateAwaitingApproval {
 			continue
 		}
 		if len(waiting) == maxReportLines {

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // noticeExtensionCard + the request's version when the extension was asked: the card
@@ -21,9 +21,9 @@ var errExtensionDecided = errors.New("extension already decided")
 // askExtension records an extension over budget as waiting for an approver, then has
 // the approvers asked on a card of its own. The machine keeps its expiry meanwhile.
 // once makes it the one effect of its envelope.
-func (h *Handlers) askExtension(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, over []spend.Standing, once storage.WriteOption) error {
+func (h *Handlers) askExtension(ctx context.Context, user domain.UserRef, r domain.Request, d time.Duration, over []spend.Standing, once domain.WriteOption) error {
 	note := overBudgetText(r.UserID, over)
-	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+	r, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		switch {
 		case !extendable(*u):
 			return refusef("Request `%s` is %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
@@ -36,7 +36,7 @@ func (h *Handlers) askExtension(ctx context.Context, user storage.UserRef, r sto
 	if err != nil {
 		return err
 	}
-	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user.UserID, Action: "extension_asked", RequestID: r.ID, Detail: FormatDuration(d) + ", over budget"}); auditErr != nil {
+	if auditErr := h.store.Audit(ctx, domain.AuditEvent{Actor: user.UserID, Action: "extension_asked", RequestID: r.ID, Detail: FormatDuration(d) + ", over budget"}); auditErr != nil {
 		h.reqLog(r).Error("audit extension asked", "err", auditErr)
 	}
 	h.spawn("ask extension", func(ctx context.Context) { h.postExtensionCard(ctx, r) })
@@ -44,7 +44,7 @@ func (h *Handlers) askExtension(ctx context.Context, user storage.UserRef, r sto
 }
 
 // postExtensionCard asks the approvers for a waiting extension, once, and tells the thread.
-func (h *Handlers) postExtensionCard(ctx context.Context, r storage.Request) {
+func (h *Handlers) postExtensionCard(ctx context.Context, r domain.Request) {
 	first, err := h.store.MarkNotice(ctx, r.ID, fmt.Sprintf("%s%d", noticeExtensionCard, r.Version))
 	if err != nil || !first {
 		if err != nil {
@@ -57,7 +57,7 @@ func (h *Handlers) postExtensionCard(ctx context.Context, r storage.Request) {
 		h.reqLog(r).Error("post extension card", "err", err)
 		return
 	}
-	if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+	if _, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		if u.ExtensionAsked > 0 {
 			u.ExtensionCardTS = ts
 		}
@@ -72,7 +72,7 @@ func (h *Handlers) postExtensionCard(ctx context.Context, r storage.Request) {
 // decideExtension records an approver's decision on a waiting extension before the
 // click is acked: an approval applies the extension and ends the wait in one
 // transaction, a denial ends the wait. Of two approvers clicking at once, one decides.
-func (h *Handlers) decideExtension(ctx context.Context, approver, id string, approve bool, once storage.WriteOption) (storage.Request, error) {
+func (h *Handlers) decideExtension(ctx context.Context, approver, id string, approve bool, once domain.WriteOption) (domain.Request, error) {
 	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
 	if err != nil {
 		return r, err
@@ -81,7 +81,7 @@ func (h *Handlers) decideExtension(ctx context.Context, approver, id string, app
 	if asked == 0 {
 		return r, refusef("Too late: that extension of `%s` was already decided.", shortID(r.ID))
 	}
-	endWait := func(u *storage.Request) error {
+	endWait := func(u *domain.Request) error {
 		if u.ExtensionAsked != asked || u.ExtensionAskedBy != askedBy {
 			return errExtensionDecided
 		}
@@ -93,7 +93,7 @@ func (h *Handlers) decideExtension(ctx context.Context, approver, id string, app
 	} else {
 		_, err = h.store.Update(ctx, r.ID, endWait, once)
 		if err == nil {
-			if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: approver, Action: "extension_denied", RequestID: r.ID, Detail: FormatDuration(asked)}); auditErr != nil {
+			if auditErr := h.store.Audit(ctx, domain.AuditEvent{Actor: approver, Action: "extension_denied", RequestID: r.ID, Detail: FormatDuration(asked)}); auditErr != nil {
 				h.reqLog(r).Error("audit extension denied", "err", auditErr)
 			}
 		}
@@ -106,7 +106,7 @@ func (h *Handlers) decideExtension(ctx context.Context, approver, id string, app
 
 // announceExtensionDecision edits the extension card and tells the thread of a denial
 // (an approval is told by the extension itself), or tells the approver why nothing changed.
-func (h *Handlers) announceExtensionDecision(ctx context.Context, r storage.Request, approved bool, err error, approver, channel string) {
+func (h *Handlers) announceExtensionDecision(ctx context.Context, r domain.Request, approved bool, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
 		return
@@ -130,8 +130,8 @@ func (h *Handlers) announceExtensionDecision(ctx context.Context, r storage.Requ
 }
 
 // keptExpiryText is when a machine whose extension was denied still ends.
-func keptExpiryText(r storage.Request) string {
-	if r.State != storage.StateReady {
+func keptExpiryText(r domain.Request) string {
+	if r.State != domain.StateReady {
 		return ""
 	}
 	return " (" + slackDate(r.ExpiresAt) + ")"

@@ -10,15 +10,15 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // report is `/gpu report [csv] [YYYY-MM]`: a month's spend, the caller's own for a
 // requester and everyone's for approvers and admins; the CSV rows for admins. Reading a
 // whole month may take longer than an ack, so the ack says it is coming and the report
 // follows as a message only the caller sees.
-func (h *Handlers) report(ctx context.Context, user storage.UserRef, channel string, cmd Command) *Reply {
+func (h *Handlers) report(ctx context.Context, user domain.UserRef, channel string, cmd Command) *Reply {
 	month := cmd.Month
 	if month == (spend.Month{}) {
 		month = spend.MonthOf(h.now())
@@ -57,7 +57,7 @@ func (h *Handlers) report(ctx context.Context, user storage.UserRef, channel str
 
 // monthSummaries reads what ran in month and in the month before, of owners (everyone
 // when none), counted to now.
-func (h *Handlers) monthSummaries(ctx context.Context, month spend.Month, owners ...storage.UserRef) (this, before spend.Summary, err error) {
+func (h *Handlers) monthSummaries(ctx context.Context, month spend.Month, owners ...domain.UserRef) (this, before spend.Summary, err error) {
 	now := h.now()
 	for i, m := range []spend.Month{month, month.Previous()} {
 		w := m.Window()
@@ -75,10 +75,10 @@ func (h *Handlers) monthSummaries(ctx context.Context, month spend.Month, owners
 	return this, before, nil
 }
 
-func (h *Handlers) spendReport(ctx context.Context, user storage.UserRef, month spend.Month, everyone bool) (Message, error) {
-	var owners []storage.UserRef
+func (h *Handlers) spendReport(ctx context.Context, user domain.UserRef, month spend.Month, everyone bool) (Message, error) {
+	var owners []domain.UserRef
 	if !everyone {
-		owners = []storage.UserRef{user}
+		owners = []domain.UserRef{user}
 	}
 	this, before, err := h.monthSummaries(ctx, month, owners...)
 	if err != nil {

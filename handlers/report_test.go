@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // toldTo returns what gpubot showed user alone (ephemeral) in the command's channel.
@@ -171,41 +171,41 @@ func TestGoldenSpendMessages(t *testing.T) {
 	march := spend.Month{Year: 2026, Month: time.March}
 	now := time.Date(2026, 3, 20, 9, 0, 0, 0, time.UTC)
 	prices := spend.Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
-	ran := goldenRequest(storage.StateDeleted)
+	ran := goldenRequest(domain.StateDeleted)
 	ran.ReadyAt, ran.EndedAt = time.Date(2026, 3, 3, 10, 0, 0, 0, time.UTC), time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)
-	running := goldenRequest(storage.StateReady)
+	running := goldenRequest(domain.StateReady)
 	running.ID, running.UserID, running.InstanceType, running.Sector = "9b1c2d3e-0000-4000-8000-000000000001", "UCAROL", fal.Type1xH100, ""
 	running.ReadyAt, running.ExpiresAt = now.Add(-3*time.Hour), now.Add(5*time.Hour)
-	waiting := goldenRequest(storage.StateAwaitingApproval)
+	waiting := goldenRequest(domain.StateAwaitingApproval)
 	waiting.ID, waiting.UserID, waiting.CreatedAt = "5d6e7f80-0000-4000-8000-000000000002", "UDAVE", now.Add(-2*time.Hour)
-	feb := goldenRequest(storage.StateDeleted)
+	feb := goldenRequest(domain.StateDeleted)
 	feb.ID, feb.ReadyAt, feb.EndedAt = "0a0b0c0d-0000-4000-8000-000000000003", time.Date(2026, 2, 3, 10, 0, 0, 0, time.UTC), time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
 
-	this := spend.Summarize([]storage.Request{ran, running}, prices, march.Window(), now, spend.SoFar)
-	before := spend.Summarize([]storage.Request{feb}, prices, march.Previous().Window(), now, spend.SoFar)
+	this := spend.Summarize([]domain.Request{ran, running}, prices, march.Window(), now, spend.SoFar)
+	before := spend.Summarize([]domain.Request{feb}, prices, march.Previous().Window(), now, spend.SoFar)
 	golden(t, "report_team", teamReportMessage(march, this, before, now))
-	mine := spend.Summarize([]storage.Request{ran}, prices, march.Window(), now, spend.SoFar)
+	mine := spend.Summarize([]domain.Request{ran}, prices, march.Window(), now, spend.SoFar)
 	golden(t, "report_own", ownReportMessage(march, mine, before, now))
 	golden(t, "report_csv", csvMessages(march, this))
 
-	ms := monthSpend{month: march, soFar: this, live: []storage.Request{running}}
+	ms := monthSpend{month: march, soFar: this, live: []domain.Request{running}}
 	golden(t, "budget", budgetMessage("UCAROL", ms, []spend.Standing{
 		{Limit: spend.Limit{Budget: 500, Default: true}, Spent: 20},
 		{Limit: spend.Limit{Group: "S0MLTEAM", Budget: 1000}, Spent: 1060},
 	}, prices, now, false))
 
 	week := spend.Window{From: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC), To: time.Date(2026, 3, 9, 9, 0, 0, 0, time.UTC)}
-	facts := digestFacts{period: week, now: now, prices: prices, live: []storage.Request{waiting, running},
-		spent:   spend.Summarize([]storage.Request{ran, running}, prices, week, now, spend.SoFar),
+	facts := digestFacts{period: week, now: now, prices: prices, live: []domain.Request{waiting, running},
+		spent:   spend.Summarize([]domain.Request{ran, running}, prices, week, now, spend.SoFar),
 		nearing: []digestStanding{{user: "UALICE", Standing: spend.Standing{Limit: spend.Limit{Budget: 100}, Spent: 95}}}}
 	golden(t, "digest", digestMessage(facts))
 	facts.late = true
 	golden(t, "digest_late", digestMessage(facts))
 
-	over := goldenRequest(storage.StateAwaitingApproval)
+	over := goldenRequest(domain.StateAwaitingApproval)
 	over.OverBudget = "<@UALICE> has spent $1,850.00 of $2,000.00 this month; this adds $80.00"
 	golden(t, "approval_card_over_budget", approvalCard(over, cardFacts{estimate: prices.Estimate(fal.Type8xH100, 4*time.Hour), approvers: "<@UBOB>", expires: goldenNow.Add(23 * time.Hour)}))
-	ext := goldenRequest(storage.StateReady)
+	ext := goldenRequest(domain.StateReady)
 	ext.ExtensionAsked, ext.ExtensionAskedBy, ext.ExtensionNote = 4*time.Hour, "UALICE", over.OverBudget
 	golden(t, "extension_card", extensionCard(ext, "<@UBOB>"))
 	golden(t, "extension_card_decided", extensionDecidedCard(ext, ":white_check_mark: Approved by <@UBOB>"))

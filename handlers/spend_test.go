@@ -10,8 +10,8 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/spend"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // groupTable answers usergroups.users.list from a fixed table.
@@ -29,11 +29,11 @@ func newSpendEnv(t *testing.T, change func(*Config)) *env {
 	change(&e.config)
 	e.restart()
 	for _, user := range []string{testOwner, "UCAROL", testAdmin} {
-		pk, err := storage.ParsePublicKey(testKey)
+		pk, err := domain.ParsePublicKey(testKey)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := e.store.SetKey(context.Background(), storage.UserRef{TeamID: "T1", UserID: user}, pk); err != nil {
+		if err := e.store.SetKey(context.Background(), domain.UserRef{TeamID: "T1", UserID: user}, pk); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,28 +60,28 @@ func (e *env) clickAs(user, actionID, value string) {
 
 // pastMachine stores a machine of user that ran from ready for d, then was deleted
 // (or, with end false, still runs with lifetime d).
-func (e *env) pastMachine(user, instanceType string, ready time.Time, d time.Duration, end bool) storage.Request {
+func (e *env) pastMachine(user, instanceType string, ready time.Time, d time.Duration, end bool) domain.Request {
 	e.t.Helper()
 	ctx := context.Background()
-	r := storage.Request{TeamID: "T1", UserID: user, CommandChannel: "CGENERAL", InstanceType: instanceType,
-		SSHKey: testKey, Lifetime: d, State: storage.StateApproved, CreatedAt: ready.Add(-time.Minute), Reason: "earlier work"}
+	r := domain.Request{TeamID: "T1", UserID: user, CommandChannel: "CGENERAL", InstanceType: instanceType,
+		SSHKey: testKey, Lifetime: d, State: domain.StateApproved, CreatedAt: ready.Add(-time.Minute), Reason: "earlier work"}
 	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		e.t.Fatal(err)
 	}
-	moves := []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady}
+	moves := []domain.State{domain.StateCreating, domain.StateProvisioning, domain.StateReady}
 	if end {
-		moves = append(moves, storage.StateDeleting, storage.StateDeleted)
+		moves = append(moves, domain.StateDeleting, domain.StateDeleted)
 	}
 	for _, to := range moves {
 		var err error
-		r, err = e.store.Move(ctx, r.ID, to, actorBot, "", func(u *storage.Request) error {
-			if to == storage.StateProvisioning {
+		r, err = e.store.Move(ctx, r.ID, to, actorBot, "", func(u *domain.Request) error {
+			if to == domain.StateProvisioning {
 				u.InstanceID = "inst-" + u.ID[:8]
 			}
-			if to == storage.StateReady {
+			if to == domain.StateReady {
 				u.ReadyAt = ready
 			}
-			if to == storage.StateDeleted {
+			if to == domain.StateDeleted {
 				u.EndedAt = ready.Add(d)
 			}
 			return nil
@@ -94,9 +94,9 @@ func (e *env) pastMachine(user, instanceType string, ready time.Time, d time.Dur
 }
 
 // newestOf returns user's latest request.
-func (e *env) newestOf(user string) storage.Request {
+func (e *env) newestOf(user string) domain.Request {
 	e.t.Helper()
-	reqs, err := e.store.RequestsByUser(context.Background(), storage.UserRef{TeamID: "T1", UserID: user})
+	reqs, err := e.store.RequestsByUser(context.Background(), domain.UserRef{TeamID: "T1", UserID: user})
 	if err != nil || len(reqs) == 0 {
 		e.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
 	}
@@ -113,7 +113,7 @@ func TestRequestOverOwnBudgetGoesToTheApprovers(t *testing.T) {
 		t.Fatalf("reply %q does not say it goes to the approvers, with the figures", got.Text)
 	}
 	r := e.newestOf(testOwner)
-	if r.State != storage.StateAwaitingApproval || r.ApprovalsNeeded != 1 {
+	if r.State != domain.StateAwaitingApproval || r.ApprovalsNeeded != 1 {
 		t.Fatalf("a 1x over budget is %s needing %d approvals; want awaiting approval by one", r.State, r.ApprovalsNeeded)
 	}
 	card := e.slack.said("CAPPROVALS", "needs approval")
@@ -128,7 +128,7 @@ func TestRequestOverOwnBudgetGoesToTheApprovers(t *testing.T) {
 	}
 	// carol, on the default budget, asks for the same and goes ahead.
 	e.command("UCAROL", "create 1x for 4h")
-	if c := e.newestOf("UCAROL"); c.State == storage.StateAwaitingApproval {
+	if c := e.newestOf("UCAROL"); c.State == domain.StateAwaitingApproval {
 		t.Errorf("carol, well within the default budget, waits for approval")
 	}
 }
@@ -146,7 +146,7 @@ func TestRequestOverBudgetIsRefusedInRefuseMode(t *testing.T) {
 	if got.Outcome != OutcomeRefused || !strings.HasPrefix(got.Text, want) || !strings.Contains(got.Text, "`/gpu budget` shows where you stand") {
 		t.Fatalf("reply %q (%s); want a refusal starting %q and saying what to do", got.Text, got.Outcome, want)
 	}
-	reqs, _ := e.store.RequestsByUser(context.Background(), storage.UserRef{TeamID: "T1", UserID: testOwner})
+	reqs, _ := e.store.RequestsByUser(context.Background(), domain.UserRef{TeamID: "T1", UserID: testOwner})
 	if len(reqs) != 1 {
 		t.Errorf("%d requests stored; the refused one must change nothing", len(reqs))
 	}
@@ -206,9 +206,9 @@ func TestMachineCapRefusesWithTheMachinesHeld(t *testing.T) {
 	// Freeing one makes room.
 	waiting := e.newestOf(testOwner)
 	if waiting.InstanceType != fal.Type8xH100 {
-		reqs, _ := e.store.UnfinishedOf(context.Background(), storage.UserRef{TeamID: "T1", UserID: testOwner})
+		reqs, _ := e.store.UnfinishedOf(context.Background(), domain.UserRef{TeamID: "T1", UserID: testOwner})
 		for _, r := range reqs {
-			if r.State == storage.StateAwaitingApproval {
+			if r.State == domain.StateAwaitingApproval {
 				waiting = r
 			}
 		}

@@ -3,6 +3,8 @@ package storage
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Bucket and meta key names. They are part of the file format.
@@ -56,23 +58,23 @@ func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
 }
 
-func userPrefix(u UserRef) []byte {
+func userPrefix(u domain.UserRef) []byte {
 	return appendField(appendField(nil, u.TeamID), u.UserID)
 }
 
 // byUserKey sorts a user's requests newest first.
-func byUserKey(r *Request) []byte {
+func byUserKey(r *domain.Request) []byte {
 	return append(appendTimeDescending(userPrefix(r.Owner()), r.CreatedAt), r.ID...)
 }
 
 // unfinishedKey sorts unfinished requests oldest first.
-func unfinishedKey(r *Request) []byte {
+func unfinishedKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.CreatedAt), r.ID...)
 }
 
 // unfinishedValue is the request's version, then its id, so a reader can
 // tell whether a decoded copy it kept is still current without decoding.
-func unfinishedValue(r *Request) []byte {
+func unfinishedValue(r *domain.Request) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(r.Version)), r.ID...)
 }
 
@@ -83,18 +85,18 @@ func splitUnfinishedValue(v []byte) (version int64, id []byte, ok bool) {
 	return int64(binary.BigEndian.Uint64(v)), v[8:], true
 }
 
-func expiringKey(r *Request) []byte {
+func expiringKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.ExpiresAt), r.ID...)
 }
 
 // byEndKey sorts finished machines by when they ended.
-func byEndKey(r *Request) []byte {
+func byEndKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.EndedAt), r.ID...)
 }
 
 // byEndValue is when the machine became ready, then its owner: a reader skips the
 // machines outside a window, or of other people, without decoding their records.
-func byEndValue(r *Request) []byte {
+func byEndValue(r *domain.Request) []byte {
 	return append(appendTime(nil, r.ReadyAt), userPrefix(r.Owner())...)
 }
 

@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/duration"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // Prices are the hourly prices in USD by instance type, from HOURLY_PRICES.
@@ -84,16 +84,16 @@ var Always = Window{}
 // Span is when r's machine ran, or will run on basis: from ready to its end (deleted,
 // expired, gone, failed while deleting), or to now or its expiry while it runs. ok is
 // false for a machine that never ran (and, on SoFar, for one not ready yet).
-func Span(r storage.Request, now time.Time, basis Basis) (start, end time.Time, ok bool) {
+func Span(r domain.Request, now time.Time, basis Basis) (start, end time.Time, ok bool) {
 	switch {
 	case r.ReadyAt.IsZero():
-		if basis != Committed || !r.Live() || r.State == storage.StateDeleting {
+		if basis != Committed || !r.Live() || r.State == domain.StateDeleting {
 			return time.Time{}, time.Time{}, false
 		}
 		start, end = now, now.Add(r.Lifetime)
 	case !r.Live():
 		start, end = r.ReadyAt, r.EndedAt
-	case basis == SoFar || r.State == storage.StateDeleting:
+	case basis == SoFar || r.State == domain.StateDeleting:
 		start, end = r.ReadyAt, now
 	default:
 		expiry := r.ExpiresAt
@@ -117,7 +117,7 @@ func later(a, b time.Time) time.Time {
 
 // Usage is what one machine ran and cost within a window.
 type Usage struct {
-	Request   storage.Request
+	Request   domain.Request
 	From, To  time.Time // the part of its run inside the window
 	Hours     float64
 	Cost      float64
@@ -130,7 +130,7 @@ type Usage struct {
 func (u Usage) Duration() time.Duration { return u.To.Sub(u.From) }
 
 // Usage is what r ran and cost within w, on basis.
-func (p Prices) Usage(r storage.Request, w Window, now time.Time, basis Basis) Usage {
+func (p Prices) Usage(r domain.Request, w Window, now time.Time, basis Basis) Usage {
 	u := Usage{Request: r, StillRuns: r.Live()}
 	start, end, ok := Span(r, now, basis)
 	if !ok {
@@ -156,7 +156,7 @@ func (p Prices) Usage(r storage.Request, w Window, now time.Time, basis Basis) U
 // MachineCost is what r's machine has cost over its whole life so far, as "$12.50";
 // "" when it never ran or its type has no price. Lists, statuses and a thread's last
 // line show it.
-func (p Prices) MachineCost(r storage.Request, now time.Time) string {
+func (p Prices) MachineCost(r domain.Request, now time.Time) string {
 	u := p.Usage(r, Always, now, SoFar)
 	if !u.Ran || u.Unpriced {
 		return ""
@@ -195,7 +195,7 @@ type Summary struct {
 
 // Summarize adds up the machines of reqs that ran within w, on basis. A request listed
 // twice (read live and again once it ended) counts once, in its latest version.
-func Summarize(reqs []storage.Request, prices Prices, w Window, now time.Time, basis Basis) Summary {
+func Summarize(reqs []domain.Request, prices Prices, w Window, now time.Time, basis Basis) Summary {
 	s := Summary{Window: w, ByUser: map[string]Totals{}, ByType: map[string]Totals{}}
 	for _, r := range Latest(reqs) {
 		u := prices.Usage(r, w, now, basis)
@@ -217,9 +217,9 @@ func Summarize(reqs []storage.Request, prices Prices, w Window, now time.Time, b
 
 // Latest keeps one copy of each request, the one with the highest version, in the order
 // first seen.
-func Latest(reqs []storage.Request) []storage.Request {
+func Latest(reqs []domain.Request) []domain.Request {
 	at := make(map[string]int, len(reqs))
-	out := make([]storage.Request, 0, len(reqs))
+	out := make([]domain.Request, 0, len(reqs))
 	for _, r := range reqs {
 		i, seen := at[r.ID]
 		switch {

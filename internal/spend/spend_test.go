@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 const (
@@ -26,13 +26,13 @@ func at(s string) time.Time {
 func near(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
 
 // ended is a machine that was ready from ready to end, then deleted.
-func ended(id, user, typ, ready, end string) storage.Request {
-	return storage.Request{ID: id, UserID: user, InstanceType: typ, State: storage.StateDeleted,
+func ended(id, user, typ, ready, end string) domain.Request {
+	return domain.Request{ID: id, UserID: user, InstanceType: typ, State: domain.StateDeleted,
 		ReadyAt: at(ready), EndedAt: at(end), Version: 5}
 }
 
-func running(id, user, typ, ready, expires string) storage.Request {
-	return storage.Request{ID: id, UserID: user, InstanceType: typ, State: storage.StateReady,
+func running(id, user, typ, ready, expires string) domain.Request {
+	return domain.Request{ID: id, UserID: user, InstanceType: typ, State: domain.StateReady,
 		ReadyAt: at(ready), ExpiresAt: at(expires), Lifetime: at(expires).Sub(at(ready)), Version: 3}
 }
 
@@ -72,7 +72,7 @@ func TestRunningMachineCountsToNowOrToItsExpiry(t *testing.T) {
 	}
 	// A machine being deleted runs until fal deletes it, not to its expiry.
 	deleting := r
-	deleting.State = storage.StateDeleting
+	deleting.State = domain.StateDeleting
 	if u := prices.Usage(deleting, march, now, Committed); !near(u.Hours, 2) {
 		t.Errorf("being deleted: %v h, want 2", u.Hours)
 	}
@@ -90,14 +90,14 @@ func TestMachineDeletedEarlyCostsOnlyItsRun(t *testing.T) {
 
 func TestMachineGoneAtFalCostsUntilItWasSeenGone(t *testing.T) {
 	r := ended("a", "UALICE", oneX, "2026-03-10T08:00:00Z", "2026-03-10T12:00:00Z")
-	r.State = storage.StateGone
+	r.State = domain.StateGone
 	if got := prices.MachineCost(r, at("2026-03-11T00:00:00Z")); got != "$10.00" {
 		t.Errorf("gone machine costs %s, want $10.00", got)
 	}
 }
 
 func TestMachineNeverReadyCostsNothing(t *testing.T) {
-	failed := storage.Request{ID: "a", UserID: "UALICE", InstanceType: eightX, State: storage.StateFailed,
+	failed := domain.Request{ID: "a", UserID: "UALICE", InstanceType: eightX, State: domain.StateFailed,
 		Lifetime: 8 * time.Hour, EndedAt: at("2026-03-10T09:00:00Z")}
 	now := at("2026-03-10T10:00:00Z")
 	for _, basis := range []Basis{SoFar, Committed} {
@@ -109,7 +109,7 @@ func TestMachineNeverReadyCostsNothing(t *testing.T) {
 		t.Errorf("never ready shows a cost %q", got)
 	}
 	// One still being made costs nothing so far, and its whole lifetime once committed.
-	waiting := storage.Request{ID: "b", UserID: "UALICE", InstanceType: eightX, State: storage.StateProvisioning, Lifetime: 4 * time.Hour}
+	waiting := domain.Request{ID: "b", UserID: "UALICE", InstanceType: eightX, State: domain.StateProvisioning, Lifetime: 4 * time.Hour}
 	if u := prices.Usage(waiting, Always, now, SoFar); u.Ran {
 		t.Errorf("provisioning counts %+v so far", u)
 	}
@@ -134,7 +134,7 @@ func TestNoPriceGivesNoFigure(t *testing.T) {
 	if _, ok := none.EstimateUSD(oneX, time.Hour); ok {
 		t.Error("an estimate without a price")
 	}
-	s := Summarize([]storage.Request{r}, none, Always, at("2026-03-11T00:00:00Z"), SoFar)
+	s := Summarize([]domain.Request{r}, none, Always, at("2026-03-11T00:00:00Z"), SoFar)
 	if s.Total.Unpriced != 1 || s.Total.Cost != 0 || !near(s.Total.Hours, 4) {
 		t.Errorf("summary %+v; want its hours, no cost, one unpriced machine", s.Total)
 	}
@@ -144,8 +144,8 @@ func TestSummaryByUserAndTypeCountsEachRequestOnce(t *testing.T) {
 	now := at("2026-03-20T00:00:00Z")
 	live := running("b", "UBOB", oneX, "2026-03-19T20:00:00Z", "2026-03-20T04:00:00Z")
 	endedLater := live
-	endedLater.State, endedLater.EndedAt, endedLater.Version = storage.StateDeleted, at("2026-03-19T22:00:00Z"), 9
-	reqs := []storage.Request{
+	endedLater.State, endedLater.EndedAt, endedLater.Version = domain.StateDeleted, at("2026-03-19T22:00:00Z"), 9
+	reqs := []domain.Request{
 		ended("a", "UALICE", eightX, "2026-03-10T08:00:00Z", "2026-03-10T10:00:00Z"),
 		ended("c", "UALICE", oneX, "2026-03-11T08:00:00Z", "2026-03-11T12:00:00Z"),
 		live, endedLater, // read live, then again once ended: counted once, as ended
