@@ -10,9 +10,11 @@ import (
 	"github.com/gpubot/gpubot/internal/spend"
 )
 
-// noticeExtensionCard + the request's version when the extension was asked: the card
-// asking for that extension was posted.
-const noticeExtensionCard = "extension_card:v"
+// extensionCardNotice is the notice recorded once the card asking for r's waiting
+// extension is posted: one per extension asked, named by when it was asked.
+func extensionCardNotice(r domain.Request) string {
+	return fmt.Sprintf("extension_card:%d", r.ExtensionAskedAt.UnixNano())
+}
 
 // errExtensionDecided refuses a decision on an extension that is no longer waiting:
 // another approver decided first, or it was never asked.
@@ -31,6 +33,7 @@ func (h *Handlers) askExtension(ctx context.Context, user domain.UserRef, r doma
 			return refusef("An extension of %s for `%s` already waits for an approver; wait for their decision, or ask an approver in <#%s>.", FormatDuration(u.ExtensionAsked), shortID(u.ID), h.cfg.ApprovalChannel)
 		}
 		u.ExtensionAsked, u.ExtensionAskedBy, u.ExtensionNote, u.ExtensionCardTS = d, user.UserID, note, ""
+		u.ExtensionAskedAt = h.now()
 		return nil
 	}, once)
 	if err != nil {
@@ -43,9 +46,19 @@ func (h *Handlers) askExtension(ctx context.Context, user domain.UserRef, r doma
 	return nil
 }
 
+// postExtensionCards asks the approvers for the waiting extensions whose card was not
+// posted yet: gpubot may have stopped between recording an extension and posting it.
+func (h *Handlers) postExtensionCards(ctx context.Context, reqs []domain.Request) {
+	for _, r := range reqs {
+		if r.ExtensionAsked > 0 && !r.NoticeSent(extensionCardNotice(r)) && h.now().Sub(r.ExtensionAskedAt) >= stalledAfter {
+			h.postExtensionCard(ctx, r)
+		}
+	}
+}
+
 // postExtensionCard asks the approvers for a waiting extension, once, and tells the thread.
 func (h *Handlers) postExtensionCard(ctx context.Context, r domain.Request) {
-	first, err := h.store.MarkNotice(ctx, r.ID, fmt.Sprintf("%s%d", noticeExtensionCard, r.Version))
+	first, err := h.store.MarkNotice(ctx, r.ID, extensionCardNotice(r))
 	if err != nil || !first {
 		if err != nil {
 			h.reqLog(r).Error("record extension card", "err", err)

@@ -292,3 +292,30 @@ func TestExtensionOverBudgetDeniedKeepsTheExpiry(t *testing.T) {
 		t.Errorf("the thread does not tell the denial: %q", e.slack.all())
 	}
 }
+
+// An extension recorded just before gpubot stopped, its card not yet posted, is asked
+// on a pass after the restart, once.
+func TestExtensionAskedBeforeARestartIsStillAsked(t *testing.T) {
+	e := newSpendEnv(t, func(c *Config) { c.Budgets = spend.NewBudgets(map[string]float64{"default": 10}) })
+	r := e.readyMachine()
+	_, err := e.store.Update(context.Background(), r.ID, func(u *domain.Request) error {
+		u.ExtensionAsked, u.ExtensionAskedBy, u.ExtensionAskedAt, u.ExtensionNote = 4*time.Hour, testOwner, e.clock.Now(), "figures"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	e.clock.Advance(time.Minute)
+	for range 2 {
+		if err := e.tick(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cards := e.slack.said("CAPPROVALS", "Extension of"); len(cards) != 1 {
+		t.Fatalf("%d extension cards after the restart, want 1", len(cards))
+	}
+	if e.get(r.ID).ExtensionCardTS == "" {
+		t.Error("the card's ts was not recorded, so the decision cannot edit it")
+	}
+}

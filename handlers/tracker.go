@@ -158,6 +158,7 @@ func (h *Handlers) Tick(ctx context.Context) error {
 	h.advanceStalled(ctx, reqs, stalledAfter)
 	h.enforceProvisionDeadline(ctx, reqs)
 	h.keepApprovals(ctx, reqs)
+	h.postExtensionCards(ctx, reqs)
 	h.postDigest(ctx)
 	return errors.Join(h.keepLifetimes(ctx), h.track(ctx, reqs))
 }
