@@ -728,3 +728,20 @@ func matchesLine(text, pattern string) bool {
 	}
 	return false
 }
+
+// TestReadmeListsEverySetting keeps README.md's settings table whole: every variable
+// gpubot reads has its row there, as `gpubot help` has its line.
+func TestReadmeListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := reflect.TypeFor[settings]()
+	for i := range spec.NumField() {
+		key := spec.Field(i).Tag.Get("envconfig")
+		if !strings.Contains(string(readme), "\n| `"+key+"` |") {
+			t.Errorf("README.md's settings table has no row for %s", key)
+		}
+	}
+}
