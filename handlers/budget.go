@@ -168,10 +168,14 @@ func (h *Handlers) checkCap(ctx context.Context, owner domain.UserRef) error {
 	if len(held) < h.cfg.MaxMachines {
 		return nil
 	}
+	return capRefusal(held, h.now(), h.cfg.Prices)
+}
+
+// capRefusal refuses a request past MAX_MACHINES_PER_USER, with the machines held.
+func capRefusal(held []domain.Request, now time.Time, prices spend.Prices) error {
 	lines := make([]string, 0, len(held))
-	now := h.now()
 	for _, r := range held {
-		lines = append(lines, "• "+listLine(r, now, h.cfg.Prices, false))
+		lines = append(lines, "• "+listLine(r, now, prices, false))
 	}
 	return refusef(":no_entry: You already hold %s, the most one person may at once (MAX_MACHINES_PER_USER):\n%s\nFree one with `/gpu delete <id>` (or `/gpu cancel <id>` for a request still waiting for approval), then ask again.",
 		countText(len(held), "machine", "machines"), strings.Join(lines, "\n"))

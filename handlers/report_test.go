@@ -208,5 +208,10 @@ func TestGoldenSpendMessages(t *testing.T) {
 	ext := goldenRequest(domain.StateReady)
 	ext.ExtensionAsked, ext.ExtensionAskedBy, ext.ExtensionNote = 4*time.Hour, "UALICE", over.OverBudget
 	golden(t, "extension_card", extensionCard(ext, "<@UBOB>"))
+	golden(t, "over_budget_refusal", textMessage(userMessage(overBudgetRefusal("UALICE", "request", []spend.Standing{
+		{Limit: spend.Limit{Budget: 2000}, Spent: 1850, Adds: 160},
+		{Limit: spend.Limit{Group: "S0MLTEAM", Budget: 10000}, Spent: 9900, Adds: 160},
+	}))))
+	golden(t, "cap_refusal", textMessage(userMessage(capRefusal([]domain.Request{goldenRequest(domain.StateReady), goldenRequest(domain.StateAwaitingApproval)}, goldenNow, prices))))
 	golden(t, "extension_card_decided", extensionDecidedCard(ext, ":white_check_mark: Approved by <@UBOB>"))
 }
