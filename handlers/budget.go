@@ -154,6 +154,43 @@ func overBudgetRefusal(owner, what string, over []spend.Standing) error {
 // overBudgetLine is the approval card's line on why a request needs approval.
 func overBudgetLine(note string) string { return ":money_with_wings: Over budget: " + note }
 
+// How long a person's request waits for the weighing of their previous one, and how
+// often it looks: two commands at once, a form submitted twice.
+const (
+	admitWait  = time.Second
+	admitRetry = 5 * time.Millisecond
+)
+
+// admit holds the cap and budget checks of owner's request or extension until it is
+// committed: requests of one person arriving at once are weighed one after the other
+// (on every replica, through the store's claims), so together they never pass the cap
+// or a budget. release must be called once the request or extension is committed or
+// refused.
+func (h *Handlers) admit(ctx context.Context, owner domain.UserRef) (release func(), err error) {
+	if h.cfg.MaxMachines <= 0 && !h.cfg.Budgets.Set() {
+		return func() {}, nil
+	}
+	key := "admit:" + owner.String()
+	deadline := time.NewTimer(admitWait)
+	defer deadline.Stop()
+	for {
+		release, ok, err := h.store.ClaimWork(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("claim the checks of %s's request: %w", owner, err)
+		}
+		if ok {
+			return release, nil
+		}
+		select {
+		case <-deadline.C:
+			return nil, refusef("I'm still checking another request of yours against your budget; try again in a moment.")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(admitRetry):
+		}
+	}
+}
+
 // checkCap refuses a request that would give its owner more machines at once than
 // MAX_MACHINES_PER_USER, listing the machines they hold.
 func (h *Handlers) checkCap(ctx context.Context, owner domain.UserRef) error {

@@ -231,6 +231,11 @@ func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user domain
 // fal) follows in the background. A redelivered command finds its envelope already
 // recorded, creates nothing and gets the first "Got it" again.
 func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user domain.UserRef, channel string, cmd Command) *Reply {
+	release, err := h.admit(ctx, user)
+	if err != nil {
+		return refusal(err)
+	}
+	defer release()
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err != nil {
 		return refusal(err)

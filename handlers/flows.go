@@ -550,6 +550,11 @@ func (h *Handlers) extend(ctx context.Context, user domain.UserRef, r domain.Req
 		return refusef("Give a positive duration, e.g. `/gpu extend %s 2h`.", shortID(r.ID))
 	}
 	if extendable(r) {
+		release, err := h.admit(ctx, r.Owner())
+		if err != nil {
+			return err
+		}
+		defer release()
 		over, err := h.overBudget(ctx, r.Owner(), r.InstanceType, d)
 		if err != nil {
 			return err

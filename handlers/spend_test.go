@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -317,5 +318,35 @@ func TestExtensionAskedBeforeARestartIsStillAsked(t *testing.T) {
 	}
 	if e.get(r.ID).ExtensionCardTS == "" {
 		t.Error("the card's ts was not recorded, so the decision cannot edit it")
+	}
+}
+
+// Requests of one person arriving at once are weighed one after the other, so together
+// they never pass the cap (nor a budget).
+func TestConcurrentRequestsStayWithinTheCap(t *testing.T) {
+	e := newSpendEnv(t, func(c *Config) { c.MaxMachines = 2 })
+	var wg sync.WaitGroup
+	replies := make([]*Reply, 6)
+	for i := range replies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i] = e.h.Command(context.Background(), uuid.NewString(), slack.SlashCommand{TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", Text: "create 1x"})
+		}()
+	}
+	wg.Wait()
+	e.idle()
+	live, err := e.store.UnfinishedOf(context.Background(), domain.UserRef{TeamID: "T1", UserID: testOwner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := 0
+	for _, r := range replies {
+		if r.Outcome == OutcomeOK {
+			ok++
+		}
+	}
+	if len(live) != 2 || ok != 2 {
+		t.Fatalf("%d requests stored and %d accepted of 6 sent at once; the cap is 2", len(live), ok)
 	}
 }
