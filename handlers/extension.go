@@ -101,6 +101,13 @@ func (h *Handlers) decideExtension(ctx context.Context, approver, id string, app
 		u.ExtensionAsked, u.ExtensionAskedBy = 0, ""
 		return nil
 	}
+	if !extendable(r) {
+		// The machine ended while the extension waited: nothing is left to decide.
+		if _, err := h.store.Update(ctx, r.ID, endWait, once); err != nil && !errors.Is(err, errExtensionDecided) {
+			return r, err
+		}
+		return r, refusef("Request `%s` is already %s, so there is nothing left to extend; its card now says so.", shortID(r.ID), stateName(r))
+	}
 	if approve {
 		err = h.applyExtension(ctx, askedBy, r, asked, once, endWait, approver)
 	} else {
@@ -122,23 +129,32 @@ func (h *Handlers) decideExtension(ctx context.Context, approver, id string, app
 func (h *Handlers) announceExtensionDecision(ctx context.Context, r domain.Request, approved bool, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
+		if !extendable(r) && r.ExtensionCardTS != "" {
+			h.editExtensionCard(ctx, r, fmt.Sprintf(":white_circle: Nothing to decide: the machine is %s.", stateName(r)))
+		}
 		return
 	}
 	outcome := fmt.Sprintf(":white_check_mark: Approved by <@%s>", approver)
 	if !approved {
 		outcome = fmt.Sprintf(":no_entry: Denied by <@%s>", approver)
 	}
-	if r.ExtensionCardTS != "" {
-		if err := h.slack.UpdateMessage(ctx, h.cfg.ApprovalChannel, r.ExtensionCardTS, extensionDecidedCard(r, outcome)); err != nil {
-			h.reqLog(r).Error("update extension card", "err", err)
-		}
-	}
+	h.editExtensionCard(ctx, r, outcome)
 	if !approved {
 		current, readErr := h.store.Request(ctx, r.ID)
 		if readErr == nil {
 			r = current
 		}
 		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> the extension was denied by <@%s>, so the machine keeps its expiry%s.", r.UserID, approver, keptExpiryText(r))))
+	}
+}
+
+// editExtensionCard shows on the extension card how it ended, without buttons.
+func (h *Handlers) editExtensionCard(ctx context.Context, r domain.Request, outcome string) {
+	if r.ExtensionCardTS == "" {
+		return
+	}
+	if err := h.slack.UpdateMessage(ctx, h.cfg.ApprovalChannel, r.ExtensionCardTS, extensionDecidedCard(r, outcome)); err != nil {
+		h.reqLog(r).Error("update extension card", "err", err)
 	}
 }
 

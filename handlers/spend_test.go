@@ -350,3 +350,26 @@ func TestConcurrentRequestsStayWithinTheCap(t *testing.T) {
 		t.Fatalf("%d requests stored and %d accepted of 6 sent at once; the cap is 2", len(live), ok)
 	}
 }
+
+// A machine that ends while its extension waits leaves nothing to decide: a click says
+// so, and the wait ends.
+func TestExtensionOfAMachineThatEndedIsNotApplied(t *testing.T) {
+	e := newSpendEnv(t, func(c *Config) { c.Budgets = spend.NewBudgets(map[string]float64{"default": 10}) })
+	r := e.readyMachine()
+	e.command(testOwner, "extend "+r.ID+" 4h")
+	if _, err := e.h.recordDelete(context.Background(), testOwner, r.ID, noEnvelope); err != nil {
+		t.Fatal(err)
+	}
+	e.idle()
+	if err := e.tick(); err != nil {
+		t.Fatal(err)
+	}
+	e.clickAs("UBOB", ActionExtendApprove, r.ID)
+	after := e.get(r.ID)
+	if after.Live() || after.ExtensionAsked != 0 {
+		t.Fatalf("after the click: %s, extension waiting %s; want the machine gone and no wait", after.State, after.ExtensionAsked)
+	}
+	if told := e.slack.said("CAPPROVALS", "there is nothing left to extend"); len(told) != 1 {
+		t.Errorf("the approver was not told: %q", e.slack.all())
+	}
+}
