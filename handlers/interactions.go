@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -100,6 +101,13 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 		h.spawn("keep", func(ctx context.Context) {
 			h.respond(ctx, responseURL, channel, user.UserID, textMessage("OK, keeping it."))
 		})
+	case ActionExtendApprove, ActionExtendDeny:
+		approve := action.ActionID == ActionExtendApprove
+		r, err := h.decideExtension(ctx, user.UserID, id, approve, once)
+		if _, again := redelivered(err); again {
+			return
+		}
+		h.spawn("decide extension", func(ctx context.Context) { h.announceExtensionDecision(ctx, r, approve, err, user.UserID, channel) })
 	case ActionExtend:
 		err := h.extendByButton(ctx, user, id, once)
 		if _, again := redelivered(err); again || err == nil {
@@ -216,7 +224,7 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user domain
 	}
 	if err != nil {
 		h.log.Error("store key", "user", user.UserID, "err", err)
-		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."}))
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: keyNotSaved(err)}))
 	}
 	return saved
 }
@@ -261,6 +269,14 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user dom
 	if err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)}))
 	}
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 	return closed
+}
+
+// keyNotSaved is the key form's answer when the store refused the key.
+func keyNotSaved(err error) string {
+	if errors.Is(err, domain.ErrUnavailable) {
+		return "I can't reach gpubot's storage right now, so your key was not saved; please try again in a minute."
+	}
+	return "I couldn't save it; please try again in a minute."
 }

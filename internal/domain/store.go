@@ -36,6 +36,13 @@ type Store interface {
 	Unfinished(ctx context.Context) ([]Request, error)
 	// UnfinishedOf lists u's requests that have not ended, oldest first.
 	UnfinishedOf(ctx context.Context, u UserRef) ([]Request, error)
+	// RanDuring lists every request whose machine was ready at some moment in
+	// [from, to): ReadyAt before to, and either not ended yet or EndedAt after
+	// from; with owners given, only theirs. A request never ready is left out;
+	// each is listed once (as it ended, if it ended while being read), in no set
+	// order. Its cost follows what ran in the window, not the history: reports,
+	// budgets and the digest read a month with it.
+	RanDuring(ctx context.Context, from, to time.Time, owners ...UserRef) ([]Request, error)
 
 	// Move changes a request's state along the state table (else a
 	// *MoveError holding the request as it is), applies edit to it and audits
@@ -50,6 +57,12 @@ type Store interface {
 	// MarkNotice records notice name on a request; first is false when it was
 	// recorded already, so a notice is posted at most once.
 	MarkNotice(ctx context.Context, id, name string) (first bool, err error)
+	// ClaimWork takes request id's next step (a call to fal, a post) for the
+	// caller: while the claim is held no one else, in this process or another
+	// replica, gets it (ok is false). release gives it back. A process that
+	// dies holding a claim loses it when its hold on the store ends (the
+	// session's TTL on a shared store), so the work passes on.
+	ClaimWork(ctx context.Context, id string) (release func(), ok bool, err error)
 	// AddApproval records one approver's yes; the one that completes needed
 	// moves the request to approved in the same write.
 	AddApproval(ctx context.Context, id, approver string, needed int, opts ...WriteOption) (Request, error)

@@ -17,6 +17,8 @@ import (
 //	idx/user/<team>/<user>/<newest first>/<id> -> request id
 //	idx/unfinished/<created>/<id>            -> "<version> <request JSON>"
 //	idx/expiring/<expires>/<id>              -> request id
+//	idx/ended/<ended>/<id>                   -> "<ready>/<team>/<user>" (machines that ran and ended)
+//	claim/<id>                               held while a replica does the request's next step
 //	audit/seq                                the last audit sequence number
 //	audit/log/<seq>                          an audit event, as JSON
 //	audit/req/<request id>/<seq>             (empty)
@@ -33,7 +35,7 @@ func (k keyspace) requests() string                  { return k.prefix + "req/" 
 func (k keyspace) request(id string) string          { return k.requests() + id }
 func (k keyspace) byInstance(instance string) string { return k.prefix + "idx/instance/" + instance }
 func (k keyspace) userIndex(u domain.UserRef) string {
-	return k.prefix + "idx/user/" + escape(u.TeamID) + "/" + escape(u.UserID) + "/"
+	return k.prefix + "idx/user/" + ownerTag(u) + "/"
 }
 func (k keyspace) byUser(r *domain.Request) string {
 	return k.userIndex(r.Owner()) + descendingTime(r.CreatedAt) + "/" + r.ID
@@ -52,6 +54,21 @@ func (k keyspace) expiringIndex() string { return k.prefix + "idx/expiring/" }
 func (k keyspace) expiring(r *domain.Request) string {
 	return k.expiringIndex() + ascendingTime(r.ExpiresAt) + "/" + r.ID
 }
+
+func (k keyspace) endedIndex() string { return k.prefix + "idx/ended/" }
+func (k keyspace) ended(r *domain.Request) string {
+	return k.endedIndex() + ascendingTime(r.EndedAt) + "/" + r.ID
+}
+
+// endedValue is when the machine became ready, then its owner: a reader skips
+// the machines outside a window, or of other people, without reading them.
+func endedValue(r *domain.Request) []byte {
+	return []byte(ascendingTime(r.ReadyAt) + "/" + ownerTag(r.Owner()))
+}
+
+func ownerTag(u domain.UserRef) string { return escape(u.TeamID) + "/" + escape(u.UserID) }
+
+func (k keyspace) claim(id string) string { return k.prefix + "claim/" + id }
 
 // expiringThrough is the end of the range of expiring entries at or before t:
 // "/" sorts before "0", so every entry at t is below it, and every later one above.

@@ -471,6 +471,9 @@ func (s *Store) indexEntries(r *domain.Request, data []byte) []indexEntry {
 	if r.State == domain.StateReady && !r.ExpiresAt.IsZero() {
 		entries = append(entries, indexEntry{key: s.keys.expiring(r), value: id})
 	}
+	if r.State.Terminal() && !r.ReadyAt.IsZero() {
+		entries = append(entries, indexEntry{key: s.keys.ended(r), value: endedValue(r)})
+	}
 	return entries
 }
 

@@ -33,6 +33,9 @@ type Options struct {
 	// EnvelopeTTL is how long a write made ForEnvelope is remembered, to
 	// answer a redelivery of its envelope. Default 1h.
 	EnvelopeTTL time.Duration
+	// SessionTTL is how long the claims of a replica that died hold its
+	// requests' work before another replica may take it. Default 10s.
+	SessionTTL time.Duration
 	// Timeout bounds each call when its context has no deadline, so that an
 	// etcd out of reach fails a call instead of hanging it. Default 5s.
 	Timeout time.Duration
@@ -41,6 +44,7 @@ type Options struct {
 const (
 	defaultEnvelopeTTL = time.Hour
 	defaultTimeout     = 5 * time.Second
+	defaultSessionTTL  = 10 * time.Second
 )
 
 func (o Options) withDefaults() Options {
@@ -49,6 +53,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EnvelopeTTL <= 0 {
 		o.EnvelopeTTL = defaultEnvelopeTTL
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = defaultSessionTTL
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
@@ -61,11 +68,12 @@ var _ domain.Store = (*Store)(nil)
 // Store is gpubot's state under one key prefix of an etcd. It is safe for
 // concurrent use, by several processes too.
 type Store struct {
-	cli    *clientv3.Client
-	keys   keyspace
-	opts   Options
-	live   liveCache
-	leases leaseBuckets
+	cli     *clientv3.Client
+	keys    keyspace
+	opts    Options
+	live    liveCache
+	leases  leaseBuckets
+	session session
 	// auditing lets one audited write of this process at a time run: they all
 	// advance the one audit sequence, so running them together would only
 	// make all but one lose their compare and try again.
@@ -94,8 +102,14 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, opts Options
 // Prefix is the key prefix the store lives under.
 func (s *Store) Prefix() string { return s.keys.prefix }
 
-// Close forgets the store; the client stays open, as its owner's.
-func (s *Store) Close() error { return nil }
+// Close ends the store's session, releasing the claims it holds; the client
+// stays open, as its owner's.
+func (s *Store) Close() error {
+	if err := s.endSession(); err != nil {
+		return fmt.Errorf("close etcd store at %s: %w", s.keys.prefix, err)
+	}
+	return nil
+}
 
 // checkSchema writes the schema version on a new prefix and refuses a newer one.
 func (s *Store) checkSchema(ctx context.Context) error {

@@ -313,3 +313,53 @@ func TestTwoStoresOnOnePrefixAgree(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A claim holds across replicas; when the replica holding it dies (its
+// session's lease ends) or closes its store, the work passes to another.
+func TestClaimsHoldAcrossReplicasAndPassOnWhenOneDies(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	cli := cluster.Client(t)
+	a := openStore(t, cli, "/claims/", Options{})
+	b := openStore(t, cluster.Client(t), "/claims/", Options{})
+
+	release, ok, err := a.ClaimWork(ctx, "r1")
+	if err != nil || !ok {
+		t.Fatalf("a claims r1: %v, %v", ok, err)
+	}
+	if _, ok, err := b.ClaimWork(ctx, "r1"); ok || err != nil {
+		t.Fatalf("b claims r1 while a holds it: %v, %v; want refused", ok, err)
+	}
+	release()
+	releaseB, ok, err := b.ClaimWork(ctx, "r1")
+	if err != nil || !ok {
+		t.Fatalf("b claims r1 after a released it: %v, %v", ok, err)
+	}
+	release() // a's second release does not take b's claim
+	if _, ok, _ := a.ClaimWork(ctx, "r1"); ok {
+		t.Fatal("a second release by a freed b's claim")
+	}
+	releaseB()
+
+	if _, ok, err := a.ClaimWork(ctx, "r2"); err != nil || !ok {
+		t.Fatalf("a claims r2: %v, %v", ok, err)
+	}
+	a.session.mu.Lock()
+	lease := a.session.current.Lease()
+	a.session.mu.Unlock()
+	if _, err := cli.Revoke(ctx, lease); err != nil { // a dies: its lease ends
+		t.Fatal(err)
+	}
+	if _, ok, err := b.ClaimWork(ctx, "r2"); err != nil || !ok {
+		t.Fatalf("b claims r2 after a died: %v, %v", ok, err)
+	}
+	if _, ok, err := a.ClaimWork(ctx, "r3"); err != nil || !ok {
+		t.Fatalf("a, back, claims r3 with a new session: %v, %v", ok, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := b.ClaimWork(ctx, "r3"); err != nil || !ok {
+		t.Fatalf("b claims r3 after a closed its store: %v, %v", ok, err)
+	}
+}

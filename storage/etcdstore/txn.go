@@ -191,7 +191,9 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(*txn) error) er
 		case err == nil:
 			return nil
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			s.leases.forget() // a lease ran out under us: take new ones
+			// A lease ran out under us: take new ones.
+			s.leases.forget()
+			s.dropSessionIfGone(ctx)
 		case !errors.Is(err, errLost):
 			return err
 		}
