@@ -21,7 +21,7 @@ func (s *Store) AddApproval(ctx context.Context, id, approver string, needed int
 	now := s.now()
 	var result domain.Request
 	err := s.write(ctx, true, func(t *txn) error {
-		if err := t.prefetch(s.keys.request(id), s.envelopeKey(opts), s.keys.auditSeq()); err != nil {
+		if err := t.prefetch(s.keys.request(id), s.envelopeKey(opts)); err != nil {
 			return err
 		}
 		if err := s.claimEnvelope(t, opts, now); err != nil {
@@ -41,15 +41,11 @@ func (s *Store) AddApproval(ctx context.Context, id, approver string, needed int
 		next := current.Clone()
 		next.Approvals = append(next.Approvals, domain.Approval{UserID: approver, At: now})
 		count := fmt.Sprintf("%d of %d", len(next.Approvals), needed)
-		if err := t.audit(domain.AuditEvent{At: now, Actor: approver, Action: "approval", RequestID: id, Detail: count}); err != nil {
-			return err
-		}
+		t.audit(domain.AuditEvent{At: now, Actor: approver, Action: "approval", RequestID: id, Detail: count})
 		if len(next.Approvals) >= needed {
 			next.State, next.ApproverID = domain.StateApproved, approver
 			fillMoveTimes(&next, current.State, now)
-			if err := t.audit(domain.AuditEvent{At: now, Actor: approver, Action: string(domain.StateApproved), RequestID: id}); err != nil {
-				return err
-			}
+			t.audit(domain.AuditEvent{At: now, Actor: approver, Action: string(domain.StateApproved), RequestID: id})
 		}
 		next.UpdatedAt = now
 		next.Version = current.Version + 1

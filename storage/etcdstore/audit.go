@@ -19,7 +19,10 @@ func (s *Store) Audit(ctx context.Context, e domain.AuditEvent) error {
 	if e.At.IsZero() {
 		e.At = s.now()
 	}
-	return s.write(ctx, true, func(t *txn) error { return t.audit(e) })
+	return s.write(ctx, true, func(t *txn) error {
+		t.audit(e)
+		return nil
+	})
 }
 
 // AuditLog returns up to limit events with Seq > afterSeq, in order; limit

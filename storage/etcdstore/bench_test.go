@@ -57,12 +57,13 @@ func freeURL(b *testing.B) url.URL {
 	return url.URL{Scheme: "http", Host: l.Addr().String()}
 }
 
-// BenchmarkCreate commits one request at a time, as a lone /gpu create does
-// before its ack: on a bbolt file (fsync) and on a local etcd member (fsync),
-// in one run, so the two compare.
+// BenchmarkCreate commits requests as /gpu create does before its ack, on a
+// bbolt file and on a local etcd member, both with fsync, in one run, so the
+// two compare: "one" at a time, and a "burst" of 50 at once, where each store
+// lets concurrent writes share a commit.
 func BenchmarkCreate(b *testing.B) {
 	ctx := context.Background()
-	create := func(b *testing.B, s domain.Store) {
+	one := func(b *testing.B, s domain.Store) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope(fmt.Sprint(time.Now().UnixNano()), []byte("ok"))); err != nil {
@@ -70,17 +71,29 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		}
 	}
-	b.Run("store=bbolt", func(b *testing.B) {
+	burst := func(b *testing.B, s domain.Store) {
+		b.ReportAllocs()
+		b.SetParallelism(25) // 50 writers on 2 cores
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved)); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	bolt := func(b *testing.B) domain.Store {
 		s, err := storage.Open(filepath.Join(b.TempDir(), "gpubot.db"), storage.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer s.Close()
-		create(b, s)
-	})
-	b.Run("store=etcd", func(b *testing.B) {
-		create(b, openStore(b, benchEtcd(b), "/bench/", Options{}))
-	})
+		b.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	b.Run("store=bbolt/one", func(b *testing.B) { one(b, bolt(b)) })
+	b.Run("store=etcd/one", func(b *testing.B) { one(b, openStore(b, benchEtcd(b), "/bench/", Options{})) })
+	b.Run("store=bbolt/burst", func(b *testing.B) { burst(b, bolt(b)) })
+	b.Run("store=etcd/burst", func(b *testing.B) { burst(b, openStore(b, benchEtcd(b), "/bench/", Options{})) })
 }
 
 // BenchmarkUnfinished lists 1,000 live requests among 10,000 finished ones,

@@ -45,7 +45,10 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 	rec.UpdatedAt = now
 	rec.Version = 1
 	err := s.write(ctx, true, func(t *txn) error {
-		if err := t.prefetch(s.keys.request(rec.ID), s.envelopeKey(opts), s.keys.auditSeq()); err != nil {
+		if t.local { // a first try: a new id and a new envelope are not there
+			t.assumeAbsent(s.keys.request(rec.ID), s.envelopeKey(opts))
+		}
+		if err := t.prefetch(s.keys.request(rec.ID), s.envelopeKey(opts)); err != nil {
 			return err
 		}
 		if err := s.claimEnvelope(t, opts, now); err != nil {
@@ -57,9 +60,10 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 		if err := s.writeRequest(t, nil, &rec); err != nil {
 			return err
 		}
-		return t.audit(domain.AuditEvent{
+		t.audit(domain.AuditEvent{
 			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: summary(&rec),
 		})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("create request: %w", err)
@@ -250,7 +254,7 @@ func (s *Store) MoveFrom(ctx context.Context, id string, from []domain.State, to
 	now := s.now()
 	var moved domain.Request
 	err := s.write(ctx, true, func(t *txn) error {
-		if err := t.prefetch(s.keys.request(id), s.envelopeKey(opts), s.keys.auditSeq()); err != nil {
+		if err := t.prefetch(s.keys.request(id), s.envelopeKey(opts)); err != nil {
 			return err
 		}
 		if err := s.claimEnvelope(t, opts, now); err != nil {
@@ -275,7 +279,8 @@ func (s *Store) MoveFrom(ctx context.Context, id string, from []domain.State, to
 			return err
 		}
 		moved = next
-		return t.audit(domain.AuditEvent{At: now, Actor: actor, Action: string(to), RequestID: id, Detail: detail})
+		t.audit(domain.AuditEvent{At: now, Actor: actor, Action: string(to), RequestID: id, Detail: detail})
+		return nil
 	})
 	if err != nil {
 		if _, illegal := errors.AsType[*domain.MoveError](err); illegal {

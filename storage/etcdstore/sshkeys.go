@@ -20,7 +20,7 @@ func (s *Store) SetKey(ctx context.Context, u domain.UserRef, k domain.PublicKey
 	}
 	now := s.now()
 	err = s.write(ctx, true, func(t *txn) error {
-		if err := t.prefetch(s.envelopeKey(opts), s.keys.auditSeq()); err != nil {
+		if err := t.prefetch(s.envelopeKey(opts)); err != nil {
 			return err
 		}
 		if err := s.claimEnvelope(t, opts, now); err != nil {
@@ -31,7 +31,8 @@ func (s *Store) SetKey(ctx context.Context, u domain.UserRef, k domain.PublicKey
 			return err
 		}
 		t.put(s.keys.sshKey(u), data)
-		return t.audit(domain.AuditEvent{At: now, Actor: u.UserID, Action: "key_set", Detail: checked.Fingerprint})
+		t.audit(domain.AuditEvent{At: now, Actor: u.UserID, Action: "key_set", Detail: checked.Fingerprint})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("set key for %s: %w", u, err)
@@ -63,7 +64,7 @@ func (s *Store) Key(ctx context.Context, u domain.UserRef) (domain.StoredKey, er
 func (s *Store) RemoveKey(ctx context.Context, u domain.UserRef, opts ...domain.WriteOption) error {
 	now := s.now()
 	err := s.write(ctx, true, func(t *txn) error {
-		if err := t.prefetch(s.keys.sshKey(u), s.envelopeKey(opts), s.keys.auditSeq()); err != nil {
+		if err := t.prefetch(s.keys.sshKey(u), s.envelopeKey(opts)); err != nil {
 			return err
 		}
 		if err := s.claimEnvelope(t, opts, now); err != nil {
@@ -81,7 +82,8 @@ func (s *Store) RemoveKey(ctx context.Context, u domain.UserRef, opts ...domain.
 			return fmt.Errorf("decode key: %w", err)
 		}
 		t.del(s.keys.sshKey(u))
-		return t.audit(domain.AuditEvent{At: now, Actor: u.UserID, Action: "key_removed", Detail: old.Fingerprint})
+		t.audit(domain.AuditEvent{At: now, Actor: u.UserID, Action: "key_removed", Detail: old.Fingerprint})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("remove key of %s: %w", u, err)

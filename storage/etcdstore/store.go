@@ -74,10 +74,9 @@ type Store struct {
 	live    liveCache
 	leases  leaseBuckets
 	session session
-	// auditing lets one audited write of this process at a time run: they all
-	// advance the one audit sequence, so running them together would only
-	// make all but one lose their compare and try again.
-	auditing chan struct{}
+	// committer commits the audited writes, which all advance the one audit
+	// sequence, in groups: one transaction for what is queued.
+	committer committer
 }
 
 // Open opens the store under prefix ("" means DefaultPrefix) on cli, which
@@ -91,8 +90,9 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, opts Options
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	s := &Store{cli: cli, keys: keyspace{prefix: prefix}, opts: opts.withDefaults(), auditing: make(chan struct{}, 1)}
+	s := &Store{cli: cli, keys: keyspace{prefix: prefix}, opts: opts.withDefaults()}
 	s.leases.cli = cli
+	s.committer.s = s
 	if err := s.checkSchema(ctx); err != nil {
 		return nil, fmt.Errorf("open etcd store at %s: %w", prefix, err)
 	}

@@ -363,3 +363,56 @@ func TestClaimsHoldAcrossReplicasAndPassOnWhenOneDies(t *testing.T) {
 		t.Fatalf("b claims r3 after a closed its store: %v, %v", ok, err)
 	}
 }
+
+// Audited writes arriving together share transactions (the audit sequence
+// they all advance would otherwise queue them one round trip each), and the
+// trail still numbers every event once, in order.
+func TestConcurrentWritesShareTransactions(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client(t)
+	s := openStore(t, cli, "/burst/", Options{})
+	ctx := context.Background()
+	before, err := cli.Get(ctx, "/burst/schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 100
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, writers)
+	for i := range writers {
+		wg.Go(func() {
+			<-start
+			errs[i] = s.CreateRequest(ctx, newRequest(alice, domain.StateApproved))
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	after, err := cli.Get(ctx, "/burst/schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if commits := after.Header.Revision - before.Header.Revision; commits >= writers/2 {
+		t.Errorf("%d creates took %d transactions; want them to share", writers, commits)
+	}
+	log, err := s.AuditLog(ctx, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range log {
+		if e.Seq != uint64(i+1) || e.Action != "requested" {
+			t.Fatalf("event %d: %+v, want seq %d", i, e, i+1)
+		}
+	}
+	if len(log) != writers {
+		t.Errorf("%d events, want %d", len(log), writers)
+	}
+	if err := checkConsistent(ctx, s); err != nil {
+		t.Error(err)
+	}
+}

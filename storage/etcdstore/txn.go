@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/gpubot/gpubot/internal/domain"
@@ -26,12 +25,16 @@ type txn struct {
 	ctx context.Context
 	rev int64 // the revision every read is made at; 0 before the first
 
-	read    map[string]int64 // key -> mod revision read (0: absent)
-	values  map[string][]byte
-	writes  map[string]clientv3.Op
-	order   []string
-	lastSeq uint64 // the audit sequence read, valid when seqRead
-	seqRead bool
+	read   map[string]int64 // key -> mod revision read (0: absent)
+	values map[string][]byte
+	writes map[string]clientv3.Op
+	order  []string
+	events []domain.AuditEvent // to append to the audit trail, without Seq yet
+	// local reads from the member the client talks to, without asking the
+	// leader: a write's first try does, since its commit compares every
+	// revision it read, so a stale read costs one more try (which reads
+	// through the leader, so a member far behind cannot keep it losing).
+	local bool
 }
 
 func (s *Store) newTxn(ctx context.Context) *txn {
@@ -68,10 +71,26 @@ func (t *txn) prefetch(keys ...string) error {
 }
 
 func (t *txn) atRev() []clientv3.OpOption {
-	if t.rev == 0 {
-		return nil
+	var opts []clientv3.OpOption
+	if t.local {
+		opts = append(opts, clientv3.WithSerializable())
 	}
-	return []clientv3.OpOption{clientv3.WithRev(t.rev)}
+	if t.rev != 0 {
+		opts = append(opts, clientv3.WithRev(t.rev))
+	}
+	return opts
+}
+
+// assumeAbsent takes keys as read and absent without reading them, for a
+// write that finds them absent nearly always (a new request's id): its commit
+// then needs no read first, and when one exists after all, the compare fails
+// and the next try reads it.
+func (t *txn) assumeAbsent(keys ...string) {
+	for _, k := range keys {
+		if _, done := t.read[k]; !done && k != "" {
+			t.read[k] = 0
+		}
+	}
 }
 
 // get reads key (what this transaction wrote to it is not seen).
@@ -96,32 +115,10 @@ func (t *txn) set(key string, op clientv3.Op) {
 	t.writes[key] = op
 }
 
-// audit appends e with the next sequence number, and its per-request entry.
-func (t *txn) audit(e domain.AuditEvent) error {
-	if !t.seqRead {
-		raw, found, err := t.get(t.s.keys.auditSeq())
-		if err != nil {
-			return fmt.Errorf("audit: read sequence: %w", err)
-		}
-		if found {
-			if t.lastSeq, err = strconv.ParseUint(string(raw), 10, 64); err != nil {
-				return fmt.Errorf("audit: sequence %q is not a number", raw)
-			}
-		}
-		t.seqRead = true
-	}
-	t.lastSeq++
-	e.Seq = t.lastSeq
-	data, err := encode(e)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	t.put(t.s.keys.auditEvent(e.Seq), data)
-	if e.RequestID != "" {
-		t.put(t.s.keys.auditOfRequest(e.RequestID, e.Seq), nil)
-	}
-	t.put(t.s.keys.auditSeq(), []byte(strconv.FormatUint(t.lastSeq, 10)))
-	return nil
+// audit appends e to the audit trail. Its sequence number is given when the
+// write commits, in the group it commits with (see committer).
+func (t *txn) audit(e domain.AuditEvent) {
+	t.events = append(t.events, e)
 }
 
 // errLost says the transaction lost a compare: something it read changed.
@@ -130,6 +127,9 @@ var errLost = errors.New("lost to a concurrent write")
 // commit writes what was collected if nothing read changed and the fence
 // (if the context carries one) still holds.
 func (t *txn) commit() error {
+	if len(t.events) > 0 {
+		return errors.New("an audited write must commit through the committer")
+	}
 	if len(t.writes) == 0 {
 		return nil // what was read at one revision answers a write that writes nothing
 	}
@@ -165,28 +165,26 @@ func (t *txn) commit() error {
 
 // write runs fn in a transaction until it commits without losing a compare:
 // fn reads afresh on every run, so it must set its results afresh too. An
-// error from fn ends the write with nothing written. audited writes advance
-// the audit sequence and take turns within the process.
+// error from fn ends the write with nothing written. Audited writes commit
+// through the store's committer, which gives their events sequence numbers.
 func (s *Store) write(ctx context.Context, audited bool, fn func(*txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if audited {
-		select {
-		case s.auditing <- struct{}{}:
-			defer func() { <-s.auditing }()
-		case <-ctx.Done():
-			return s.rpcError(ctx, fmt.Errorf("wait for the audit sequence: %w", ctx.Err()))
-		}
-	}
 	for attempt := 1; ; attempt++ {
 		t := s.newTxn(ctx)
+		t.local = attempt == 1
 		if err := fn(t); err != nil {
 			return err
 		}
-		err := t.commit()
+		var err error
+		if audited {
+			err = s.committer.commit(ctx, t)
+		} else {
+			err = t.commit()
+		}
 		switch {
 		case err == nil:
 			return nil
