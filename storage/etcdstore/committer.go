@@ -157,7 +157,7 @@ func (c *committer) commitGroup(group []*submission) (retry []*submission) {
 	if len(group) == 0 {
 		return nil
 	}
-	ctx, cancel := c.s.bound(context.Background())
+	ctx, cancel := groupContext(group)
 	defer cancel()
 	if c.seqMod == 0 {
 		if err := c.readSeq(ctx); err != nil {
@@ -184,6 +184,19 @@ func (c *committer) commitGroup(group []*submission) (retry []*submission) {
 		return nil
 	}
 	return c.sortOut(group, plan, resp)
+}
+
+// groupContext ends at the earliest deadline of the group's members: a
+// member's caller is told its write did not happen when its deadline passes,
+// so the transaction must not be sent, or go on, after that.
+func groupContext(group []*submission) (context.Context, context.CancelFunc) {
+	deadline, _ := group[0].t.ctx.Deadline()
+	for _, sub := range group[1:] {
+		if d, ok := sub.t.ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+	}
+	return context.WithDeadline(context.Background(), deadline)
 }
 
 // readSeq reads the audit sequence as etcd holds it.
