@@ -114,6 +114,7 @@ func TestMigrateCopiesEverythingAndChecksIt(t *testing.T) {
 	if err := Migrate(ctx, from, to, &progress); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, progress.String())
 	}
+
 	if !strings.Contains(progress.String(), "copied 10000 requests") || !strings.Contains(progress.String(), "the copy is complete") {
 		t.Errorf("progress says:\n%s", progress.String())
 	}
