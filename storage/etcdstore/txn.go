@@ -81,6 +81,9 @@ func (t *txn) atRev() []clientv3.OpOption {
 	return opts
 }
 
+// empty says whether the transaction has nothing to write.
+func (t *txn) empty() bool { return len(t.writes) == 0 && len(t.events) == 0 }
+
 // assumeAbsent takes keys as read and absent without reading them, for a
 // write that finds them absent nearly always (a new request's id): its commit
 // then needs no read first, and when one exists after all, the compare fails
@@ -176,10 +179,15 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(*txn) error) er
 	for attempt := 1; ; attempt++ {
 		t := s.newTxn(ctx)
 		t.local = attempt == 1
-		if err := fn(t); err != nil {
+		err := fn(t)
+		if t.local && (err != nil || t.empty()) {
+			// Only a commit checks what a local read saw: a refusal, or a
+			// write found needless, is decided again on what the leader holds.
+			continue
+		}
+		if err != nil {
 			return err
 		}
-		var err error
 		if audited {
 			err = s.committer.commit(ctx, t)
 		} else {
