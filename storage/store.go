@@ -139,6 +139,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{from: 0, apply: createBucketsV1},
+		{from: 1, apply: createHomeBucket},
 	}
 }
 
