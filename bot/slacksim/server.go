@@ -54,6 +54,8 @@ type Options struct {
 	AckTimeout         time.Duration // after this an unacked envelope is late, as Slack's 3 s; default 3 s
 	Now                func() time.Time
 	Observer           func(Event)  // called in order, from one goroutine, for every visible change; must not block
+	// PublishesPerMinute is the workspace's views.publish limit; default 100 (Tier 4).
+	PublishesPerMinute int
 	Logger             *slog.Logger // default: discard
 }
 
@@ -80,6 +82,7 @@ type Server struct {
 	directory
 	store
 	socket
+	homeTabs
 	faults     map[string][]*fault
 	calls      []Call
 	callCounts map[string]int
@@ -109,6 +112,7 @@ func New(opts Options) *Server {
 		directory:  newDirectory(),
 		store:      newStore(),
 		socket:     newSocket(),
+		homeTabs:   newHomeTabs(),
 		faults:     map[string][]*fault{},
 		callCounts: map[string]int{},
 	}
