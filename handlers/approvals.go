@@ -184,6 +184,7 @@ func (h *Handlers) remindApprovers(ctx context.Context, r storage.Request, now t
 		return
 	}
 	h.reqLog(r).Info("approvers reminded", "waiting", now.Sub(r.CreatedAt))
+	h.homesChanged(r)
 }
 
 // skipReminded is who a reminder need not mention: the requester, and the approvers

@@ -186,6 +186,7 @@ func (h *Handlers) setKey(ctx context.Context, envelopeID string, user storage.U
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return refusal(err)
 	}
+	h.refreshHome(user)
 	return saved
 }
 
@@ -220,6 +221,7 @@ func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user storag
 	if err != nil {
 		return refusal(err)
 	}
+	h.refreshHome(user)
 	return removed
 }
 

@@ -62,6 +62,10 @@ type Config struct {
 	Groups GroupReader
 	// Links gives a message's permalink, for the DM that tells a requester the decision.
 	Links Permalinker
+	// Home publishes people's Home tabs; nil for none.
+	Home HomePublisher
+	// HomeEvery is how often at most one person's Home tab is published.
+	HomeEvery time.Duration
 }
 
 // Defaults of the approval settings, as documented.
@@ -96,6 +100,8 @@ type Handlers struct {
 	workers         map[string]bool
 	watchingOrphans bool // an untracked instance is being watched: list fal every pass
 	lastOrphanSweep time.Time
+
+	homes homeThrottle
 }
 
 // New builds the handlers. now is the clock (time.Now outside tests).
@@ -114,6 +120,9 @@ func New(cfg Config, store *storage.Store, f Fal, s Slack, log *slog.Logger, now
 	}
 	if cfg.UsergroupRefresh == 0 {
 		cfg.UsergroupRefresh = DefaultUsergroupRefresh
+	}
+	if cfg.HomeEvery == 0 {
+		cfg.HomeEvery = DefaultHomeEvery
 	}
 	groups := newGroupCache()
 	cfg.Policy.groups = groups
@@ -204,8 +213,10 @@ func (h *Handlers) say(ctx context.Context, r storage.Request, m Message) {
 	}
 }
 
-// refreshRoot edits the thread root to show the request's current state.
+// refreshRoot edits the thread root to show the request's current state. The Home
+// tabs that show the request follow it too.
 func (h *Handlers) refreshRoot(ctx context.Context, r storage.Request) {
+	h.homesChanged(r)
 	if r.ThreadTS == "" {
 		return
 	}

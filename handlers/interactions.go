@@ -30,6 +30,8 @@ func (h *Handlers) Interaction(ctx context.Context, envelopeID string, cb slack.
 		return nil
 	case slack.InteractionTypeViewSubmission:
 		return h.submitView(ctx, envelopeID, cb)
+	case slack.InteractionTypeShortcut:
+		h.shortcut(cb)
 	}
 	return nil
 }
@@ -95,6 +97,8 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 			h.tell(ctx, channel, user.UserID, textMessage(fmt.Sprintf("Withdrew request `%s`.", shortID(r.ID))))
 			h.announceCancel(ctx, r)
 		})
+	case ActionHomeCreate, ActionHomeKey:
+		h.homeClick(action.ActionID, cb.TriggerID, user.UserID)
 	case ActionDeleteCancel:
 		responseURL := cb.ResponseURL
 		h.spawn("keep", func(ctx context.Context) {
@@ -218,6 +222,7 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user storag
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."}))
 	}
+	h.refreshHome(user)
 	return saved
 }
 

@@ -81,6 +81,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		UsergroupRefresh: cfg.UsergroupRefresh,
 		Groups:           link.Groups(),
 		Links:            link.Permalinks(),
+		Home:             link.Homes(),
 		PassDone:         countPass(m),
 	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
 	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
