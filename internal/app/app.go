@@ -25,6 +25,9 @@ type Options struct {
 	Now     func() time.Time // default time.Now
 	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
 	ShutdownGrace time.Duration
+	// HomeEvery is how often at most one person's Home tab is published; default
+	// handlers.DefaultHomeEvery.
+	HomeEvery time.Duration
 }
 
 // App is gpubot, assembled.
@@ -82,6 +85,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		Groups:           link.Groups(),
 		Links:            link.Permalinks(),
 		Home:             link.Homes(),
+		HomeEvery:        opts.HomeEvery,
 		PassDone:         countPass(m),
 	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
 	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
