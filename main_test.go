@@ -325,6 +325,24 @@ func TestProgramBuildsAsAStaticBinary(t *testing.T) {
 
 func env(vars map[string]string) func(string) string { return func(k string) string { return vars[k] } }
 
+// The etcd server (with its init-time metrics and 5 MB of code) is for tests:
+// gpubot speaks to an etcd through the client alone.
+func TestBinaryDoesNotLinkTheEtcdServer(t *testing.T) {
+	t.Parallel()
+	list := exec.CommandContext(t.Context(), "go", "list", "-deps", ".")
+	list.Env = append(os.Environ(), "GOFLAGS=")
+	output, err := list.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, output)
+	}
+	for _, pkg := range strings.Fields(string(output)) {
+		if strings.HasPrefix(pkg, "go.etcd.io/etcd/server/") || strings.HasPrefix(pkg, "go.etcd.io/raft/") ||
+			strings.HasSuffix(pkg, "/internal/etcdtest") {
+			t.Errorf("the gpubot binary links %s", pkg)
+		}
+	}
+}
+
 func TestRunVersionAndHelp(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, env(nil), nil, &out, io.Discard); err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // withGroupApprovers makes approverGroup (dave and erin) the approvers, beside bob.
@@ -114,7 +114,7 @@ func TestMemberRemovedFromGroupCannotApproveAfterRefresh(t *testing.T) {
 	mark = h.mark()
 	h.click(dave, card, "Approve")
 	h.waitForSince(mark, approvals, "Only approvers can approve or deny")
-	if r := h.onlyRequest(alice); r.State != storage.StateAwaitingApproval || len(r.Approvals) != 0 {
+	if r := h.onlyRequest(alice); r.State != domain.StateAwaitingApproval || len(r.Approvals) != 0 {
 		t.Fatalf("after a former member's clicks the request is %s with %d approvals", r.State, len(r.Approvals))
 	}
 	h.click(erin, card, "Approve")
@@ -148,7 +148,7 @@ func TestRefusedGroupAlertsAdminsOnceAndCountsAsEmpty(t *testing.T) {
 	if n := h.count(h.slack.DMChannel(admin), "missing_scope"); n != 1 {
 		t.Fatalf("%d alerts about the refused group across two reads and a restart, want 1", n)
 	}
-	if r := h.onlyRequest(alice); r.State != storage.StateAwaitingApproval {
+	if r := h.onlyRequest(alice); r.State != domain.StateAwaitingApproval {
 		t.Fatalf("request is %s, want still awaiting approval", r.State)
 	}
 
@@ -181,7 +181,7 @@ func TestTwoApprovalsOneApproverTwiceCountsOnce(t *testing.T) {
 	h.click(bob, card, "Approve")
 	h.waitFor(approvals, "You already approved request")
 	h.passes(2)
-	if r := h.onlyRequest(alice); r.State != storage.StateAwaitingApproval || len(r.Approvals) != 1 {
+	if r := h.onlyRequest(alice); r.State != domain.StateAwaitingApproval || len(r.Approvals) != 1 {
 		t.Fatalf("after bob approved twice: %s with %d approvals, want awaiting with 1", r.State, len(r.Approvals))
 	}
 	if n := h.fal.Counters().Calls["create"]; n != 0 {
@@ -308,7 +308,7 @@ func TestWaitingRequestIsRemindedThenExpires(t *testing.T) {
 		t.Fatalf("expired card still has buttons %v", card.Buttons())
 	}
 	h.waitFor(general, "Expired: nobody decided in time")
-	if r := h.onlyRequest(alice); r.State != storage.StateApprovalExpired {
+	if r := h.onlyRequest(alice); r.State != domain.StateApprovalExpired {
 		t.Fatalf("request is %s, want approval_expired", r.State)
 	}
 	// A click from a client that still shows the buttons.
@@ -355,11 +355,11 @@ func TestWithdrawByCommand(t *testing.T) {
 
 	h.command(alice, general, "create 8x")
 	h.eventually("the second card", func() bool { return h.count(approvals, "needs approval") == 2 })
-	var second storage.Request
+	var second domain.Request
 	h.eventually("the second request", func() bool {
-		reqs, _ := h.app.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+		reqs, _ := h.app.Store().RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 		for _, r := range reqs {
-			if r.State == storage.StateAwaitingApproval && r.ApprovalTS != "" {
+			if r.State == domain.StateAwaitingApproval && r.ApprovalTS != "" {
 				second = r
 				return true
 			}
@@ -389,13 +389,13 @@ func TestWithdrawByButtonAfterRestart(t *testing.T) {
 	h.startBot()
 	h.click(mallory, root, "Withdraw request")
 	h.waitFor(general, "Only <@UALICE>, who asked for it, can withdraw")
-	if r := h.onlyRequest(alice); r.State != storage.StateAwaitingApproval {
+	if r := h.onlyRequest(alice); r.State != domain.StateAwaitingApproval {
 		t.Fatalf("mallory's click left the request %s", r.State)
 	}
 	h.click(alice, root, "Withdraw request")
 	h.waitFor(approvals, "Withdrawn by <@UALICE>")
 	h.waitFor(general, "Withdrawn by <@UALICE> before anyone decided")
-	if r := h.onlyRequest(alice); r.State != storage.StateCancelled {
+	if r := h.onlyRequest(alice); r.State != domain.StateCancelled {
 		t.Fatalf("request is %s, want cancelled", r.State)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // The authorization matrix: every action by every role, allowed or refused as PRODUCT.md
@@ -71,7 +71,7 @@ func tryAction(t *testing.T, h *harness, action, user string) bool {
 		h.command(alice, general, "create 8x")
 		h.waitCard()
 		h.command(user, general, "cancel "+h.onlyRequest(alice).ID)
-		return h.onlyRequest(alice).State == storage.StateCancelled
+		return h.onlyRequest(alice).State == domain.StateCancelled
 	case "approve", "deny":
 		h.command(alice, general, "create 8x")
 		card := h.waitFor(approvals, "needs approval")
@@ -86,7 +86,7 @@ func tryAction(t *testing.T, h *harness, action, user string) bool {
 				decided = true
 				return true
 			}
-			if h.onlyRequest(alice).State == storage.StateApproved || h.onlyRequest(alice).State == storage.StateCreating || h.onlyRequest(alice).State == storage.StateProvisioning {
+			if h.onlyRequest(alice).State == domain.StateApproved || h.onlyRequest(alice).State == domain.StateCreating || h.onlyRequest(alice).State == domain.StateProvisioning {
 				decided = true
 				return true
 			}
@@ -143,7 +143,7 @@ func TestTamperedButtonValuesAreRefused(t *testing.T) {
 	h.eventually("three refusals", func() bool { return h.count(general, "only they or an admin can change it") >= 3 })
 	h.waitFor(general, "Only approvers can approve or deny")
 	after := h.onlyRequest(alice)
-	if after.State != storage.StateReady || !after.ExpiresAt.Equal(victim.ExpiresAt) {
+	if after.State != domain.StateReady || !after.ExpiresAt.Equal(victim.ExpiresAt) {
 		t.Fatalf("alice's machine changed: %s, expires %v (was %v)", after.State, after.ExpiresAt, victim.ExpiresAt)
 	}
 	if h.fal.Counters().Deletes != 0 {
@@ -155,7 +155,7 @@ func TestTamperedButtonValuesAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if h.fal.Counters().Deletes != 0 || h.onlyRequest(alice).State != storage.StateReady {
+	if h.fal.Counters().Deletes != 0 || h.onlyRequest(alice).State != domain.StateReady {
 		t.Fatal("a garbage click changed something")
 	}
 }

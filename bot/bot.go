@@ -21,8 +21,8 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/gpubot/gpubot/handlers"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/metrics"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // LinkConfig is how gpubot reaches Slack.
@@ -63,7 +63,7 @@ type Flows interface {
 	Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *handlers.Reply
 	Interaction(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage
 	// HomeOpened answers someone opening the app's Home tab.
-	HomeOpened(ctx context.Context, user storage.UserRef)
+	HomeOpened(ctx context.Context, user domain.UserRef)
 	// Foreground counts an envelope as waiting for its ack until acked is called.
 	Foreground() (acked func())
 	Run(ctx context.Context) error
@@ -264,7 +264,7 @@ func (b *Bot) onEvent(ctx context.Context, req socketmode.Request, data any) {
 	if !ok || opened.Tab != "home" || opened.User == "" {
 		return
 	}
-	b.handlers.HomeOpened(ctx, storage.UserRef{TeamID: outer.TeamID, UserID: opened.User})
+	b.handlers.HomeOpened(ctx, domain.UserRef{TeamID: outer.TeamID, UserID: opened.User})
 }
 
 // ackTimeout bounds queueing an ack: past Slack's 3 seconds nobody is waiting for it,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -232,16 +233,16 @@ func decideCards(ctx context.Context, h *harness) {
 }
 
 // storedRequests reads every request from the store file, once no process holds it.
-func (h *harness) storedRequests(t *testing.T) []storage.Request {
+func (h *harness) storedRequests(t *testing.T) []domain.Request {
 	t.Helper()
 	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	var all []storage.Request
+	var all []domain.Request
 	for _, u := range []string{alice, mallory} {
-		reqs, err := store.RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: u})
+		reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: u})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +252,7 @@ func (h *harness) storedRequests(t *testing.T) []storage.Request {
 }
 
 // waitSettled waits until r's thread root says it is ready or denied.
-func (h *harness) waitSettled(ctx context.Context, t *testing.T, r storage.Request) {
+func (h *harness) waitSettled(ctx context.Context, t *testing.T, r domain.Request) {
 	t.Helper()
 	tag := chaosTag.FindString(r.Reason)
 	_, err := h.slack.WaitMessage(ctx, func(m slacksim.Message) bool {
@@ -271,9 +272,9 @@ func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes
 		t.Fatal(err)
 	}
 	defer store.Close()
-	byTag := map[string][]storage.Request{}
+	byTag := map[string][]domain.Request{}
 	for _, u := range []string{alice, mallory} {
-		reqs, err := store.RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: u})
+		reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: u})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +307,7 @@ func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes
 		r := reqs[0]
 		checkDecision(t, p, r)
 		checkAuditHoldsDecision(t, store, r)
-		if r.State != storage.StateReady {
+		if r.State != domain.StateReady {
 			continue
 		}
 		if instances[r.InstanceID] {
@@ -329,11 +330,11 @@ func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes
 
 // checkDecision holds each request to the plan: 8x requests decided by their approver,
 // denied exactly when planned, with the reason given; 1x requests never need a decision.
-func checkDecision(t *testing.T, p plannedRequest, r storage.Request) {
+func checkDecision(t *testing.T, p plannedRequest, r domain.Request) {
 	t.Helper()
-	want := storage.StateReady
+	want := domain.StateReady
 	if p.denied() {
-		want = storage.StateDenied
+		want = domain.StateDenied
 	}
 	if r.State != want {
 		t.Errorf("%s is %s (%s), want %s", p.tag, r.State, r.Error, want)
@@ -352,7 +353,7 @@ func checkDecision(t *testing.T, p plannedRequest, r storage.Request) {
 // both there unless the notice was recorded by a process that was killed before it
 // posted them (gpubot records a notice before posting it, so a kill in between loses
 // it rather than doubling it). It reports whether both were posted.
-func (h *harness) readyAnnouncedOnce(t *testing.T, r storage.Request, finalStart time.Time) bool {
+func (h *harness) readyAnnouncedOnce(t *testing.T, r domain.Request, finalStart time.Time) bool {
 	t.Helper()
 	replies := h.countThread(r, "is ready :tada:")
 	notices := h.count(notify, "`"+r.InstanceID+"` is ready")
@@ -370,7 +371,7 @@ func (h *harness) readyAnnouncedOnce(t *testing.T, r storage.Request, finalStart
 
 // checkNoForgottenMachine holds gpubot's first promise: every instance fal lists is
 // tracked by a live request, is being deleted, or was reported to the admins.
-func checkNoForgottenMachine(t *testing.T, h *harness, store *storage.Store) {
+func checkNoForgottenMachine(t *testing.T, h *harness, store domain.Store) {
 	t.Helper()
 	for _, inst := range h.fal.Instances() {
 		r, err := store.RequestByInstance(h.ctx(), inst.ID)
@@ -385,7 +386,7 @@ func checkNoForgottenMachine(t *testing.T, h *harness, store *storage.Store) {
 	}
 }
 
-func checkAuditHoldsDecision(t *testing.T, store *storage.Store, r storage.Request) {
+func checkAuditHoldsDecision(t *testing.T, store domain.Store, r domain.Request) {
 	t.Helper()
 	events, err := store.AuditFor(context.Background(), r.ID)
 	if err != nil {
@@ -393,7 +394,7 @@ func checkAuditHoldsDecision(t *testing.T, store *storage.Store, r storage.Reque
 	}
 	want := map[string]string{"requested": r.UserID}
 	switch {
-	case r.State == storage.StateDenied:
+	case r.State == domain.StateDenied:
 		want["denied"] = r.ApproverID
 	case r.ApproverID != "":
 		want["approved"] = r.ApproverID
@@ -409,7 +410,7 @@ func checkAuditHoldsDecision(t *testing.T, store *storage.Store, r storage.Reque
 }
 
 // countThread counts the replies in r's thread that contain text.
-func (h *harness) countThread(r storage.Request, text string) int {
+func (h *harness) countThread(r domain.Request, text string) int {
 	n := 0
 	for _, m := range h.slack.Thread(r.ChannelID, r.ThreadTS) {
 		if strings.Contains(m.AllText(), text) {

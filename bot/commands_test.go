@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // One test per row of the command table.
@@ -144,7 +144,7 @@ func TestDeleteAsksForConfirmation(t *testing.T) {
 	if c := h.fal.Counters(); c.Deletes != 1 || len(h.fal.Instances()) != 0 {
 		t.Fatalf("fal counters %+v after delete", c)
 	}
-	if got := h.onlyRequest(alice).State; got != storage.StateDeleted {
+	if got := h.onlyRequest(alice).State; got != domain.StateDeleted {
 		t.Fatalf("state %s, want deleted", got)
 	}
 }
@@ -182,9 +182,9 @@ func TestExtend(t *testing.T) {
 }
 
 // onlyRequest is user's one request, from the store.
-func (h *harness) onlyRequest(user string) storage.Request {
+func (h *harness) onlyRequest(user string) domain.Request {
 	h.t.Helper()
-	reqs, err := h.app.Store().RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: user})
+	reqs, err := h.app.Store().RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: user})
 	if err != nil || len(reqs) != 1 {
 		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
 	}
@@ -198,8 +198,8 @@ func TestLargeListArrivesThroughResponseURL(t *testing.T) {
 	ctx := h.ctx()
 	store := h.app.Store()
 	for i := range 300 {
-		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour,
-			State: storage.StateApproved, Reason: fmt.Sprintf("run %d", i)}
+		r := domain.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour,
+			State: domain.StateApproved, Reason: fmt.Sprintf("run %d", i)}
 		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}

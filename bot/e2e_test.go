@@ -10,7 +10,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // The headline flow: /gpu create 8x sector_1, an approver approves, fal builds it, and
@@ -230,7 +230,7 @@ func TestNotInChannelFallsBackToDM(t *testing.T) {
 }
 
 var _ = config.Config{}
-var _ = storage.StateReady
+var _ = domain.StateReady
 
 // A bot that cannot post approval cards tells the admins once, not at every retry, and
 // posts the card as soon as it can.

@@ -2,8 +2,6 @@ package bot_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/slack-go/slack"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
@@ -229,15 +226,7 @@ func (h *harness) registerKey(user string) {
 // newKeyLine is a fresh ed25519 public key as user would paste it.
 func newKeyLine(t testing.TB, user string) string {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + strings.ToLower(user) + "@laptop"
+	return testkit.KeyLine(t, strings.ToLower(user)+"@laptop")
 }
 
 // waitFor waits for a message matching all of: in channel (if set), containing every

@@ -12,7 +12,7 @@ import (
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // openHome opens user's Home tab and waits for the tab gpubot publishes.
@@ -91,7 +91,7 @@ func TestRequesterLivesOnTheHomeTab(t *testing.T) {
 	h.waitHome(alice, "from the shortcut")
 	h.eventually("both machines ready on the tab", func() bool { return strings.Count(h.homeText(alice), "Ready: `ssh ubuntu@") == 2 })
 
-	reqs, err := h.app.Store().UnfinishedOf(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+	reqs, err := h.app.Store().UnfinishedOf(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 	if err != nil || len(reqs) != 2 {
 		t.Fatalf("alice's live requests: %v (%d)", err, len(reqs))
 	}
@@ -123,7 +123,7 @@ func TestRequesterLivesOnTheHomeTab(t *testing.T) {
 	}
 }
 
-func (h *harness) request(id string) storage.Request {
+func (h *harness) request(id string) domain.Request {
 	h.t.Helper()
 	r, err := h.app.Store().Request(h.ctx(), id)
 	if err != nil {
@@ -155,11 +155,11 @@ func TestApproverDecidesFromTheHomeTab(t *testing.T) {
 	mark := h.mark()
 	h.command(alice, general, "create 8x second run")
 	h.waitForSince(mark, approvals, "needs approval")
-	var second storage.Request
+	var second domain.Request
 	h.eventually("the second request", func() bool {
-		reqs, _ := h.app.Store().UnfinishedOf(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+		reqs, _ := h.app.Store().UnfinishedOf(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 		for _, r := range reqs {
-			if r.State == storage.StateAwaitingApproval {
+			if r.State == domain.StateAwaitingApproval {
 				second = r
 				return true
 			}
@@ -173,7 +173,7 @@ func TestApproverDecidesFromTheHomeTab(t *testing.T) {
 	h.waitForSince(mark, approvals, "Denied by <@UBOB>: one 8x at a time")
 	h.waitForSince(mark, general, "<@UALICE> denied by <@UBOB>: one 8x at a time")
 	h.waitHome(bob, "Nothing waits for your decision")
-	if got := h.request(second.ID).State; got != storage.StateDenied {
+	if got := h.request(second.ID).State; got != domain.StateDenied {
 		t.Errorf("second request is %s, want denied", got)
 	}
 }
@@ -201,8 +201,8 @@ func TestHomeOf300MachinesIsAccepted(t *testing.T) {
 	h := start(t, withConfig(func(c *config.Config) { c.PollInterval = time.Hour }))
 	ctx := h.ctx()
 	for i := range 300 {
-		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: fal.Type1xH100, Lifetime: time.Hour,
-			State: storage.StateApproved, Reason: fmt.Sprintf("run %d", i)}
+		r := domain.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: fal.Type1xH100, Lifetime: time.Hour,
+			State: domain.StateApproved, Reason: fmt.Sprintf("run %d", i)}
 		if err := h.app.Store().CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
@@ -284,7 +284,7 @@ func tryHomeAction(t *testing.T, h *harness, action, user string) bool {
 		case "extend":
 			return after.ExpiresAt.After(before.ExpiresAt)
 		case "withdraw":
-			return after.State == storage.StateCancelled
+			return after.State == domain.StateCancelled
 		}
 		return after.State != before.State
 	}

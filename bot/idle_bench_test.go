@@ -14,6 +14,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -143,19 +144,19 @@ func fillStore(b *testing.B, path string, finished, live int, instance func(requ
 	}
 }
 
-func fillOne(ctx context.Context, store *storage.Store, i int, live bool, instance func(string) string) error {
-	r := storage.Request{TeamID: "T0GPUBOT", UserID: fmt.Sprintf("UFILL%03d", i%300), CommandChannel: general, ChannelID: general,
-		InstanceType: fal.Type1xH100, Lifetime: 72 * time.Hour, State: storage.StateApproved, SSHKey: "ssh-ed25519 AAAA fill",
+func fillOne(ctx context.Context, store domain.Store, i int, live bool, instance func(string) string) error {
+	r := domain.Request{TeamID: "T0GPUBOT", UserID: fmt.Sprintf("UFILL%03d", i%300), CommandChannel: general, ChannelID: general,
+		InstanceType: fal.Type1xH100, Lifetime: 72 * time.Hour, State: domain.StateApproved, SSHKey: "ssh-ed25519 AAAA fill",
 		ThreadTS: "1700000000.000100"}
 	if live && instance == nil {
-		r.State = storage.StateAwaitingApproval
+		r.State = domain.StateAwaitingApproval
 		r.ApprovalChannel, r.ApprovalTS = approvals, "1700000000.000200"
 	}
 	if err := store.CreateRequest(ctx, &r); err != nil {
 		return err
 	}
 	if !live {
-		_, err := store.Move(ctx, r.ID, storage.StateCancelled, r.UserID, "", nil)
+		_, err := store.Move(ctx, r.ID, domain.StateCancelled, r.UserID, "", nil)
 		return err
 	}
 	if instance == nil {
@@ -163,15 +164,15 @@ func fillOne(ctx context.Context, store *storage.Store, i int, live bool, instan
 	}
 	instanceID := instance(r.ID)
 	for _, step := range []struct {
-		to   storage.State
-		edit func(*storage.Request) error
+		to   domain.State
+		edit func(*domain.Request) error
 	}{
-		{storage.StateCreating, nil},
-		{storage.StateProvisioning, func(u *storage.Request) error {
+		{domain.StateCreating, nil},
+		{domain.StateProvisioning, func(u *domain.Request) error {
 			u.InstanceID, u.FalStatus, u.IP = instanceID, string(fal.StatusReady), "10.0.0.1"
 			return nil
 		}},
-		{storage.StateReady, nil},
+		{domain.StateReady, nil},
 	} {
 		if _, err := store.Move(ctx, r.ID, step.to, "gpubot", "", step.edit); err != nil {
 			return err

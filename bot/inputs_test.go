@@ -5,7 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // ed25519Fields is a fresh public key as an authorized_keys line, in its fields.
@@ -111,7 +111,7 @@ func TestKeyCommentIsStoredAsTyped(t *testing.T) {
 	if got := h.command(alice, general, "key set "+strings.Join(fields, " ")); !strings.Contains(got, "Saved your ssh-ed25519 key") {
 		t.Fatalf("key set answered %q", got)
 	}
-	k, err := h.app.Store().Key(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: alice})
+	k, err := h.app.Store().Key(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: alice})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,11 @@ import (
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/internal/config"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // readyMachine asks for a 1x for lifetime as alice and waits until it is ready.
-func (h *harness) readyMachine(lifetime string) storage.Request {
+func (h *harness) readyMachine(lifetime string) domain.Request {
 	h.t.Helper()
 	h.registerKey(alice)
 	h.command(alice, general, "create 1x for "+lifetime)
@@ -39,7 +39,7 @@ func TestLifetimeStartsAtReadyThenRemindsThenExpires(t *testing.T) {
 	h.clock.Advance(30 * time.Minute)
 	h.waitFor(general, "<@UALICE> Expired and deleted; it ran for 1h1m. Cost: about $2.54.")
 	h.eventually("the instance deleted at fal", func() bool { return len(h.fal.Instances()) == 0 })
-	if got := h.onlyRequest(alice).State; got != storage.StateExpired {
+	if got := h.onlyRequest(alice).State; got != domain.StateExpired {
 		t.Fatalf("state = %s, want expired", got)
 	}
 	if n := h.count(general, "Need it longer?"); n != 1 {
@@ -84,7 +84,7 @@ func TestVanishedInstanceEndsTheThread(t *testing.T) {
 	r := h.readyMachine("4h")
 	h.fal.Remove(r.InstanceID)
 	h.waitFor(general, "Gone: fal no longer lists it; it ran for", "deleted outside gpubot")
-	if got := h.onlyRequest(alice).State; got != storage.StateGone {
+	if got := h.onlyRequest(alice).State; got != domain.StateGone {
 		t.Fatalf("state = %s, want gone", got)
 	}
 }
@@ -132,12 +132,12 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 	for i := range n {
 		id := fmt.Sprintf("inst_%04d", i)
 		h.fal.AddInstance(fal.Instance{ID: id, InstanceType: "gpu_1x_h100_sxm5", Region: "us-west", Status: fal.StatusProvisioning})
-		r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
+		r := domain.Request{TeamID: "T0GPUBOT", UserID: alice, InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: domain.StateApproved}
 		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
-		for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning} {
-			if _, err := store.Move(ctx, r.ID, to, "test", "", func(u *storage.Request) error { u.InstanceID = id; return nil }); err != nil {
+		for _, to := range []domain.State{domain.StateCreating, domain.StateProvisioning} {
+			if _, err := store.Move(ctx, r.ID, to, "test", "", func(u *domain.Request) error { u.InstanceID = id; return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -166,7 +166,7 @@ func TestTrackingCostsOneListPerPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range unfinished {
-		if r.State != storage.StateReady || r.ExpiresAt.IsZero() {
+		if r.State != domain.StateReady || r.ExpiresAt.IsZero() {
 			t.Fatalf("request %s is %s after fal said ready", r.ID, r.State)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/bot/slacksim"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -145,7 +146,7 @@ func TestRedeliveredDeleteAfterCrashDeletesOnce(t *testing.T) {
 	}, func() {
 		h.waitFor(general, "Deleted by <@UALICE>")
 	})
-	if got := h.requestOf(alice).State; got != storage.StateDeleted {
+	if got := h.requestOf(alice).State; got != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", got)
 	}
 	if n := h.fal.Counters().Calls["delete"]; n != 1 {
@@ -154,7 +155,7 @@ func TestRedeliveredDeleteAfterCrashDeletesOnce(t *testing.T) {
 	if n := h.count(general, ":wastebasket: Deleting `"); n != 1 {
 		t.Errorf("%d \"Deleting\" messages, want 1\n%s", n, h.dump())
 	}
-	if n := h.audited(string(storage.StateDeleting)); n != 1 {
+	if n := h.audited(string(domain.StateDeleting)); n != 1 {
 		t.Errorf("%d deletes audited, want 1", n)
 	}
 	h.noMessage("is already")
@@ -189,7 +190,7 @@ func TestRedeliveredApproveAfterCrashDecidesOnce(t *testing.T) {
 	if c := h.fal.Counters(); c.Creates != 1 || c.Instances != 1 {
 		t.Errorf("fal counters %+v, want one create and one instance", c)
 	}
-	if n := h.audited(string(storage.StateApproved)); n != 1 {
+	if n := h.audited(string(domain.StateApproved)); n != 1 {
 		t.Errorf("%d approvals audited, want 1", n)
 	}
 	if n := h.count(general, "approved by <@UBOB>"); n != 1 {
@@ -213,10 +214,10 @@ func TestRedeliveredDenyAfterCrashDeniesOnce(t *testing.T) {
 	if !strings.Contains(string(lost.Payload), `"response_action":"clear"`) {
 		t.Errorf("the deny modal was answered with %s, want it closed", lost.Payload)
 	}
-	if got := h.requestOf(alice).State; got != storage.StateDenied {
+	if got := h.requestOf(alice).State; got != domain.StateDenied {
 		t.Errorf("request is %s, want denied", got)
 	}
-	if n := h.audited(string(storage.StateDenied)); n != 1 {
+	if n := h.audited(string(domain.StateDenied)); n != 1 {
 		t.Errorf("%d denials audited, want 1", n)
 	}
 	if n := h.count(general, "denied by <@UBOB>"); n != 1 {
@@ -380,7 +381,7 @@ func TestRedeliveredCancelAfterRestartWithdrawsOnce(t *testing.T) {
 	if got := ackText(t, lost); !strings.Contains(got, "Withdrew request `"+id[:8]+"`") {
 		t.Errorf("cancel answered %q", got)
 	}
-	if n := h.audited(string(storage.StateCancelled)); n != 1 {
+	if n := h.audited(string(domain.StateCancelled)); n != 1 {
 		t.Errorf("%d withdrawals audited, want 1", n)
 	}
 	h.noMessage("already over")
@@ -397,7 +398,7 @@ func TestRedeliveredWithdrawButtonAfterRestartWithdrawsOnce(t *testing.T) {
 	}, func() {
 		h.waitFor(general, "Withdrawn by <@UALICE> before anyone decided")
 	})
-	if n := h.audited(string(storage.StateCancelled)); n != 1 {
+	if n := h.audited(string(domain.StateCancelled)); n != 1 {
 		t.Errorf("%d withdrawals audited, want 1", n)
 	}
 	h.noMessage("already over")

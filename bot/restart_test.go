@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/slack-go/slack"
@@ -132,14 +133,14 @@ func (p *process) kill() {
 }
 
 // requestOf reads user's one request from the store file, once no process holds it.
-func (h *harness) requestOf(user string) storage.Request {
+func (h *harness) requestOf(user string) domain.Request {
 	h.t.Helper()
 	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	defer store.Close()
-	reqs, err := store.RequestsByUser(h.ctx(), storage.UserRef{TeamID: "T0GPUBOT", UserID: user})
+	reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: user})
 	if err != nil || len(reqs) != 1 {
 		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
 	}
@@ -171,7 +172,7 @@ func TestRestartAfterCommitBeforeFalAnswers(t *testing.T) {
 	h.command(alice, general, "create 1x")
 	h.eventually("the create call", func() bool { return h.fal.Counters().Calls["create"] == 1 })
 	p.kill()
-	if r := h.requestOf(alice); r.State != storage.StateCreating || r.IdempotencyKey == "" {
+	if r := h.requestOf(alice); r.State != domain.StateCreating || r.IdempotencyKey == "" {
 		t.Fatalf("after the kill the request is %s (key %q), want creating with its key", r.State, r.IdempotencyKey)
 	}
 	h.spawn()
@@ -226,7 +227,7 @@ func TestRestartWhileDeleting(t *testing.T) {
 	h.click(alice, h.waitFor(general, "Delete <@UALICE>'s"), "Delete")
 	h.eventually("the delete call", func() bool { return h.fal.Counters().Calls["delete"] >= 1 })
 	p.kill()
-	if r := h.requestOf(alice); r.State != storage.StateDeleting {
+	if r := h.requestOf(alice); r.State != domain.StateDeleting {
 		t.Fatalf("after the kill the request is %s, want deleting", r.State)
 	}
 	h.spawn()
@@ -267,7 +268,7 @@ func TestStaleCreateIsNotSentAgain(t *testing.T) {
 	if n := h.fal.Counters().Calls["create"]; n != 1 {
 		t.Fatalf("%d create calls, want the one cut off", n)
 	}
-	if got := h.onlyRequest(alice).State; got != storage.StateFailed {
+	if got := h.onlyRequest(alice).State; got != domain.StateFailed {
 		t.Fatalf("state %s, want failed", got)
 	}
 }
@@ -303,13 +304,13 @@ func TestReadyRecordedButNotAnnouncedIsAnnouncedAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := h.ctx()
-	r := storage.Request{TeamID: "T0GPUBOT", UserID: alice, ChannelID: general, CommandChannel: general, ThreadTS: rootTS,
-		InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: storage.StateApproved}
+	r := domain.Request{TeamID: "T0GPUBOT", UserID: alice, ChannelID: general, CommandChannel: general, ThreadTS: rootTS,
+		InstanceType: "gpu_1x_h100_sxm5", Lifetime: time.Hour, State: domain.StateApproved}
 	if err := store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
-	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady} {
-		if _, err := store.Move(ctx, r.ID, to, "test", "", func(u *storage.Request) error {
+	for _, to := range []domain.State{domain.StateCreating, domain.StateProvisioning, domain.StateReady} {
+		if _, err := store.Move(ctx, r.ID, to, "test", "", func(u *domain.Request) error {
 			u.InstanceID, u.IP, u.FalStatus = "inst_quiet", "203.0.113.9", "ready"
 			return nil
 		}); err != nil {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Permalinker gives the permalink of a message (chat.getPermalink).
@@ -25,23 +25,23 @@ const (
 )
 
 // approvalsNeeded is how many approvals r needs: fixed when it was made.
-func approvalsNeeded(r storage.Request) int { return max(r.ApprovalsNeeded, 1) }
+func approvalsNeeded(r domain.Request) int { return max(r.ApprovalsNeeded, 1) }
 
 // recordApproval commits an approver's approval before the click is acked. Each
 // approver counts once; the approval that completes the count approves the request in
 // the same transaction, so approvers clicking at once all count, exactly. once makes
 // it the one effect of its envelope.
-func (h *Handlers) recordApproval(ctx context.Context, approver, id string, once storage.WriteOption) (storage.Request, error) {
+func (h *Handlers) recordApproval(ctx context.Context, approver, id string, once domain.WriteOption) (domain.Request, error) {
 	r, err := h.load(ctx, approver, id, h.cfg.Policy.MayDecide)
 	if err != nil {
 		return r, err
 	}
 	r, err = h.store.AddApproval(ctx, id, approver, approvalsNeeded(r), once)
-	var me *storage.MoveError
+	var me *domain.MoveError
 	switch {
 	case errors.As(err, &me):
 		return me.Current, errors.Join(refusef("Too late: %s.", decisionLine(me.Current)), errDecidedAlready)
-	case errors.Is(err, storage.ErrAlreadyApproved):
+	case errors.Is(err, domain.ErrAlreadyApproved):
 		left := approvalsNeeded(r) - len(r.Approvals)
 		return r, refusef("You already approved request `%s`; it needs %s from other approvers.", shortID(r.ID), countText(left, "more approval", "more approvals"))
 	case err != nil:
@@ -53,7 +53,7 @@ func (h *Handlers) recordApproval(ctx context.Context, approver, id string, once
 
 // showApprovals shows the approvals of a request that still needs more: the card keeps
 // its buttons with the count so far, and the thread hears of each approval once.
-func (h *Handlers) showApprovals(ctx context.Context, r storage.Request) {
+func (h *Handlers) showApprovals(ctx context.Context, r domain.Request) {
 	for _, a := range r.Approvals {
 		h.noticeOnce(ctx, r, noticeApprovalPrefix+a.UserID, fmt.Sprintf("Approved by <@%s> (%d of %d); waiting for %s.",
 			a.UserID, approvalIndex(r, a.UserID), approvalsNeeded(r), countText(approvalsNeeded(r)-len(r.Approvals), "more approver", "more approvers")))
@@ -61,7 +61,7 @@ func (h *Handlers) showApprovals(ctx context.Context, r storage.Request) {
 }
 
 // approvalIndex is the place of user's approval among r's approvals, from 1.
-func approvalIndex(r storage.Request, user string) int {
+func approvalIndex(r domain.Request, user string) int {
 	for i, a := range r.Approvals {
 		if a.UserID == user {
 			return i + 1
@@ -72,7 +72,7 @@ func approvalIndex(r storage.Request, user string) int {
 
 // tellDecisionByDM sends the requester the decision directly, once: who decided, the
 // reason of a denial, and a link to the thread.
-func (h *Handlers) tellDecisionByDM(ctx context.Context, r storage.Request) {
+func (h *Handlers) tellDecisionByDM(ctx context.Context, r domain.Request) {
 	first, err := h.store.MarkNotice(ctx, r.ID, noticeDecisionDM)
 	if err != nil {
 		h.reqLog(r).Error("record decision DM", "err", err)
@@ -97,7 +97,7 @@ func (h *Handlers) tellDecisionByDM(ctx context.Context, r storage.Request) {
 }
 
 // card is the request's approval card as it stands.
-func (h *Handlers) card(r storage.Request) Message {
+func (h *Handlers) card(r domain.Request) Message {
 	return approvalCard(r, cardFacts{
 		estimate:  h.cfg.Prices.Estimate(r.InstanceType, r.Lifetime),
 		approvers: h.cfg.Policy.approverMentions(map[string]bool{r.UserID: true}),
@@ -107,7 +107,7 @@ func (h *Handlers) card(r storage.Request) Message {
 
 // askedText tells the requester's thread where the approvers were asked, and by when
 // they must decide.
-func (h *Handlers) askedText(r storage.Request) string {
+func (h *Handlers) askedText(r domain.Request) string {
 	who := "an approver's OK"
 	if n := approvalsNeeded(r); n > 1 {
 		who = fmt.Sprintf("the OK of %d approvers", n)
@@ -118,16 +118,16 @@ func (h *Handlers) askedText(r storage.Request) string {
 
 // approvalDeadline is when a request still waiting for approval expires: the timer is
 // the request's own creation time, so it holds across restarts.
-func (h *Handlers) approvalDeadline(r storage.Request) time.Time {
+func (h *Handlers) approvalDeadline(r domain.Request) time.Time {
 	return r.CreatedAt.Add(h.cfg.ApprovalTimeout)
 }
 
 // keepApprovals expires the requests that waited too long for a decision and
 // reminds the approvers of the others, every ApprovalReminder. It runs on every
 // background pass, so each holds to within one PollInterval.
-func (h *Handlers) keepApprovals(ctx context.Context, reqs []storage.Request) {
+func (h *Handlers) keepApprovals(ctx context.Context, reqs []domain.Request) {
 	for _, r := range reqs {
-		if r.State != storage.StateAwaitingApproval {
+		if r.State != domain.StateAwaitingApproval {
 			continue
 		}
 		now := h.now()
@@ -143,7 +143,7 @@ func (h *Handlers) keepApprovals(ctx context.Context, reqs []storage.Request) {
 // reminderDue says whether the approvers should be reminded of r now: its card is
 // posted, and ApprovalReminder has passed since the request began waiting or since
 // the last reminder, whichever is later.
-func (h *Handlers) reminderDue(r storage.Request, now time.Time) bool {
+func (h *Handlers) reminderDue(r domain.Request, now time.Time) bool {
 	period := h.cfg.ApprovalReminder
 	if period <= 0 || r.ApprovalTS == "" {
 		return false
@@ -161,9 +161,9 @@ var errNoReminderDue = errors.New("no reminder due")
 
 // remindApprovers records a reminder, in a compare-and-set on when the last one was
 // sent, then posts it in the card's thread: a restart or a second pass never repeats it.
-func (h *Handlers) remindApprovers(ctx context.Context, r storage.Request, now time.Time) {
-	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
-		if u.State != storage.StateAwaitingApproval || !h.reminderDue(*u, now) {
+func (h *Handlers) remindApprovers(ctx context.Context, r domain.Request, now time.Time) {
+	r, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
+		if u.State != domain.StateAwaitingApproval || !h.reminderDue(*u, now) {
 			return errNoReminderDue
 		}
 		if u.Notices == nil {
@@ -189,7 +189,7 @@ func (h *Handlers) remindApprovers(ctx context.Context, r storage.Request, now t
 
 // skipReminded is who a reminder need not mention: the requester, and the approvers
 // who approved already.
-func skipReminded(r storage.Request) map[string]bool {
+func skipReminded(r domain.Request) map[string]bool {
 	skip := map[string]bool{r.UserID: true}
 	for _, a := range r.Approvals {
 		skip[a.UserID] = true
@@ -200,15 +200,15 @@ func skipReminded(r storage.Request) map[string]bool {
 // expireApproval ends a request nobody decided on in time; nothing was sent to fal.
 // The move is a compare-and-set from awaiting approval, so a decision made at the
 // same moment wins or loses cleanly, and only one pass tells of it.
-func (h *Handlers) expireApproval(ctx context.Context, r storage.Request) {
+func (h *Handlers) expireApproval(ctx context.Context, r domain.Request) {
 	timeout := FormatDuration(h.cfg.ApprovalTimeout)
-	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateAwaitingApproval}, storage.StateApprovalExpired, actorBot,
-		"nobody decided within "+timeout, func(u *storage.Request) error {
+	r, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateAwaitingApproval}, domain.StateApprovalExpired, actorBot,
+		"nobody decided within "+timeout, func(u *domain.Request) error {
 			u.EndReason = "nobody decided within " + timeout
 			return nil
 		})
 	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
+		if !errors.Is(err, domain.ErrIllegalMove) {
 			h.reqLog(r).Error("record approval expiry", "err", err)
 		}
 		return
@@ -222,16 +222,16 @@ func (h *Handlers) expireApproval(ctx context.Context, r storage.Request) {
 // recordCancel withdraws a request still waiting for approval, on its requester's
 // word, before the command or click is acked. once makes it the one effect of its
 // envelope.
-func (h *Handlers) recordCancel(ctx context.Context, user string, r storage.Request, once storage.WriteOption) (storage.Request, error) {
+func (h *Handlers) recordCancel(ctx context.Context, user string, r domain.Request, once domain.WriteOption) (domain.Request, error) {
 	if err := h.cfg.Policy.MayWithdraw(user, r.UserID); err != nil {
 		return r, err
 	}
-	moved, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateAwaitingApproval}, storage.StateCancelled, user, "withdrawn by the requester",
-		func(u *storage.Request) error {
+	moved, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateAwaitingApproval}, domain.StateCancelled, user, "withdrawn by the requester",
+		func(u *domain.Request) error {
 			u.EndReason = "withdrawn by <@" + user + ">"
 			return nil
 		}, once)
-	var me *storage.MoveError
+	var me *domain.MoveError
 	switch {
 	case errors.As(err, &me):
 		return me.Current, notWaitingRefusal(me.Current)
@@ -243,7 +243,7 @@ func (h *Handlers) recordCancel(ctx context.Context, user string, r storage.Requ
 }
 
 // notWaitingRefusal explains why a request that no longer waits cannot be withdrawn.
-func notWaitingRefusal(r storage.Request) error {
+func notWaitingRefusal(r domain.Request) error {
 	if r.State.Terminal() {
 		return refusef("Request `%s` is already over (%s); there is nothing to withdraw.", shortID(r.ID), stateName(r))
 	}
@@ -251,7 +251,7 @@ func notWaitingRefusal(r storage.Request) error {
 }
 
 // announceCancel shows a withdrawal on the card, the thread root and the thread.
-func (h *Handlers) announceCancel(ctx context.Context, r storage.Request) {
+func (h *Handlers) announceCancel(ctx context.Context, r domain.Request) {
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
 	h.say(ctx, r, textMessage(fmt.Sprintf("Withdrawn by <@%s> before anyone decided; nothing was created.", r.UserID)))

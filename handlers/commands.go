@@ -8,9 +8,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/slack-go/slack"
-
-	"github.com/gpubot/gpubot/storage"
 )
 
 // Reply is an ack payload for a slash command: Slack shows it to the caller only.
@@ -76,7 +75,7 @@ func recordedReply(answer []byte) *Reply {
 // redelivered reports whether a write was refused because its envelope already took
 // effect, and with what that envelope was answered.
 func redelivered(err error) (answer []byte, ok bool) {
-	var done *storage.AlreadyDoneError
+	var done *domain.AlreadyDoneError
 	if errors.As(err, &done) {
 		return done.Answer, true
 	}
@@ -117,7 +116,7 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 	if err != nil {
 		return refusal(err)
 	}
-	user := storage.UserRef{TeamID: c.TeamID, UserID: c.UserID}
+	user := domain.UserRef{TeamID: c.TeamID, UserID: c.UserID}
 	switch cmd.Verb {
 	case VerbHelp:
 		return reply(helpMessage())
@@ -150,7 +149,7 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		if err != nil {
 			return refusal(err)
 		}
-		err = h.extend(ctx, user, r, cmd.Lifetime, storage.ForEnvelope(envelopeID, nil))
+		err = h.extend(ctx, user, r, cmd.Lifetime, domain.ForEnvelope(envelopeID, nil))
 		if answer, again := redelivered(err); again {
 			return recordedReply(answer)
 		}
@@ -172,13 +171,13 @@ func (h *Handlers) openView(triggerID, channel, user string, v slack.ModalViewRe
 	})
 }
 
-func (h *Handlers) setKey(ctx context.Context, envelopeID string, user storage.UserRef, text string) *Reply {
-	pk, err := storage.ParsePublicKey(text)
+func (h *Handlers) setKey(ctx context.Context, envelopeID string, user domain.UserRef, text string) *Reply {
+	pk, err := domain.ParsePublicKey(text)
 	if err != nil {
 		return refusal(&UserError{Message: keyErrorText(err)})
 	}
 	saved := reply(keySavedMessage(pk))
-	err = h.store.SetKey(ctx, user, pk, storage.ForEnvelope(envelopeID, replyJSON(saved)))
+	err = h.store.SetKey(ctx, user, pk, domain.ForEnvelope(envelopeID, replyJSON(saved)))
 	if answer, again := redelivered(err); again {
 		return recordedReply(answer)
 	}
@@ -191,16 +190,16 @@ func (h *Handlers) setKey(ctx context.Context, envelopeID string, user storage.U
 }
 
 func keyErrorText(err error) string {
-	var ke *storage.KeyError
+	var ke *domain.KeyError
 	if errors.As(err, &ke) {
 		return ":no_entry: " + ke.Message
 	}
 	return ":no_entry: That is not an SSH public key I can use. Paste the one line of your .pub file, e.g. `cat ~/.ssh/id_ed25519.pub`."
 }
 
-func (h *Handlers) showKey(ctx context.Context, user storage.UserRef) *Reply {
+func (h *Handlers) showKey(ctx context.Context, user domain.UserRef) *Reply {
 	k, err := h.store.Key(ctx, user)
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, domain.ErrNotFound) {
 		return reply(textMessage(noKeyText))
 	}
 	if err != nil {
@@ -209,13 +208,13 @@ func (h *Handlers) showKey(ctx context.Context, user storage.UserRef) *Reply {
 	return reply(keyShowMessage(k))
 }
 
-func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user storage.UserRef) *Reply {
+func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user domain.UserRef) *Reply {
 	removed := reply(textMessage(":wastebasket: Forgot your SSH key. Machines you already have keep it; new requests need a key again (`/gpu key set …`)."))
-	err := h.store.RemoveKey(ctx, user, storage.ForEnvelope(envelopeID, replyJSON(removed)))
+	err := h.store.RemoveKey(ctx, user, domain.ForEnvelope(envelopeID, replyJSON(removed)))
 	if answer, again := redelivered(err); again {
 		return recordedReply(answer)
 	}
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, domain.ErrNotFound) {
 		return reply(textMessage("You have no key registered, so there was nothing to remove."))
 	}
 	if err != nil {
@@ -229,13 +228,13 @@ func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user storag
 // "Got it" a person sees always stands for a stored request; the slow work (posting,
 // fal) follows in the background. A redelivered command finds its envelope already
 // recorded, creates nothing and gets the first "Got it" again.
-func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user storage.UserRef, channel string, cmd Command) *Reply {
+func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user domain.UserRef, channel string, cmd Command) *Reply {
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err != nil {
 		return refusal(err)
 	}
 	gotIt := textReply(gotItText(r))
-	err = h.store.CreateRequest(ctx, &r, storage.ForEnvelope(envelopeID, replyJSON(gotIt)))
+	err = h.store.CreateRequest(ctx, &r, domain.ForEnvelope(envelopeID, replyJSON(gotIt)))
 	if answer, again := redelivered(err); again {
 		return recordedReply(answer)
 	}
@@ -244,35 +243,35 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user s
 		return refusal(err)
 	}
 	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 	return gotIt
 }
 
-func gotItText(r storage.Request) string {
-	if r.State == storage.StateAwaitingApproval {
+func gotItText(r domain.Request) string {
+	if r.State == domain.StateAwaitingApproval {
 		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
 	return fmt.Sprintf("Got it: request `%s` for %s. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 }
 
 // newRequest builds a request from a parsed create command, refusing what cannot succeed.
-func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel string, cmd Command) (storage.Request, error) {
+func (h *Handlers) newRequest(ctx context.Context, user domain.UserRef, channel string, cmd Command) (domain.Request, error) {
 	lifetime, err := h.cfg.Policy.Lifetime(cmd.Lifetime)
 	if err != nil {
-		return storage.Request{}, err
+		return domain.Request{}, err
 	}
 	key, err := h.store.Key(ctx, user)
-	if errors.Is(err, storage.ErrNotFound) {
-		return storage.Request{}, refusef(noKeyText)
+	if errors.Is(err, domain.ErrNotFound) {
+		return domain.Request{}, refusef(noKeyText)
 	}
 	if err != nil {
-		return storage.Request{}, fmt.Errorf("read key: %w", err)
+		return domain.Request{}, fmt.Errorf("read key: %w", err)
 	}
-	state, needed := storage.StateApproved, 0
+	state, needed := domain.StateApproved, 0
 	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) {
-		state, needed = storage.StateAwaitingApproval, h.cfg.Policy.ApprovalsNeeded(cmd.InstanceType)
+		state, needed = domain.StateAwaitingApproval, h.cfg.Policy.ApprovalsNeeded(cmd.InstanceType)
 	}
-	return storage.Request{
+	return domain.Request{
 		ID:             uuid.NewString(),
 		IdempotencyKey: uuid.NewString(),
 		TeamID:         user.TeamID,
@@ -290,10 +289,10 @@ func (h *Handlers) newRequest(ctx context.Context, user storage.UserRef, channel
 	}, nil
 }
 
-func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool) *Reply {
+func (h *Handlers) list(ctx context.Context, user domain.UserRef, everyone bool) *Reply {
 	// The live requests, not the caller's history: what is listed costs the same
 	// however many requests someone made before.
-	var reqs []storage.Request
+	var reqs []domain.Request
 	var err error
 	if everyone {
 		if err := h.cfg.Policy.MaySeeAll(user.UserID); err != nil {
@@ -309,7 +308,7 @@ func (h *Handlers) list(ctx context.Context, user storage.UserRef, everyone bool
 	return reply(listMessage(reqs, h.now(), h.cfg.Prices, everyone))
 }
 
-func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) *Reply {
+func (h *Handlers) status(ctx context.Context, user domain.UserRef, id string) *Reply {
 	r, err := h.resolve(ctx, user, id)
 	if err != nil {
 		return refusal(err)
@@ -327,13 +326,13 @@ func (h *Handlers) status(ctx context.Context, user storage.UserRef, id string) 
 // withdraw is `/gpu cancel <id>`: the requester withdraws a request still waiting for
 // approval. The withdrawal is committed with the envelope before the ack; the card, the
 // root and the thread are told after it.
-func (h *Handlers) withdraw(ctx context.Context, envelopeID string, user storage.UserRef, id string) *Reply {
+func (h *Handlers) withdraw(ctx context.Context, envelopeID string, user domain.UserRef, id string) *Reply {
 	r, err := h.resolve(ctx, user, id)
 	if err != nil {
 		return refusal(err)
 	}
 	done := textReply(fmt.Sprintf("Withdrew request `%s`; the approvers' card and your thread now say so.", shortID(r.ID)))
-	r, err = h.recordCancel(ctx, user.UserID, r, storage.ForEnvelope(envelopeID, replyJSON(done)))
+	r, err = h.recordCancel(ctx, user.UserID, r, domain.ForEnvelope(envelopeID, replyJSON(done)))
 	if answer, again := redelivered(err); again {
 		return recordedReply(answer)
 	}
@@ -344,7 +343,7 @@ func (h *Handlers) withdraw(ctx context.Context, envelopeID string, user storage
 	return done
 }
 
-func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id string) *Reply {
+func (h *Handlers) askDelete(ctx context.Context, user domain.UserRef, id string) *Reply {
 	r, err := h.resolve(ctx, user, id)
 	if err != nil {
 		return refusal(err)
@@ -362,11 +361,11 @@ func (h *Handlers) askDelete(ctx context.Context, user storage.UserRef, id strin
 // characters (at least 6), or a fal instance id. Short ids name the caller's own
 // requests or, for admins and approvers, anything still running; one that names
 // several is refused rather than guessed.
-func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string) (storage.Request, error) {
+func (h *Handlers) resolve(ctx context.Context, user domain.UserRef, id string) (domain.Request, error) {
 	id = strings.Trim(strings.TrimSpace(id), "`")
 	notFound := refusef("I can't find a machine `%s`. `/gpu list` shows the ids of yours.", echo(id))
 	if id == "" {
-		return storage.Request{}, notFound
+		return domain.Request{}, notFound
 	}
 	if r, err := h.store.Request(ctx, id); err == nil {
 		return r, nil
@@ -375,13 +374,13 @@ func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string)
 		return r, nil
 	}
 	if len(id) < 6 {
-		return storage.Request{}, notFound
+		return domain.Request{}, notFound
 	}
 	matches, err := h.store.RequestsWithIDPrefix(ctx, id, maxShortIDMatches)
 	if err != nil {
-		return storage.Request{}, fmt.Errorf("resolve %q: %w", id, err)
+		return domain.Request{}, fmt.Errorf("resolve %q: %w", id, err)
 	}
-	var visible []storage.Request
+	var visible []domain.Request
 	for _, r := range matches {
 		if r.Owner() == user || (!r.State.Terminal() && h.cfg.Policy.MaySeeAll(user.UserID) == nil) {
 			visible = append(visible, r)
@@ -389,11 +388,11 @@ func (h *Handlers) resolve(ctx context.Context, user storage.UserRef, id string)
 	}
 	switch len(visible) {
 	case 0:
-		return storage.Request{}, notFound
+		return domain.Request{}, notFound
 	case 1:
 		return visible[0], nil
 	}
-	return storage.Request{}, refusef("`%s` is the start of more than one request id; type more of it.", clip(id, 40))
+	return domain.Request{}, refusef("`%s` is the start of more than one request id; type more of it.", clip(id, 40))
 }
 
 // maxShortIDMatches bounds what one short id reads: ids are random, so more than a

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // actorBot is the actor recorded in the audit trail for what gpubot does by itself.
@@ -33,11 +33,11 @@ func (h *Handlers) advance(ctx context.Context, id string) {
 		return
 	}
 	switch r.State {
-	case storage.StateApproved:
+	case domain.StateApproved:
 		h.create(ctx, r)
-	case storage.StateCreating:
+	case domain.StateCreating:
 		h.callCreate(ctx, r)
-	case storage.StateDeleting:
+	case domain.StateDeleting:
 		h.finishDelete(ctx, r)
 	}
 }
@@ -48,10 +48,10 @@ func (h *Handlers) advance(ctx context.Context, id string) {
 // owner has had it deleted. Losing such a race (the owner deleted the request
 // meanwhile, another pass got there first) is normal and silent; any other failure is
 // logged.
-func (h *Handlers) moveByBot(ctx context.Context, r storage.Request, to storage.State, detail string, edit func(*storage.Request) error) (storage.Request, bool) {
-	moved, err := h.store.MoveFrom(ctx, r.ID, []storage.State{r.State}, to, actorBot, detail, edit)
+func (h *Handlers) moveByBot(ctx context.Context, r domain.Request, to domain.State, detail string, edit func(*domain.Request) error) (domain.Request, bool) {
+	moved, err := h.store.MoveFrom(ctx, r.ID, []domain.State{r.State}, to, actorBot, detail, edit)
 	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
+		if !errors.Is(err, domain.ErrIllegalMove) {
 			h.reqLog(r).Error("record move", "to", to, "err", err)
 		}
 		return r, false
@@ -65,8 +65,8 @@ const idempotencyWindow = 9 * time.Minute
 
 // creatingSince is when the request moved to creating. Records written before that was
 // kept have only their last update, which the move to creating was.
-func creatingSince(r storage.Request) time.Time {
-	if r.CreatingSince.IsZero() && r.State == storage.StateCreating {
+func creatingSince(r domain.Request) time.Time {
+	if r.CreatingSince.IsZero() && r.State == domain.StateCreating {
 		return r.UpdatedAt
 	}
 	return r.CreatingSince
@@ -74,7 +74,7 @@ func creatingSince(r storage.Request) time.Time {
 
 // keyExpired says whether fal may have forgotten the request's idempotency key, so
 // that sending the create again could make a second machine.
-func (h *Handlers) keyExpired(r storage.Request) bool {
+func (h *Handlers) keyExpired(r domain.Request) bool {
 	return h.now().Sub(creatingSince(r)) > idempotencyWindow
 }
 
@@ -82,9 +82,9 @@ func (h *Handlers) keyExpired(r storage.Request) bool {
 // or gpubot stopped mid-call) once fal no longer remembers its idempotency key: sending
 // it again could make a second machine. If the first call did make one, it is an
 // instance no request tracks: the admins are told now, and the next listing looks for it.
-func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
+func (h *Handlers) abandonCreate(ctx context.Context, r domain.Request) {
 	words := abandonedCreateText(h.now().Sub(creatingSince(r)))
-	r, ok := h.moveByBot(ctx, r, storage.StateFailed, "create abandoned: outcome unknown", func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, domain.StateFailed, "create abandoned: outcome unknown", func(u *domain.Request) error {
 		u.Error = words
 		return nil
 	})
@@ -100,13 +100,13 @@ func (h *Handlers) abandonCreate(ctx context.Context, r storage.Request) {
 
 // announce posts the thread root (in the command's channel, else by DM) and the
 // approval card, unless they were posted already.
-func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Request, error) {
+func (h *Handlers) announce(ctx context.Context, r domain.Request) (domain.Request, error) {
 	if r.ThreadTS == "" {
 		channel, ts, err := h.postRoot(ctx, r)
 		if err != nil {
 			return r, err
 		}
-		r, err = h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		r, err = h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 			u.ChannelID, u.ThreadTS = channel, ts
 			return nil
 		})
@@ -115,7 +115,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 		}
 		h.homesChanged(r)
 	}
-	if r.State == storage.StateAwaitingApproval && r.ApprovalTS == "" {
+	if r.State == domain.StateAwaitingApproval && r.ApprovalTS == "" {
 		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", h.card(r))
 		if err != nil {
 			if cannotPost(err) {
@@ -123,14 +123,14 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 			}
 			return r, fmt.Errorf("post approval card: %w", err)
 		}
-		r, err = h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+		r, err = h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 			u.ApprovalChannel, u.ApprovalTS = h.cfg.ApprovalChannel, ts
 			return nil
 		})
 		if err != nil {
 			return r, fmt.Errorf("save approval card: %w", err)
 		}
-		if r.State != storage.StateAwaitingApproval || len(r.Approvals) > 0 {
+		if r.State != domain.StateAwaitingApproval || len(r.Approvals) > 0 {
 			// A click decided before the card was saved, so its edit could not find the
 			// card: show it now. One of the two transactions sees the other.
 			h.refreshCard(ctx, r)
@@ -140,7 +140,7 @@ func (h *Handlers) announce(ctx context.Context, r storage.Request) (storage.Req
 	return r, nil
 }
 
-func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts string, err error) {
+func (h *Handlers) postRoot(ctx context.Context, r domain.Request) (channel, ts string, err error) {
 	root := rootMessage(r, h.cfg.ApprovalChannel)
 	if r.CommandChannel != "" {
 		ts, err = h.slack.PostMessage(ctx, r.CommandChannel, "", root)
@@ -168,7 +168,7 @@ func (h *Handlers) postRoot(ctx context.Context, r storage.Request) (channel, ts
 // exactly one wins, and the other is told who did. It runs before the click is acked,
 // so a decision Slack saw acknowledged is never lost to a stop; once makes it the one
 // effect of its envelope.
-func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string, once storage.WriteOption) (storage.Request, error) {
+func (h *Handlers) recordDecision(ctx context.Context, approver, id string, approve bool, reason string, once domain.WriteOption) (domain.Request, error) {
 	if approve {
 		return h.recordApproval(ctx, approver, id, once)
 	}
@@ -176,12 +176,12 @@ func (h *Handlers) recordDecision(ctx context.Context, approver, id string, appr
 	if err != nil {
 		return r, err
 	}
-	to, detail := storage.StateDenied, reason
-	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *storage.Request) error {
+	to, detail := domain.StateDenied, reason
+	r, err = h.store.Move(ctx, id, to, approver, detail, func(u *domain.Request) error {
 		u.ApproverID, u.DecidedAt, u.DecisionReason = approver, h.now(), reason
 		return nil
 	}, once)
-	var me *storage.MoveError
+	var me *domain.MoveError
 	if errors.As(err, &me) {
 		return me.Current, errors.Join(refusef("Too late: %s.", decisionLine(me.Current)), errDecidedAlready)
 	}
@@ -200,7 +200,7 @@ const noticeDecision = "decision"
 
 // announceDecision tells the card, the thread and its root of a recorded decision (or
 // the approver why theirs did not count), then asks fal for an approved machine.
-func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err error, approver, channel string) {
+func (h *Handlers) announceDecision(ctx context.Context, r domain.Request, err error, approver, channel string) {
 	if err != nil {
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
 		if errors.Is(err, errDecidedAlready) {
@@ -209,22 +209,22 @@ func (h *Handlers) announceDecision(ctx context.Context, r storage.Request, err 
 		return
 	}
 	h.showDecision(ctx, r)
-	if r.State == storage.StateApproved {
-		h.kick(r.ID)
+	if r.State == domain.StateApproved {
+		h.kick(ctx, r.ID)
 	}
 }
 
 // showDecision edits the card and the thread root to show a decision and tells the
 // thread once. Every part can be done again: a click on a card that still shows its
 // buttons (the gpubot that recorded the decision stopped before it said so) mends them.
-func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
+func (h *Handlers) showDecision(ctx context.Context, r domain.Request) {
 	h.refreshCard(ctx, r)
 	h.refreshRoot(ctx, r)
 	switch {
-	case r.State == storage.StateAwaitingApproval:
+	case r.State == domain.StateAwaitingApproval:
 		h.showApprovals(ctx, r)
 		return
-	case r.State == storage.StateDenied:
+	case r.State == domain.StateDenied:
 		h.noticeOnce(ctx, r, noticeDecision, denialText(r))
 	case r.ApproverID != "":
 		h.noticeOnce(ctx, r, noticeDecision, fmt.Sprintf("<@%s> approved by %s. Asking fal for the machine now.", r.UserID, approversText(r)))
@@ -237,31 +237,31 @@ func (h *Handlers) showDecision(ctx context.Context, r storage.Request) {
 // create commits the move to creating (the idempotency key was stored at request time)
 // before fal is called. The call itself is the worker's next step, on a fresh read: a
 // delete confirmed meanwhile comes first.
-func (h *Handlers) create(ctx context.Context, r storage.Request) {
-	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateApproved}, storage.StateCreating, actorBot, "", func(u *storage.Request) error {
+func (h *Handlers) create(ctx context.Context, r domain.Request) {
+	r, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateApproved}, domain.StateCreating, actorBot, "", func(u *domain.Request) error {
 		u.CreatingSince = h.now()
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, storage.ErrIllegalMove) {
-			h.reqLog(r).Error("record move", "to", storage.StateCreating, "err", err)
+		if !errors.Is(err, domain.ErrIllegalMove) {
+			h.reqLog(r).Error("record move", "to", domain.StateCreating, "err", err)
 		}
 		return
 	}
 	h.refreshRoot(ctx, r)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // callCreate asks fal for the machine of a request in creating. It runs again after a
 // restart, and on later passes while fal's answer is unknown: the same idempotency key
 // makes fal answer with the same instance, until fal forgets the key.
-func (h *Handlers) callCreate(ctx context.Context, r storage.Request) {
+func (h *Handlers) callCreate(ctx context.Context, r domain.Request) {
 	if h.keyExpired(r) {
 		h.abandonCreate(ctx, r)
 		return
 	}
-	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
-		if u.State != storage.StateCreating {
+	r, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
+		if u.State != domain.StateCreating {
 			return errMovedOn
 		}
 		u.CreateCalls++
@@ -301,12 +301,12 @@ func refused(err error) bool {
 
 // recordCreated records the instance fal made. A request deleted while fal was making
 // it keeps the instance id, so its delete (the worker's next step) reaches the machine.
-func (h *Handlers) recordCreated(ctx context.Context, r storage.Request, inst fal.Instance) {
-	moved, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateCreating}, storage.StateProvisioning, actorBot, inst.ID, func(u *storage.Request) error {
+func (h *Handlers) recordCreated(ctx context.Context, r domain.Request, inst fal.Instance) {
+	moved, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateCreating}, domain.StateProvisioning, actorBot, inst.ID, func(u *domain.Request) error {
 		u.InstanceID, u.Region, u.FalStatus = inst.ID, inst.Region, string(inst.Status)
 		return nil
 	})
-	if errors.Is(err, storage.ErrIllegalMove) {
+	if errors.Is(err, domain.ErrIllegalMove) {
 		h.keepInstance(ctx, r, inst.ID)
 		return
 	}
@@ -323,8 +323,8 @@ func (h *Handlers) recordCreated(ctx context.Context, r storage.Request, inst fa
 
 // keepInstance records the instance fal made for a request that moved on meanwhile,
 // and has the request's worker look again: a deleting request then deletes it.
-func (h *Handlers) keepInstance(ctx context.Context, r storage.Request, instanceID string) {
-	updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+func (h *Handlers) keepInstance(ctx context.Context, r domain.Request, instanceID string) {
+	updated, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		if u.InstanceID == "" {
 			u.InstanceID = instanceID
 		}
@@ -335,12 +335,12 @@ func (h *Handlers) keepInstance(ctx context.Context, r storage.Request, instance
 		return
 	}
 	h.reqLog(updated).Warn("instance created for a request that moved on", "instance", instanceID, "state", updated.State)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // createUnconfirmed keeps a create whose outcome is unknown in creating: a later pass
 // sends it again with the same key. The requester hears of the wait once.
-func (h *Handlers) createUnconfirmed(ctx context.Context, r storage.Request, err error) {
+func (h *Handlers) createUnconfirmed(ctx context.Context, r domain.Request, err error) {
 	h.reqLog(r).Warn("create instance: no definite answer from fal; will ask again with the same key", "calls", r.CreateCalls, "err", err)
 	h.noticeOnce(ctx, r, noticeCreateUnconfirmed, createUnconfirmedText(r, statusOf(err)))
 }
@@ -348,18 +348,18 @@ func (h *Handlers) createUnconfirmed(ctx context.Context, r storage.Request, err
 // createFailed tells the requester, in plain words, why fal did not create the machine.
 // A request deleted meanwhile is closed by its delete, which then knows that no create
 // reached fal.
-func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err error) {
+func (h *Handlers) createFailed(ctx context.Context, r domain.Request, err error) {
 	words := falFailureWords(err)
 	h.reqLog(r).Error("create instance failed", "err", err)
-	failed, moveErr := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateCreating}, storage.StateFailed, actorBot, words, func(u *storage.Request) error {
+	failed, moveErr := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateCreating}, domain.StateFailed, actorBot, words, func(u *domain.Request) error {
 		u.Error, u.CreateCalls = words, 0
 		return nil
 	})
-	if me, ok := errors.AsType[*storage.MoveError](moveErr); ok && me.Current.State == storage.StateDeleting {
-		if _, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error { u.CreateCalls = 0; return nil }); err != nil {
+	if me, ok := errors.AsType[*domain.MoveError](moveErr); ok && me.Current.State == domain.StateDeleting {
+		if _, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error { u.CreateCalls = 0; return nil }); err != nil {
 			h.reqLog(r).Error("record refused create", "err", err)
 		}
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 		return
 	}
 	if moveErr != nil {
@@ -376,9 +376,9 @@ func (h *Handlers) createFailed(ctx context.Context, r storage.Request, err erro
 
 // load reads the request a click names and checks that user may act on it with may.
 // Both failures are refusals to show the person.
-func (h *Handlers) load(ctx context.Context, user, id string, may func(user, owner string) error) (storage.Request, error) {
+func (h *Handlers) load(ctx context.Context, user, id string, may func(user, owner string) error) (domain.Request, error) {
 	r, err := h.store.Request(ctx, id)
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, domain.ErrNotFound) {
 		return r, refusef("I can't find that request any more; `/gpu list` shows what you have.")
 	}
 	if err != nil {
@@ -390,20 +390,20 @@ func (h *Handlers) load(ctx context.Context, user, id string, may func(user, own
 // recordDelete commits, before the click is acked, the end of a request on behalf of
 // user: a request not yet sent to fal is cancelled, a machine moves to deleting. once
 // makes it the one effect of its envelope.
-func (h *Handlers) recordDelete(ctx context.Context, user, id string, once storage.WriteOption) (storage.Request, error) {
+func (h *Handlers) recordDelete(ctx context.Context, user, id string, once domain.WriteOption) (domain.Request, error) {
 	r, err := h.load(ctx, user, id, h.cfg.Policy.MayManage)
 	if err != nil {
 		return r, err
 	}
-	to, reason := storage.StateDeleting, "by <@"+user+">"
-	if r.State == storage.StateAwaitingApproval || r.State == storage.StateApproved {
-		to, reason = storage.StateCancelled, "cancelled by <@"+user+">"
+	to, reason := domain.StateDeleting, "by <@"+user+">"
+	if r.State == domain.StateAwaitingApproval || r.State == domain.StateApproved {
+		to, reason = domain.StateCancelled, "cancelled by <@"+user+">"
 	}
-	r, err = h.store.Move(ctx, id, to, user, "", func(u *storage.Request) error {
+	r, err = h.store.Move(ctx, id, to, user, "", func(u *domain.Request) error {
 		u.EndReason = reason
 		return nil
 	}, once)
-	var me *storage.MoveError
+	var me *domain.MoveError
 	if errors.As(err, &me) {
 		return me.Current, refusef("Request `%s` is already %s.", shortID(id), stateName(me.Current))
 	}
@@ -414,11 +414,11 @@ func (h *Handlers) recordDelete(ctx context.Context, user, id string, once stora
 }
 
 // announceDelete answers the click, tells the thread, and deletes the machine at fal.
-func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err error, user, channel, responseURL string) {
+func (h *Handlers) announceDelete(ctx context.Context, r domain.Request, err error, user, channel, responseURL string) {
 	switch {
 	case err != nil:
 		h.respond(ctx, responseURL, channel, user, textMessage(userMessage(err)))
-	case r.State == storage.StateCancelled:
+	case r.State == domain.StateCancelled:
 		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf("Cancelled request `%s`.", shortID(r.ID))))
 		h.refreshCard(ctx, r)
 		h.refreshRoot(ctx, r)
@@ -426,14 +426,14 @@ func (h *Handlers) announceDelete(ctx context.Context, r storage.Request, err er
 	default:
 		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", instanceText(r.InstanceID))))
 		h.refreshRoot(ctx, r)
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 
 // finishDelete deletes the instance at fal and closes the request. A failure leaves it
 // in deleting, where the tracker tries again; the admins hear if it keeps failing. It
 // runs in the request's worker, so it never overlaps the request's create call.
-func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
+func (h *Handlers) finishDelete(ctx context.Context, r domain.Request) {
 	if r.InstanceID == "" && r.CreateCalls > 0 {
 		learned, known := h.learnCreatedInstance(ctx, r)
 		if !known {
@@ -450,14 +450,14 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 			return
 		}
 	}
-	final := storage.StateDeleted
+	final := domain.StateDeleted
 	switch r.EndReason {
 	case endExpired:
-		final = storage.StateExpired
+		final = domain.StateExpired
 	case endNeverReady:
-		final = storage.StateFailed
+		final = domain.StateFailed
 	}
-	r, ok := h.moveByBot(ctx, r, final, r.EndReason, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, final, r.EndReason, func(u *domain.Request) error {
 		u.EndedAt = h.now()
 		return nil
 	})
@@ -475,7 +475,7 @@ func (h *Handlers) finishDelete(ctx context.Context, r storage.Request) {
 // it, makes one, deleted right after). Once fal has forgotten the key nothing can be
 // learned: the request closes and the admins are told to look for the machine. It
 // reports the request as known, or false while fal's answer is still unknown.
-func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) (storage.Request, bool) {
+func (h *Handlers) learnCreatedInstance(ctx context.Context, r domain.Request) (domain.Request, bool) {
 	if h.keyExpired(r) {
 		if first, err := h.store.MarkNotice(ctx, r.ID, noticeCreateUnknown); err == nil && first {
 			h.alertAdmins(ctx, abandonedCreateAlert(r))
@@ -490,7 +490,7 @@ func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) 
 		}
 		return r, false
 	}
-	updated, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+	updated, updateErr := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		if err != nil {
 			u.CreateCalls = 0 // refused: no machine
 		} else if u.InstanceID == "" {
@@ -507,7 +507,7 @@ func (h *Handlers) learnCreatedInstance(ctx context.Context, r storage.Request) 
 
 // closingReply is the thread's last word on a machine, to its owner: how it ended, how
 // long it ran and, where prices are set, what it cost.
-func (h *Handlers) closingReply(r storage.Request) string {
+func (h *Handlers) closingReply(r domain.Request) string {
 	line := howItEnded(r)
 	if r.EndReason == endNeverReady {
 		line = "Deleted: fal did not make it ready in time."
@@ -524,8 +524,8 @@ const deleteAlertAfter = 3
 
 // deleteFailed counts a failed delete with the request, so the count survives restarts,
 // and alerts the admins once when deletes keep failing.
-func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err error) {
-	r, updateErr := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+func (h *Handlers) deleteFailed(ctx context.Context, r domain.Request, err error) {
+	r, updateErr := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		u.DeleteFailures++
 		return nil
 	})
@@ -550,7 +550,7 @@ func (h *Handlers) deleteFailed(ctx context.Context, r storage.Request, err erro
 // extension never lands on a machine being deleted, and the expiry pass (which checks
 // the expiry in its own move) never deletes a machine whose extension was accepted.
 // once makes it the one effect of its envelope.
-func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.Request, d time.Duration, once storage.WriteOption) error {
+func (h *Handlers) extend(ctx context.Context, user domain.UserRef, r domain.Request, d time.Duration, once domain.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
 	}
@@ -558,14 +558,14 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 		return refusef("Give a positive duration, e.g. `/gpu extend %s 2h`.", shortID(r.ID))
 	}
 	now, max := h.now(), h.cfg.Policy.MaxLifetime
-	r, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+	r, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		switch {
-		case u.State.Terminal() || u.State == storage.StateDeleting:
+		case u.State.Terminal() || u.State == domain.StateDeleting:
 			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
-		case u.State == storage.StateAwaitingApproval:
+		case u.State == domain.StateAwaitingApproval:
 			// The approvers are deciding on the lifetime (and cost) their card shows.
 			return refusef("Request `%s` is waiting for approval of %s; its lifetime can change once it is approved. To ask for longer now, delete it with `/gpu delete %s` and ask again with `for <duration>`.", shortID(u.ID), FormatDuration(u.Lifetime), shortID(u.ID))
-		case u.State != storage.StateReady:
+		case u.State != domain.StateReady:
 			// Compared as room left, so a huge d cannot overflow past the check.
 			if d > max-u.Lifetime {
 				return refusef("A machine may live at most %s; it already has %s, so you can add up to %s.", FormatDuration(max), FormatDuration(u.Lifetime), FormatDuration(max-u.Lifetime))
@@ -584,7 +584,7 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 	if err != nil {
 		return err
 	}
-	if auditErr := h.store.Audit(ctx, storage.AuditEvent{Actor: user.UserID, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
+	if auditErr := h.store.Audit(ctx, domain.AuditEvent{Actor: user.UserID, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
 		h.reqLog(r).Error("audit extension", "err", auditErr)
 	}
 	h.spawn("announce extension", func(ctx context.Context) {
@@ -594,8 +594,8 @@ func (h *Handlers) extend(ctx context.Context, user storage.UserRef, r storage.R
 	return nil
 }
 
-func newExpiryText(r storage.Request) string {
-	if r.State != storage.StateReady {
+func newExpiryText(r domain.Request) string {
+	if r.State != domain.StateReady {
 		return fmt.Sprintf("; it will live %s once ready", FormatDuration(r.Lifetime))
 	}
 	return "; it now expires " + slackDate(r.ExpiresAt)

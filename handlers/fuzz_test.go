@@ -15,6 +15,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -87,16 +88,16 @@ func fuzzStore(t *testing.T) *storage.Store {
 	}
 	t.Cleanup(func() { store.Close() })
 	ctx := context.Background()
-	for _, r := range []storage.Request{
-		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type8xH100, Lifetime: time.Hour, State: storage.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
-		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
+	for _, r := range []domain.Request{
+		{ID: fuzzWaiting, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type8xH100, Lifetime: time.Hour, State: domain.StateAwaitingApproval, ThreadTS: "1.1", ChannelID: "C1"},
+		{ID: fuzzReady, TeamID: "T1", UserID: "UALICE", InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: domain.StateApproved, ThreadTS: "1.2", ChannelID: "C1"},
 	} {
 		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateReady} {
-		if _, err := store.Move(ctx, fuzzReady, to, "test", "", func(u *storage.Request) error { u.InstanceID = "inst_ready"; return nil }); err != nil {
+	for _, to := range []domain.State{domain.StateCreating, domain.StateProvisioning, domain.StateReady} {
+		if _, err := store.Move(ctx, fuzzReady, to, "test", "", func(u *domain.Request) error { u.InstanceID = "inst_ready"; return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,7 +201,7 @@ func allowedChange(cb slack.InteractionCallback) map[string]bool {
 	return allowed
 }
 
-func versions(t *testing.T, store *storage.Store) map[string]int64 {
+func versions(t *testing.T, store domain.Store) map[string]int64 {
 	out := map[string]int64{}
 	for _, id := range []string{fuzzWaiting, fuzzReady} {
 		r, err := store.Request(context.Background(), id)

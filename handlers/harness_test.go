@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/slack-go/slack"
@@ -33,7 +34,7 @@ const (
 
 // noEnvelope is the write option of an effect the test calls directly, with no
 // Slack envelope to record it against.
-var noEnvelope = storage.ForEnvelope("", nil)
+var noEnvelope = domain.ForEnvelope("", nil)
 
 // post is one message gpubot sent to Slack.
 type post struct {
@@ -203,11 +204,11 @@ func (e *env) tick() error {
 
 // request stores a new 1x request for alice (approved: 1x needs no approval) and has
 // gpubot take it up as it does after a start.
-func (e *env) request() storage.Request {
+func (e *env) request() domain.Request {
 	e.t.Helper()
-	r := storage.Request{
+	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
+		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
 	}
 	if err := e.store.CreateRequest(context.Background(), &r); err != nil {
 		e.t.Fatal(err)
@@ -220,10 +221,10 @@ func (e *env) request() storage.Request {
 }
 
 // readyMachine is a request whose machine fal has made ready, as gpubot tracks it.
-func (e *env) readyMachine() storage.Request {
+func (e *env) readyMachine() domain.Request {
 	e.t.Helper()
 	r := e.request()
-	if r.State != storage.StateProvisioning {
+	if r.State != domain.StateProvisioning {
 		e.t.Fatalf("request is %s, want provisioning", r.State)
 	}
 	if err := e.sim.SetStatus(r.InstanceID, fal.StatusReady); err != nil {
@@ -233,13 +234,13 @@ func (e *env) readyMachine() storage.Request {
 		e.t.Fatal(err)
 	}
 	r = e.get(r.ID)
-	if r.State != storage.StateReady {
+	if r.State != domain.StateReady {
 		e.t.Fatalf("request is %s after fal said ready, want ready", r.State)
 	}
 	return r
 }
 
-func (e *env) get(id string) storage.Request {
+func (e *env) get(id string) domain.Request {
 	e.t.Helper()
 	r, err := e.store.Request(context.Background(), id)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -37,18 +38,18 @@ func BenchmarkLongHistory(b *testing.B) {
 
 // longHistory is handlers on a store where user made `past` requests, all over now,
 // and 3 that are live; it returns the id of a live one.
-func longHistory(b *testing.B, past int) (*Handlers, storage.UserRef, string) {
+func longHistory(b *testing.B, past int) (*Handlers, domain.UserRef, string) {
 	b.Helper()
 	store, err := storage.Open(filepath.Join(b.TempDir(), "gpubot.db"), storage.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = store.Close() })
-	user := storage.UserRef{TeamID: "T1", UserID: "UALICE"}
+	user := domain.UserRef{TeamID: "T1", UserID: "UALICE"}
 	ctx := context.Background()
 	newRequest := func() (string, error) {
-		r := storage.Request{TeamID: user.TeamID, UserID: user.UserID, CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
-			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved, SSHKey: "ssh-ed25519 AAAA"}
+		r := domain.Request{TeamID: user.TeamID, UserID: user.UserID, CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
+			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: domain.StateApproved, SSHKey: "ssh-ed25519 AAAA"}
 		err := store.CreateRequest(ctx, &r)
 		return r.ID, err
 	}
@@ -60,7 +61,7 @@ func longHistory(b *testing.B, past int) (*Handlers, storage.UserRef, string) {
 			for i := w; i < past; i += writers {
 				id, err := newRequest()
 				if err == nil {
-					_, err = store.Move(ctx, id, storage.StateCancelled, user.UserID, "", nil)
+					_, err = store.Move(ctx, id, domain.StateCancelled, user.UserID, "", nil)
 				}
 				if err != nil {
 					errs <- err

@@ -13,7 +13,7 @@ import (
 
 	"github.com/slack-go/slack"
 
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // The Home tab's own buttons and the global shortcut. Its other buttons carry the
@@ -40,7 +40,7 @@ const maxHomeBlocks = 100
 
 // HomeOpened answers someone opening gpubot's Home tab: it records that they did, so
 // later changes of theirs reach the tab, and publishes it.
-func (h *Handlers) HomeOpened(ctx context.Context, user storage.UserRef) {
+func (h *Handlers) HomeOpened(ctx context.Context, user domain.UserRef) {
 	if h.cfg.Home == nil || user.UserID == "" {
 		return
 	}
@@ -54,7 +54,7 @@ func (h *Handlers) HomeOpened(ctx context.Context, user storage.UserRef) {
 // homesChanged republishes the Home tab of everyone who sees request r there: its
 // owner, the admins (the fleet) and, for a request that goes through approval, the
 // approvers.
-func (h *Handlers) homesChanged(r storage.Request) {
+func (h *Handlers) homesChanged(r domain.Request) {
 	if h.cfg.Home == nil {
 		return
 	}
@@ -64,14 +64,14 @@ func (h *Handlers) homesChanged(r storage.Request) {
 	}
 	slices.Sort(users)
 	for _, user := range slices.Compact(users) {
-		h.refreshHome(storage.UserRef{TeamID: r.TeamID, UserID: user})
+		h.refreshHome(domain.UserRef{TeamID: r.TeamID, UserID: user})
 	}
 }
 
 // refreshHome publishes user's Home tab soon: at once, or when HomeEvery has passed
 // since the last publish. While one is waiting, more changes add nothing: it reads the
 // store when it runs, so it shows the newest state.
-func (h *Handlers) refreshHome(user storage.UserRef) {
+func (h *Handlers) refreshHome(user domain.UserRef) {
 	if h.cfg.Home == nil {
 		return
 	}
@@ -94,7 +94,7 @@ func (h *Handlers) refreshHome(user storage.UserRef) {
 }
 
 // publishHome publishes user's Home tab as the store has it, if they ever opened it.
-func (h *Handlers) publishHome(ctx context.Context, user storage.UserRef) {
+func (h *Handlers) publishHome(ctx context.Context, user domain.UserRef) {
 	opened, err := h.store.HomeOpened(ctx, user)
 	if err != nil || !opened {
 		if err != nil {
@@ -147,23 +147,23 @@ func (t *homeThrottle) begin(key string, now time.Time) {
 // homeData is what a person's Home tab shows, as read from the store.
 type homeData struct {
 	user       string
-	key        *storage.StoredKey
-	mine       []storage.Request // their live requests
+	key        *domain.StoredKey
+	mine       []domain.Request // their live requests
 	isApprover bool
-	waiting    []storage.Request // requests waiting for approval, not their own
+	waiting    []domain.Request // requests waiting for approval, not their own
 	isAdmin    bool
-	fleet      []storage.Request // every live request
-	orphans    map[string]storage.OrphanSighting
+	fleet      []domain.Request // every live request
+	orphans    map[string]domain.OrphanSighting
 }
 
 // readHome reads what user's Home tab shows.
-func (h *Handlers) readHome(ctx context.Context, user storage.UserRef) (homeData, error) {
+func (h *Handlers) readHome(ctx context.Context, user domain.UserRef) (homeData, error) {
 	d := homeData{user: user.UserID, isApprover: h.cfg.Policy.IsApprover(user.UserID), isAdmin: h.cfg.Policy.IsAdmin(user.UserID)}
 	key, err := h.store.Key(ctx, user)
 	switch {
 	case err == nil:
 		d.key = &key
-	case !errors.Is(err, storage.ErrNotFound):
+	case !errors.Is(err, domain.ErrNotFound):
 		return d, fmt.Errorf("read key: %w", err)
 	}
 	if d.mine, err = h.store.UnfinishedOf(ctx, user); err != nil {
@@ -178,7 +178,7 @@ func (h *Handlers) readHome(ctx context.Context, user storage.UserRef) (homeData
 	}
 	if d.isApprover {
 		for _, r := range live {
-			if r.State == storage.StateAwaitingApproval && r.UserID != user.UserID {
+			if r.State == domain.StateAwaitingApproval && r.UserID != user.UserID {
 				d.waiting = append(d.waiting, r)
 			}
 		}
@@ -197,7 +197,7 @@ type homePage struct {
 	now             time.Time
 	prices          Prices
 	approvalChannel string
-	extendStep      func(storage.Request) time.Duration // what Extend adds to a machine
+	extendStep      func(domain.Request) time.Duration // what Extend adds to a machine
 }
 
 // homePart is one part of the Home view: its fixed blocks, then items (the newest
@@ -302,7 +302,7 @@ func (p homePage) minePart(d homeData) homePart {
 }
 
 // keySection shows the person's SSH key with a button to set or replace it.
-func keySection(key *storage.StoredKey) slack.Block {
+func keySection(key *domain.StoredKey) slack.Block {
 	if key == nil {
 		return slack.NewSectionBlock(mrkdwn(":key: You have no SSH key yet, so a machine would not let you in. Set your *public* key first."), nil,
 			slack.NewAccessory(button(ActionHomeKey, "set", "Set key", slack.StylePrimary)))
@@ -312,12 +312,12 @@ func keySection(key *storage.StoredKey) slack.Block {
 }
 
 // machineBlocks shows one of the person's requests with the buttons that apply to it.
-func (p homePage) machineBlocks(r storage.Request) []slack.Block {
+func (p homePage) machineBlocks(r domain.Request) []slack.Block {
 	lines := []string{
 		fmt.Sprintf("*%s* · `%s`", describeMachine(r), shortID(r.ID)),
 		statusLine(r, p.approvalChannel),
 	}
-	if r.State == storage.StateReady {
+	if r.State == domain.StateReady {
 		left := FormatDuration(r.ExpiresAt.Sub(p.now)) + " left"
 		if cost := p.prices.Cost(r.InstanceType, p.now.Sub(r.ReadyAt)); cost != "" {
 			left += " · " + cost + " so far"
@@ -334,11 +334,11 @@ func (p homePage) machineBlocks(r storage.Request) []slack.Block {
 
 // machineButtons are the buttons of a request on its owner's Home: those of the
 // thread root and the reminder, with the same ids and values.
-func (p homePage) machineButtons(r storage.Request) []slack.BlockElement {
+func (p homePage) machineButtons(r domain.Request) []slack.BlockElement {
 	switch r.State {
-	case storage.StateAwaitingApproval:
+	case domain.StateAwaitingApproval:
 		return []slack.BlockElement{button(ActionWithdraw, r.ID, "Withdraw request", slack.StyleDefault)}
-	case storage.StateDeleting:
+	case domain.StateDeleting:
 		return nil
 	}
 	var buttons []slack.BlockElement
@@ -369,7 +369,7 @@ func (p homePage) waitingPart(d homeData) homePart {
 
 // waitingBlocks shows a request waiting for approval as its card does, with the card's
 // Approve and Deny buttons, unless this approver approved it already.
-func (p homePage) waitingBlocks(r storage.Request, approver string) []slack.Block {
+func (p homePage) waitingBlocks(r domain.Request, approver string) []slack.Block {
 	lines := []string{
 		fmt.Sprintf("*<@%s> asks for %s* · `%s`", r.UserID, describeMachine(r), shortID(r.ID)),
 		">" + reasonText(r),
@@ -418,10 +418,10 @@ func (p homePage) fleetPart(d homeData) homePart {
 }
 
 // fleetSummary counts the live machines and what the ready ones cost so far.
-func (p homePage) fleetSummary(fleet []storage.Request) string {
+func (p homePage) fleetSummary(fleet []domain.Request) string {
 	ready, total := 0, 0.0
 	for _, r := range fleet {
-		if r.State != storage.StateReady {
+		if r.State != domain.StateReady {
 			continue
 		}
 		ready++
@@ -441,7 +441,7 @@ func (p homePage) fleetSummary(fleet []storage.Request) string {
 const maxHomeOrphans = 20
 
 // orphansText lists the instances fal shows that gpubot did not make.
-func orphansText(orphans map[string]storage.OrphanSighting) string {
+func orphansText(orphans map[string]domain.OrphanSighting) string {
 	ids := make([]string, 0, len(orphans))
 	for id := range orphans {
 		ids = append(ids, id)
@@ -465,9 +465,9 @@ func orphansText(orphans map[string]storage.OrphanSighting) string {
 }
 
 // newestFirst orders requests by when they were made, the newest first.
-func newestFirst(reqs []storage.Request) []storage.Request {
+func newestFirst(reqs []domain.Request) []domain.Request {
 	out := slices.Clone(reqs)
-	slices.SortStableFunc(out, func(a, b storage.Request) int {
+	slices.SortStableFunc(out, func(a, b domain.Request) int {
 		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.ID, b.ID))
 	})
 	return out

@@ -12,27 +12,27 @@ import (
 
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 func goldenHomePage() homePage {
 	return homePage{
 		now: goldenNow, prices: Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}, approvalChannel: "CAPPROVALS",
-		extendStep: func(storage.Request) time.Duration { return 8 * time.Hour },
+		extendStep: func(domain.Request) time.Duration { return 8 * time.Hour },
 	}
 }
 
-func goldenKey(t *testing.T) *storage.StoredKey {
+func goldenKey(t *testing.T) *domain.StoredKey {
 	t.Helper()
-	pk, err := storage.ParsePublicKey(testKey)
+	pk, err := domain.ParsePublicKey(testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &storage.StoredKey{PublicKey: pk, SetAt: goldenNow.Add(-48 * time.Hour)}
+	return &domain.StoredKey{PublicKey: pk, SetAt: goldenNow.Add(-48 * time.Hour)}
 }
 
 // goldenRequestOf is goldenRequest made by user, id number n, n hours ago.
-func goldenRequestOf(state storage.State, user string, n int) storage.Request {
+func goldenRequestOf(state domain.State, user string, n int) domain.Request {
 	r := goldenRequest(state)
 	r.UserID = user
 	r.ID = fmt.Sprintf("%08d-7b4d-4e2a-9c1e-7b4d4e2a9c1e", n)
@@ -56,28 +56,28 @@ func homeProblems(v slack.HomeTabViewRequest) []string {
 
 func TestGoldenHomeViews(t *testing.T) {
 	page := goldenHomePage()
-	deleting := goldenRequestOf(storage.StateDeleting, "UALICE", 4)
+	deleting := goldenRequestOf(domain.StateDeleting, "UALICE", 4)
 	deleting.InstanceID = "inst_old"
 	halfway := halfApproved()
 	halfway.UserID, halfway.ID = "UCAROL", "00000005-7b4d-4e2a-9c1e-7b4d4e2a9c1e"
 	views := map[string]homeData{
 		"home_empty": {user: "UALICE"},
-		"home_requester": {user: "UALICE", key: goldenKey(t), mine: []storage.Request{
+		"home_requester": {user: "UALICE", key: goldenKey(t), mine: []domain.Request{
 			deleting,
-			goldenRequestOf(storage.StateReady, "UALICE", 1),
-			goldenRequestOf(storage.StateAwaitingApproval, "UALICE", 3),
-			goldenRequestOf(storage.StateProvisioning, "UALICE", 2),
+			goldenRequestOf(domain.StateReady, "UALICE", 1),
+			goldenRequestOf(domain.StateAwaitingApproval, "UALICE", 3),
+			goldenRequestOf(domain.StateProvisioning, "UALICE", 2),
 		}},
-		"home_approver": {user: "UBOB", key: goldenKey(t), isApprover: true, waiting: []storage.Request{
-			goldenRequestOf(storage.StateAwaitingApproval, "UALICE", 3), halfway,
+		"home_approver": {user: "UBOB", key: goldenKey(t), isApprover: true, waiting: []domain.Request{
+			goldenRequestOf(domain.StateAwaitingApproval, "UALICE", 3), halfway,
 		}},
 		"home_admin": {user: "UADMIN", isAdmin: true,
-			fleet: []storage.Request{
-				goldenRequestOf(storage.StateReady, "UALICE", 1),
-				goldenRequestOf(storage.StateProvisioning, "UCAROL", 2),
-				goldenRequestOf(storage.StateAwaitingApproval, "UDAVE", 3),
+			fleet: []domain.Request{
+				goldenRequestOf(domain.StateReady, "UALICE", 1),
+				goldenRequestOf(domain.StateProvisioning, "UCAROL", 2),
+				goldenRequestOf(domain.StateAwaitingApproval, "UDAVE", 3),
 			},
-			orphans: map[string]storage.OrphanSighting{"inst_stray": {Count: 3, First: goldenNow.Add(-2 * time.Hour), Last: goldenNow, Reported: true}},
+			orphans: map[string]domain.OrphanSighting{"inst_stray": {Count: 3, First: goldenNow.Add(-2 * time.Hour), Last: goldenNow, Reported: true}},
 		},
 	}
 	for name, d := range views {
@@ -94,10 +94,10 @@ func TestGoldenHomeViews(t *testing.T) {
 // recent of each and says how many more there are and where to see them.
 func TestHomeOf300MachinesStaysWithinLimits(t *testing.T) {
 	page := goldenHomePage()
-	var mine, waiting []storage.Request
+	var mine, waiting []domain.Request
 	for i := range 300 {
-		mine = append(mine, goldenRequestOf(storage.StateReady, "UALICE", 1000+i))
-		r := goldenRequestOf(storage.StateAwaitingApproval, "UCAROL", 2000+i)
+		mine = append(mine, goldenRequestOf(domain.StateReady, "UALICE", 1000+i))
+		r := goldenRequestOf(domain.StateAwaitingApproval, "UCAROL", 2000+i)
 		r.Reason = strings.Repeat("&", maxReason)
 		waiting = append(waiting, r)
 	}
@@ -204,7 +204,7 @@ func newHomeEnv(t *testing.T, every time.Duration) (*env, *homeRecorder) {
 	return e, homes
 }
 
-var alice = storage.UserRef{TeamID: "T1", UserID: testOwner}
+var alice = domain.UserRef{TeamID: "T1", UserID: testOwner}
 
 // Only people who opened the Home tab get it published; once they did, a change of
 // theirs (a new request, a machine ready) is published without their opening it again.
@@ -234,7 +234,7 @@ func TestHomeIsPublishedOnlyToThoseWhoOpenedIt(t *testing.T) {
 	if admin := homes.published(testAdmin); len(admin) != 0 {
 		t.Errorf("the admin never opened the tab but got %d publishes", len(admin))
 	}
-	if err := e.store.MarkHomeOpened(ctx, storage.UserRef{TeamID: "T1", UserID: testAdmin}); err != nil {
+	if err := e.store.MarkHomeOpened(ctx, domain.UserRef{TeamID: "T1", UserID: testAdmin}); err != nil {
 		t.Fatal(err)
 	}
 	e.request()
@@ -255,8 +255,8 @@ func TestHomePublishesAreThrottledAndTheNewestWins(t *testing.T) {
 	const changes = 30
 	start := time.Now()
 	for i := range changes {
-		r := storage.Request{TeamID: "T1", UserID: testOwner, InstanceType: fal.Type1xH100, SSHKey: testKey,
-			Lifetime: time.Hour, State: storage.StateApproved, Reason: fmt.Sprintf("change %d", i)}
+		r := domain.Request{TeamID: "T1", UserID: testOwner, InstanceType: fal.Type1xH100, SSHKey: testKey,
+			Lifetime: time.Hour, State: domain.StateApproved, Reason: fmt.Sprintf("change %d", i)}
 		if err := e.store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}

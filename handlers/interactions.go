@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,7 +13,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Interaction answers a click or a modal submission within the ack, with the ack
@@ -54,13 +55,13 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 		return
 	}
 	action := cb.ActionCallback.BlockActions[0]
-	user := storage.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	user := domain.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
 	channel := cmp.Or(cb.Channel.ID, cb.Container.ChannelID)
 	id := action.Value
 	if id == "" {
 		return
 	}
-	once := storage.ForEnvelope(envelopeID, nil)
+	once := domain.ForEnvelope(envelopeID, nil)
 	switch action.ActionID {
 	case ActionApprove:
 		r, err := h.recordDecision(ctx, user.UserID, id, true, "", once)
@@ -119,7 +120,7 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 		h.tell(ctx, channel, approver, textMessage(userMessage(err)))
 		return
 	}
-	if r.State != storage.StateAwaitingApproval {
+	if r.State != domain.StateAwaitingApproval {
 		h.tell(ctx, channel, approver, textMessage("Too late: "+decisionLine(r)+"."))
 		h.showDecision(ctx, r)
 		return
@@ -132,7 +133,7 @@ func (h *Handlers) askDenyReason(ctx context.Context, approver, id, channel, tri
 
 // extendByButton extends from a reminder: by the default lifetime, or as much as the
 // maximum allows. It commits before the click is acked; the announcement follows.
-func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id string, once storage.WriteOption) error {
+func (h *Handlers) extendByButton(ctx context.Context, user domain.UserRef, id string, once domain.WriteOption) error {
 	r, err := h.load(ctx, user.UserID, id, h.cfg.Policy.MayManage)
 	if err != nil {
 		return err
@@ -141,7 +142,7 @@ func (h *Handlers) extendByButton(ctx context.Context, user storage.UserRef, id 
 }
 
 // extendStep is what one click on Extend adds: the default lifetime, within the maximum.
-func (h *Handlers) extendStep(r storage.Request) time.Duration {
+func (h *Handlers) extendStep(r domain.Request) time.Duration {
 	step := h.cfg.Policy.DefaultLifetime
 	if room := h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now()); room < step {
 		step = room.Truncate(time.Minute)
@@ -150,7 +151,7 @@ func (h *Handlers) extendStep(r storage.Request) time.Duration {
 }
 
 func (h *Handlers) submitView(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage {
-	user := storage.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
+	user := domain.UserRef{TeamID: cmp.Or(cb.User.TeamID, cb.Team.ID), UserID: cb.User.ID}
 	if user.UserID == "" {
 		return nil
 	}
@@ -166,7 +167,7 @@ func (h *Handlers) submitView(ctx context.Context, envelopeID string, cb slack.I
 	return nil
 }
 
-func (h *Handlers) submitDeny(ctx context.Context, envelopeID string, user storage.UserRef, id, reason string) json.RawMessage {
+func (h *Handlers) submitDeny(ctx context.Context, envelopeID string, user domain.UserRef, id, reason string) json.RawMessage {
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: "Say why, so the requester knows what to do instead."}))
@@ -175,7 +176,7 @@ func (h *Handlers) submitDeny(ctx context.Context, envelopeID string, user stora
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: fmt.Sprintf("Keep it under %d characters (it has %d).", maxDenyReason, n)}))
 	}
 	closed := viewJSON(slack.NewClearViewSubmissionResponse())
-	r, err := h.recordDecision(ctx, user.UserID, id, false, reason, storage.ForEnvelope(envelopeID, closed))
+	r, err := h.recordDecision(ctx, user.UserID, id, false, reason, domain.ForEnvelope(envelopeID, closed))
 	if answer, again := redelivered(err); again {
 		return answer
 	}
@@ -202,8 +203,8 @@ func viewValues(state *slack.ViewState) map[string]string {
 	return values
 }
 
-func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user storage.UserRef, text string) json.RawMessage {
-	pk, err := storage.ParsePublicKey(text)
+func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user domain.UserRef, text string) json.RawMessage {
+	pk, err := domain.ParsePublicKey(text)
 	if err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: clip(strings.TrimPrefix(keyErrorText(err), ":no_entry: "), 1900)}))
 	}
@@ -214,19 +215,19 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user storag
 		Blocks: slack.Blocks{BlockSet: keySavedMessage(pk).Blocks},
 	}
 	saved := viewJSON(slack.NewUpdateViewSubmissionResponse(&done))
-	err = h.store.SetKey(ctx, user, pk, storage.ForEnvelope(envelopeID, saved))
+	err = h.store.SetKey(ctx, user, pk, domain.ForEnvelope(envelopeID, saved))
 	if answer, again := redelivered(err); again {
 		return answer
 	}
 	if err != nil {
 		h.log.Error("store key", "user", user.UserID, "err", err)
-		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."}))
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: keyNotSaved(err)}))
 	}
 	h.refreshHome(user)
 	return saved
 }
 
-func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user storage.UserRef, channel string, values map[string]string) json.RawMessage {
+func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user domain.UserRef, channel string, values map[string]string) json.RawMessage {
 	cmd := Command{Verb: VerbCreate, Reason: strings.TrimSpace(values[BlockReason])}
 	if err := checkReason(cmd.Reason); err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockReason: userMessage(err)}))
@@ -258,7 +259,7 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user sto
 	closed := viewJSON(slack.NewClearViewSubmissionResponse())
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err == nil {
-		err = h.store.CreateRequest(ctx, &r, storage.ForEnvelope(envelopeID, closed))
+		err = h.store.CreateRequest(ctx, &r, domain.ForEnvelope(envelopeID, closed))
 	}
 	if answer, again := redelivered(err); again {
 		return answer
@@ -266,6 +267,14 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user sto
 	if err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)}))
 	}
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 	return closed
+}
+
+// keyNotSaved is the key form's answer when the store refused the key.
+func keyNotSaved(err error) string {
+	if errors.Is(err, domain.ErrUnavailable) {
+		return "I can't reach gpubot's storage right now, so your key was not saved; please try again in a minute."
+	}
+	return "I couldn't save it; please try again in a minute."
 }

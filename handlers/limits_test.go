@@ -8,9 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/slack-go/slack"
-
-	"github.com/gpubot/gpubot/storage"
 )
 
 // Slack's limits on what a message may hold (docs.slack.dev, Block Kit reference).
@@ -58,7 +57,7 @@ func limitProblems(m Message) []string {
 // worstRequest holds the longest text each field can get, made of the characters that
 // grow most when escaped: a reason from before reasons were bounded, a deny reason of
 // the most the deny form takes, an audit detail as long.
-func worstRequest(state storage.State) storage.Request {
+func worstRequest(state domain.State) domain.Request {
 	r := goldenRequest(state)
 	r.Reason = strings.Repeat("&", 3*maxReason)
 	r.ApproverID = "UBOB"
@@ -68,24 +67,24 @@ func worstRequest(state storage.State) storage.Request {
 
 func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
 	prices := Prices{"gpu_8x_h100_sxm5": 20}
-	var history []storage.AuditEvent
+	var history []domain.AuditEvent
 	for range maxHistory + 1 {
-		history = append(history, storage.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
+		history = append(history, domain.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
 	}
 	messages := map[string]Message{}
 	worstApprovers := strings.Repeat("<!subteam^S0123456789>, ", 20)
-	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted, storage.StateApprovalExpired} {
+	for _, state := range []domain.State{domain.StateAwaitingApproval, domain.StateProvisioning, domain.StateReady, domain.StateDenied, domain.StateExpired, domain.StateDeleted, domain.StateApprovalExpired} {
 		r := worstRequest(state)
 		r.ApprovalsNeeded = 10
 		for i := range 9 {
-			r.Approvals = append(r.Approvals, storage.Approval{UserID: fmt.Sprintf("U0APPROVER%02d", i)})
+			r.Approvals = append(r.Approvals, domain.Approval{UserID: fmt.Sprintf("U0APPROVER%02d", i)})
 		}
 		messages["root "+string(state)] = rootMessage(r, "CAPPROVALS")
 		messages["card "+string(state)] = approvalCard(r, cardFacts{estimate: prices.Estimate(r.InstanceType, r.Lifetime), approvers: worstApprovers, expires: goldenNow})
 		messages["reminder "+string(state)] = approvalReminder(r, worstApprovers, time.Hour, goldenNow)
 		messages["status "+string(state)] = statusMessage(r, history, goldenNow, prices, "CAPPROVALS")
 	}
-	denied := worstRequest(storage.StateDenied)
+	denied := worstRequest(domain.StateDenied)
 	messages["denial reply"] = textMessage(denialText(denied))
 	messages["too late"] = textMessage("Too late: " + decisionLine(denied) + ".")
 	messages["decision DM, denied"] = decisionDM(denied, "https://example.slack.com/archives/CGENERAL/p1764493200000100")
@@ -101,7 +100,7 @@ func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
 func TestEveryFormInputIsBounded(t *testing.T) {
 	p := NewPolicy(nil, nil, nil, 8*3600e9, 72*3600e9)
 	for name, view := range map[string]slack.ModalViewRequest{
-		"key": keyModal(), "create": createModal(p), "deny": denyModal(goldenRequest(storage.StateAwaitingApproval)),
+		"key": keyModal(), "create": createModal(p), "deny": denyModal(goldenRequest(domain.StateAwaitingApproval)),
 	} {
 		raw, err := json.Marshal(view.Blocks)
 		if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // A delete confirmed in the moment between the move to creating and the create call
@@ -17,16 +17,16 @@ import (
 func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r := storage.Request{
+	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
+		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
 	}
 	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
 	deleted := false
 	e.slack.setBeforeUpdate(func() {
-		if deleted || e.get(r.ID).State != storage.StateCreating {
+		if deleted || e.get(r.ID).State != domain.StateCreating {
 			return
 		}
 		deleted = true
@@ -41,7 +41,7 @@ func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 	if !deleted {
 		t.Fatal("the delete was never confirmed during the create")
 	}
-	if got := e.get(r.ID); got.State != storage.StateDeleted {
+	if got := e.get(r.ID); got.State != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", got.State)
 	}
 	if ids := e.listed(); len(ids) != 0 {
@@ -74,9 +74,9 @@ func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.sim.InjectNext("create", 1, falsim.Fault{Hang: 200 * time.Millisecond})
-	r := storage.Request{
+	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: storage.StateApproved,
+		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
 	}
 	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
 	got, err := e.h.recordDelete(ctx, testOwner, r.ID, noEnvelope)
 	e.h.announceDelete(ctx, got, err, testOwner, "CGENERAL", "")
 	e.idle()
-	if got := e.get(r.ID); got.State != storage.StateDeleted {
+	if got := e.get(r.ID); got.State != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", got.State)
 	}
 	if c := e.sim.Counters(); c.Creates != 1 || len(e.listed()) != 0 {
@@ -114,7 +114,7 @@ func TestCreateWithLostAnswerIsAskedAgainWithSameKey(t *testing.T) {
 	e := newEnv(t)
 	loseCreateAnswer(e.sim)
 	r := e.request()
-	if r.State != storage.StateCreating {
+	if r.State != domain.StateCreating {
 		t.Fatalf("after a create whose outcome is unknown the request is %s (%s), want creating", r.State, r.Error)
 	}
 	if said := e.slack.said("CGENERAL", "no machine was created"); len(said) > 0 {
@@ -131,7 +131,7 @@ func TestCreateWithLostAnswerIsAskedAgainWithSameKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = e.get(r.ID)
-	if r.State != storage.StateProvisioning || r.InstanceID != made[0] {
+	if r.State != domain.StateProvisioning || r.InstanceID != made[0] {
 		t.Fatalf("request is %s with instance %q, want provisioning with %s", r.State, r.InstanceID, made[0])
 	}
 	if c := e.sim.Counters(); c.Creates != 1 {
@@ -151,7 +151,7 @@ func TestUnconfirmedCreateIsAbandonedWhenTheKeyExpires(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r = e.get(r.ID); r.State != storage.StateFailed {
+	if r = e.get(r.ID); r.State != domain.StateFailed {
 		t.Fatalf("request is %s, want failed", r.State)
 	}
 	if c := e.sim.Counters(); c.Creates != 1 {
@@ -177,7 +177,7 @@ func TestDeleteAfterLostCreateAnswerReachesTheMachine(t *testing.T) {
 	}
 	e.h.announceDelete(context.Background(), got, err, testOwner, "CGENERAL", "")
 	e.idle()
-	if r = e.get(r.ID); r.State != storage.StateDeleted {
+	if r = e.get(r.ID); r.State != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", r.State)
 	}
 	if ids := e.listed(); len(ids) != 0 {
@@ -193,7 +193,7 @@ func TestRefusedCreateFails(t *testing.T) {
 	e := newEnv(t)
 	e.sim.InjectNext("create", 1, falsim.Fault{Status: http.StatusForbidden})
 	r := e.request()
-	if r.State != storage.StateFailed {
+	if r.State != domain.StateFailed {
 		t.Fatalf("request is %s, want failed", r.State)
 	}
 	if len(e.slack.said("CGENERAL", "no machine was created")) != 1 {
@@ -219,7 +219,7 @@ func TestMachineThatNeverBecomesReadyIsDeleted(t *testing.T) {
 	if err := e.tick(); err != nil {
 		t.Fatal(err)
 	}
-	if r = e.get(r.ID); r.State != storage.StateFailed {
+	if r = e.get(r.ID); r.State != domain.StateFailed {
 		t.Errorf("request is %s after %s without becoming ready, want failed", r.State, DefaultProvisionTimeout)
 	}
 	if ids := e.listed(); len(ids) != 0 {
@@ -245,7 +245,7 @@ func TestEndedRequestsLingeringInstanceIsDeletedAgain(t *testing.T) {
 	got, err := e.h.recordDelete(context.Background(), testOwner, r.ID, noEnvelope)
 	e.h.announceDelete(context.Background(), got, err, testOwner, "CGENERAL", "")
 	e.idle()
-	if got := e.get(r.ID); got.State != storage.StateDeleted {
+	if got := e.get(r.ID); got.State != domain.StateDeleted {
 		t.Fatalf("request is %s, want deleted", got.State)
 	}
 	if err := e.tick(); err != nil {
@@ -273,12 +273,12 @@ func TestExtendAcceptedBeforeExpiryWins(t *testing.T) {
 	r := e.readyMachine()
 	e.clock.Advance(r.ExpiresAt.Sub(e.clock.Now()))
 	due := e.get(r.ID) // as the expiry pass read it
-	if err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, due, time.Hour, noEnvelope); err != nil {
+	if err := e.h.extend(ctx, domain.UserRef{TeamID: "T1", UserID: testOwner}, due, time.Hour, noEnvelope); err != nil {
 		t.Fatal(err)
 	}
 	e.h.expire(ctx, due)
 	e.idle()
-	if got := e.get(r.ID); got.State != storage.StateReady {
+	if got := e.get(r.ID); got.State != domain.StateReady {
 		t.Errorf("an extended machine is %s, want ready", got.State)
 	}
 	if len(e.listed()) != 1 {
@@ -297,7 +297,7 @@ func TestExtendOfMachineBeingDeletedIsRefused(t *testing.T) {
 	if err := e.tick(); err != nil {
 		t.Fatal(err)
 	}
-	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, stale, time.Hour, noEnvelope)
+	err := e.h.extend(ctx, domain.UserRef{TeamID: "T1", UserID: testOwner}, stale, time.Hour, noEnvelope)
 	if err == nil || !strings.Contains(userMessage(err), "already") {
 		t.Errorf("extending a machine being deleted: %v, want a refusal", err)
 	}
@@ -311,14 +311,14 @@ func TestExtendOfMachineBeingDeletedIsRefused(t *testing.T) {
 func TestExtendWhileAwaitingApprovalIsRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r := storage.Request{
+	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type8xH100,
-		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateAwaitingApproval,
+		SSHKey: testKey, Lifetime: time.Hour, State: domain.StateAwaitingApproval,
 	}
 	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		t.Fatal(err)
 	}
-	err := e.h.extend(ctx, storage.UserRef{TeamID: "T1", UserID: testOwner}, r, 71*time.Hour, noEnvelope)
+	err := e.h.extend(ctx, domain.UserRef{TeamID: "T1", UserID: testOwner}, r, 71*time.Hour, noEnvelope)
 	if err == nil || !strings.Contains(userMessage(err), "approv") {
 		t.Fatalf("extend while awaiting approval: %v, want a refusal that says why", err)
 	}
@@ -331,7 +331,7 @@ func TestExtendWhileAwaitingApprovalIsRefused(t *testing.T) {
 func TestHugeExtendIsRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	owner := storage.UserRef{TeamID: "T1", UserID: testOwner}
+	owner := domain.UserRef{TeamID: "T1", UserID: testOwner}
 	huge := 2562047 * time.Hour
 	r := e.request() // provisioning: the lifetime grows
 	if err := e.h.extend(ctx, owner, r, huge, noEnvelope); err == nil {
@@ -411,12 +411,12 @@ func TestPassThatSawAMachineReadyLeavesItsDeleteAlone(t *testing.T) {
 	}
 	e.sim.Remove(r.InstanceID) // the owner's delete reached fal; gpubot has not recorded it yet
 	e.h.follow(ctx, seenByPass, fal.Instance{}, false)
-	if got := e.get(r.ID); got.State != storage.StateDeleting {
+	if got := e.get(r.ID); got.State != domain.StateDeleting {
 		t.Fatalf("request is %s after a pass that saw it ready, want still deleting", got.State)
 	}
-	e.h.kick(r.ID)
+	e.h.kick(ctx, r.ID)
 	e.idle()
-	if got := e.get(r.ID); got.State != storage.StateDeleted {
+	if got := e.get(r.ID); got.State != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", got.State)
 	}
 	if said := e.slack.said("CGENERAL", "deleted outside gpubot"); len(said) != 0 {

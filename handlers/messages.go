@@ -11,7 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Action and view ids: the contract between the messages gpubot posts and the clicks it handles.
@@ -135,11 +135,11 @@ const helpText = "*gpubot gives you fal GPU machines.* First register your SSH p
 	"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`" + "\n" +
 	"`/gpu cancel <id>`  withdraw a request still waiting for approval"
 
-func keySavedMessage(k storage.PublicKey) Message {
+func keySavedMessage(k domain.PublicKey) Message {
 	return textMessage(fmt.Sprintf(":key: Saved your %s key `%s`. Machines you ask for from now on will accept it. Next: `/gpu create 1x`.", k.Type, k.Fingerprint))
 }
 
-func keyShowMessage(k storage.StoredKey) Message {
+func keyShowMessage(k domain.StoredKey) Message {
 	return textMessage(fmt.Sprintf(":key: Your key: %s `%s`, set %s.", k.Type, k.Fingerprint, k.SetAt.UTC().Format("2006-01-02 15:04 MST")))
 }
 
@@ -194,7 +194,7 @@ func createModal(p Policy) slack.ModalViewRequest {
 	}
 }
 
-func denyModal(r storage.Request) slack.ModalViewRequest {
+func denyModal(r domain.Request) slack.ModalViewRequest {
 	input := slack.NewPlainTextInputBlockElement(plain("e.g. no 8x budget left this week; a 1x will do"), BlockReason)
 	input.Multiline = true
 	input.MaxLength = maxDenyReason
@@ -213,7 +213,7 @@ func denyModal(r storage.Request) slack.ModalViewRequest {
 }
 
 // describeMachine is "8x H100 · sector_1 · 4h".
-func describeMachine(r storage.Request) string {
+func describeMachine(r domain.Request) string {
 	parts := []string{ShortType(r.InstanceType)}
 	if r.Sector != "" {
 		parts = append(parts, r.Sector)
@@ -222,7 +222,7 @@ func describeMachine(r storage.Request) string {
 	return strings.Join(parts, " · ")
 }
 
-func reasonText(r storage.Request) string {
+func reasonText(r domain.Request) string {
 	if r.Reason == "" {
 		return "_no reason given_"
 	}
@@ -230,35 +230,35 @@ func reasonText(r storage.Request) string {
 }
 
 // statusLine is the thread root's and the card's line on where a request stands.
-func statusLine(r storage.Request, approvalChannel string) string {
+func statusLine(r domain.Request, approvalChannel string) string {
 	switch r.State {
-	case storage.StateAwaitingApproval:
+	case domain.StateAwaitingApproval:
 		if len(r.Approvals) > 0 {
 			return fmt.Sprintf(":hourglass_flowing_sand: Waiting for approval in <#%s> (%s)", approvalChannel, progressText(r))
 		}
 		return fmt.Sprintf(":hourglass_flowing_sand: Waiting for an approver in <#%s>", approvalChannel)
-	case storage.StateApproved:
+	case domain.StateApproved:
 		if r.ApproverID == "" {
 			return ":white_check_mark: No approval needed; asking fal for the machine"
 		}
 		return fmt.Sprintf(":white_check_mark: Approved by %s; asking fal for the machine", approversText(r))
-	case storage.StateCreating:
+	case domain.StateCreating:
 		return ":gear: Asking fal for the machine"
-	case storage.StateProvisioning:
+	case domain.StateProvisioning:
 		return fmt.Sprintf(":gear: fal is preparing `%s` (%s)", r.InstanceID, falStatusText(r.FalStatus))
-	case storage.StateReady:
+	case domain.StateReady:
 		return fmt.Sprintf(":large_green_circle: Ready: `%s` · expires %s", sshCommand(r), slackDate(r.ExpiresAt))
-	case storage.StateDeleting:
+	case domain.StateDeleting:
 		return ":wastebasket: Deleting"
-	case storage.StateDeleted, storage.StateExpired, storage.StateGone:
+	case domain.StateDeleted, domain.StateExpired, domain.StateGone:
 		return ":white_circle: " + howItEnded(r)
-	case storage.StateDenied:
+	case domain.StateDenied:
 		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
-	case storage.StateCancelled:
+	case domain.StateCancelled:
 		return ":heavy_multiplication_x: Cancelled"
-	case storage.StateApprovalExpired:
+	case domain.StateApprovalExpired:
 		return ":hourglass: Expired: nobody decided in time, so nothing was created"
-	case storage.StateFailed:
+	case domain.StateFailed:
 		return ":x: Failed: " + r.Error
 	}
 	return string(r.State)
@@ -272,7 +272,7 @@ func falStatusText(s string) string {
 	return s
 }
 
-func sshCommand(r storage.Request) string { return fmt.Sprintf("ssh %s@%s", SSHUser, r.IP) }
+func sshCommand(r domain.Request) string { return fmt.Sprintf("ssh %s@%s", SSHUser, r.IP) }
 
 // slackDate shows a time in each reader's own time zone, with a UTC fallback.
 func slackDate(t time.Time) string {
@@ -280,7 +280,7 @@ func slackDate(t time.Time) string {
 }
 
 // rootMessage is the request's thread root, edited as the request moves.
-func rootMessage(r storage.Request, approvalChannel string) Message {
+func rootMessage(r domain.Request, approvalChannel string) Message {
 	head := fmt.Sprintf("*<@%s> asked for %s*\n>%s", r.UserID, describeMachine(r), reasonText(r))
 	state := statusLine(r, approvalChannel)
 	ids := fmt.Sprintf("Request `%s`", shortID(r.ID))
@@ -288,7 +288,7 @@ func rootMessage(r storage.Request, approvalChannel string) Message {
 		ids += fmt.Sprintf(" · instance `%s`", r.InstanceID)
 	}
 	blocks := []slack.Block{section(head), section(state), contextLine(ids)}
-	if r.State == storage.StateAwaitingApproval {
+	if r.State == domain.StateAwaitingApproval {
 		// Only the requester may click it; the edit that leaves this state removes it.
 		blocks = append(blocks, slack.NewActionBlock("withdraw", button(ActionWithdraw, r.ID, "Withdraw request", slack.StyleDefault)))
 	}
@@ -307,7 +307,7 @@ type cardFacts struct {
 
 // approvalCard asks the approvers, with the approvals so far; once decided it keeps
 // the facts and loses the buttons.
-func approvalCard(r storage.Request, facts cardFacts) Message {
+func approvalCard(r domain.Request, facts cardFacts) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Requester*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + ShortType(r.InstanceType)),
@@ -322,7 +322,7 @@ func approvalCard(r storage.Request, facts cardFacts) Message {
 		section(fmt.Sprintf("*GPU request `%s` needs approval*", shortID(r.ID))),
 		slack.NewSectionBlock(nil, fields, nil),
 	}
-	if r.State == storage.StateAwaitingApproval {
+	if r.State == domain.StateAwaitingApproval {
 		blocks = append(blocks, contextLine(waitingLine(r, facts)))
 		blocks = append(blocks, slack.NewActionBlock("decision",
 			button(ActionApprove, r.ID, "Approve", slack.StylePrimary),
@@ -342,7 +342,7 @@ func orAny(sector string) string {
 
 // waitingLine says on a card who may decide, how many must, the approvals so far, and
 // when the request expires.
-func waitingLine(r storage.Request, facts cardFacts) string {
+func waitingLine(r domain.Request, facts cardFacts) string {
 	line := "Approvers: " + facts.approvers
 	if n := approvalsNeeded(r); n > 1 {
 		line += fmt.Sprintf(" · needs %d different approvers", n)
@@ -354,12 +354,12 @@ func waitingLine(r storage.Request, facts cardFacts) string {
 }
 
 // progressText is "1 of 2: approved by <@UBOB>".
-func progressText(r storage.Request) string {
+func progressText(r domain.Request) string {
 	return fmt.Sprintf("%d of %d: approved by %s", len(r.Approvals), approvalsNeeded(r), approversText(r))
 }
 
 // approversText names who approved a request: every approver, in order.
-func approversText(r storage.Request) string {
+func approversText(r domain.Request) string {
 	if len(r.Approvals) == 0 {
 		return "<@" + r.ApproverID + ">"
 	}
@@ -383,16 +383,16 @@ func countText(n int, one, many string) string {
 
 // decisionLine is the card's line on what the approvers decided, or where the
 // request stands when nobody had to.
-func decisionLine(r storage.Request) string {
+func decisionLine(r domain.Request) string {
 	switch {
-	case r.State == storage.StateDenied:
+	case r.State == domain.StateDenied:
 		return fmt.Sprintf(":no_entry: Denied by <@%s>: %s", r.ApproverID, shown(r.DecisionReason, maxShownDenial))
-	case r.State == storage.StateCancelled && r.ApproverID == "":
+	case r.State == domain.StateCancelled && r.ApproverID == "":
 		if r.EndReason != "" {
 			return ":heavy_multiplication_x: " + upperFirst(r.EndReason)
 		}
 		return ":heavy_multiplication_x: Withdrawn by the requester"
-	case r.State == storage.StateApprovalExpired:
+	case r.State == domain.StateApprovalExpired:
 		return ":hourglass: Expired: " + r.EndReason
 	case r.ApproverID != "":
 		return ":white_check_mark: Approved by " + approversText(r)
@@ -401,7 +401,7 @@ func decisionLine(r storage.Request) string {
 }
 
 // approvalReminder nudges the approvers in the card's thread.
-func approvalReminder(r storage.Request, approvers string, waited time.Duration, expires time.Time) Message {
+func approvalReminder(r domain.Request, approvers string, waited time.Duration, expires time.Time) Message {
 	// The requester is not mentioned: the card above names them, and they need no ping here.
 	text := fmt.Sprintf("%s: request `%s` for %s has waited %s for a decision", approvers, shortID(r.ID), describeMachine(r), FormatDuration(waited))
 	if len(r.Approvals) > 0 {
@@ -412,14 +412,14 @@ func approvalReminder(r storage.Request, approvers string, waited time.Duration,
 }
 
 // decisionDM tells the requester the decision directly, with a link to the thread.
-func decisionDM(r storage.Request, threadLink string) Message {
+func decisionDM(r domain.Request, threadLink string) Message {
 	thread := "its thread"
 	if threadLink != "" {
 		thread = "<" + threadLink + "|its thread>"
 	}
 	var text string
 	decision := "approved"
-	if r.State == storage.StateDenied {
+	if r.State == domain.StateDenied {
 		decision = "denied"
 		text = fmt.Sprintf(":no_entry: Your request `%s` for %s was denied by <@%s>: %s\nMore in %s; ask again with `/gpu create` if something else will do.",
 			shortID(r.ID), describeMachine(r), r.ApproverID, shown(r.DecisionReason, maxShownDenialDM), thread)
@@ -440,21 +440,21 @@ func upperFirst(s string) string {
 
 // denialText tells the requester in their thread who denied the request and why: as
 // much of the why as a message holds.
-func denialText(r storage.Request) string {
+func denialText(r domain.Request) string {
 	return fmt.Sprintf("<@%s> denied by <@%s>: %s", r.UserID, r.ApproverID, shown(r.DecisionReason, maxShownDenialReply))
 }
 
-func readyReply(r storage.Request) Message {
+func readyReply(r domain.Request) Message {
 	text := fmt.Sprintf("<@%s> your %s is ready :tada:\n```%s```\nIt will be deleted %s; extend it with `/gpu extend %s 2h`.",
 		r.UserID, ShortType(r.InstanceType), sshCommand(r), slackDate(r.ExpiresAt), shortID(r.ID))
 	return Message{Text: fmt.Sprintf("Your %s is ready: %s", ShortType(r.InstanceType), sshCommand(r)), Blocks: []slack.Block{section(text)}}
 }
 
-func readyNotice(r storage.Request) Message {
+func readyNotice(r domain.Request) Message {
 	return textMessage(fmt.Sprintf(":large_green_circle: <@%s>'s %s `%s` is ready (%s).", r.UserID, ShortType(r.InstanceType), r.InstanceID, r.IP))
 }
 
-func deleteConfirmMessage(r storage.Request) Message {
+func deleteConfirmMessage(r domain.Request) Message {
 	text := fmt.Sprintf("Delete <@%s>'s %s `%s`? Everything on it is lost.", r.UserID, ShortType(r.InstanceType), instanceText(r.InstanceID))
 	return Message{Text: text, Blocks: []slack.Block{
 		section(text),
@@ -472,7 +472,7 @@ func instanceText(instanceID string) string {
 	return instanceID
 }
 
-func reminderMessage(r storage.Request, extendBy time.Duration) Message {
+func reminderMessage(r domain.Request, extendBy time.Duration) Message {
 	text := fmt.Sprintf("<@%s> your %s `%s` will be deleted %s. Need it longer?", r.UserID, ShortType(r.InstanceType), r.InstanceID, slackDate(r.ExpiresAt))
 	return Message{Text: text, Blocks: []slack.Block{
 		section(text),
@@ -485,7 +485,7 @@ func reminderMessage(r storage.Request, extendBy time.Duration) Message {
 // howItEnded is the last word on a machine: how it ended, how long it ran, what it cost.
 // createUnconfirmedText tells the requester that fal has not said whether it made the
 // machine, and that asking again is safe.
-func createUnconfirmedText(r storage.Request, lastAnswer string) string {
+func createUnconfirmedText(r domain.Request, lastAnswer string) string {
 	return fmt.Sprintf("fal has not confirmed the machine yet (its last answer: %s). I keep asking with the same request key, which fal answers with the same machine, so you will not get or pay for two.", lastAnswer)
 }
 
@@ -494,33 +494,33 @@ func abandonedCreateText(waited time.Duration) string {
 	return fmt.Sprintf("fal never confirmed whether it created this machine, and %s on it is too late to ask fal again safely: fal forgets a request after 10 minutes, so asking again could make a second machine. I stopped here; if fal did make one, the admins have been told to delete it. Ask again with `/gpu create`.", FormatDuration(waited))
 }
 
-func abandonedCreateAlert(r storage.Request) string {
+func abandonedCreateAlert(r domain.Request) string {
 	return fmt.Sprintf("fal never confirmed the create of request `%s` by <@%s> (%s) before it forgot the idempotency key, so gpubot does not know whether a machine was made. If fal lists one that no request tracks, I'll report it; please delete it at fal.", shortID(r.ID), r.UserID, ShortType(r.InstanceType))
 }
 
 // neverReadyText tells the requester why their machine is being deleted before it was ready.
-func neverReadyText(r storage.Request, timeout time.Duration) string {
+func neverReadyText(r domain.Request, timeout time.Duration) string {
 	return fmt.Sprintf("fal has not made `%s` ready in %s (it says: %s), so I'm deleting it rather than let it cost money. Ask again with `/gpu create`; the admins have been told.", r.InstanceID, FormatDuration(timeout), falStatusText(r.FalStatus))
 }
 
-func neverReadyAlert(r storage.Request, timeout time.Duration) string {
+func neverReadyAlert(r domain.Request, timeout time.Duration) string {
 	return fmt.Sprintf("fal did not make instance `%s` (request `%s`, owner <@%s>, %s) ready within PROVISION_TIMEOUT (%s); its status is %s. I'm deleting it.", r.InstanceID, shortID(r.ID), r.UserID, ShortType(r.InstanceType), FormatDuration(timeout), falStatusText(r.FalStatus))
 }
 
 // lingeringAlert tells the admins that fal still lists the instance of a request that has ended.
-func lingeringAlert(r storage.Request, inst fal.Instance, now time.Time) string {
+func lingeringAlert(r domain.Request, inst fal.Instance, now time.Time) string {
 	return fmt.Sprintf("fal still lists instance `%s` (%s, %s%s) of request `%s` by <@%s>, which ended as %s %s ago. It may be running and costing money; I'm deleting it again.", inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), shortID(r.ID), r.UserID, stateName(r), FormatDuration(now.Sub(r.EndedAt)))
 }
 
 // howItEnded says how a machine ended and how long it ran, for the thread root and the
 // closing reply (which adds the cost).
-func howItEnded(r storage.Request) string {
-	how := map[storage.State]string{
-		storage.StateDeleted: "Deleted",
-		storage.StateExpired: "Expired and deleted",
-		storage.StateGone:    "Gone: fal no longer lists it",
+func howItEnded(r domain.Request) string {
+	how := map[domain.State]string{
+		domain.StateDeleted: "Deleted",
+		domain.StateExpired: "Expired and deleted",
+		domain.StateGone:    "Gone: fal no longer lists it",
 	}[r.State]
-	if r.EndReason != "" && r.State == storage.StateDeleted {
+	if r.EndReason != "" && r.State == domain.StateDeleted {
 		how = "Deleted " + r.EndReason
 	}
 	if r.ReadyAt.IsZero() {
@@ -529,7 +529,7 @@ func howItEnded(r storage.Request) string {
 	return how + fmt.Sprintf("; it ran for %s.", FormatDuration(r.EndedAt.Sub(r.ReadyAt)))
 }
 
-func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone bool) Message {
+func listMessage(reqs []domain.Request, now time.Time, prices Prices, everyone bool) Message {
 	if len(reqs) == 0 {
 		if everyone {
 			return textMessage("Nobody has a machine right now.")
@@ -547,7 +547,7 @@ func listMessage(reqs []storage.Request, now time.Time, prices Prices, everyone 
 	return chunked(title, lines)
 }
 
-func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) string {
+func listLine(r domain.Request, now time.Time, prices Prices, everyone bool) string {
 	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateName(r))
 	if everyone {
 		line += fmt.Sprintf(" · <@%s>", r.UserID)
@@ -556,7 +556,7 @@ func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) st
 		line += " · " + r.IP
 	}
 	line += " · requested " + FormatDuration(now.Sub(r.CreatedAt)) + " ago"
-	if r.State == storage.StateReady {
+	if r.State == domain.StateReady {
 		line += " · " + FormatDuration(r.ExpiresAt.Sub(now)) + " left"
 		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
 			line += " · " + cost + " so far"
@@ -567,14 +567,14 @@ func listLine(r storage.Request, now time.Time, prices Prices, everyone bool) st
 
 // stateName is a request's state as a word in a sentence ("already deleted"), with
 // fal's own status while it provisions.
-func stateName(r storage.Request) string {
-	if r.State == storage.StateProvisioning && r.FalStatus != "" && r.FalStatus != string(storage.StateProvisioning) {
+func stateName(r domain.Request) string {
+	if r.State == domain.StateProvisioning && r.FalStatus != "" && r.FalStatus != string(domain.StateProvisioning) {
 		return "provisioning (fal: " + r.FalStatus + ")"
 	}
 	return strings.ReplaceAll(string(r.State), "_", " ")
 }
 
-func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Time, prices Prices, approvalChannel string) Message {
+func statusMessage(r domain.Request, history []domain.AuditEvent, now time.Time, prices Prices, approvalChannel string) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + describeMachine(r)),
@@ -584,7 +584,7 @@ func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Tim
 	if r.IP != "" {
 		fields = append(fields, mrkdwn("*SSH*\n`"+sshCommand(r)+"`"))
 	}
-	if r.State == storage.StateReady {
+	if r.State == domain.StateReady {
 		fields = append(fields, mrkdwn("*Time left*\n"+FormatDuration(r.ExpiresAt.Sub(now))))
 		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
 			fields = append(fields, mrkdwn("*Cost so far*\n"+cost))
@@ -605,7 +605,7 @@ func statusMessage(r storage.Request, history []storage.AuditEvent, now time.Tim
 const maxHistory = 12
 
 // historyText is a request's audit trail as read: who did what, and when.
-func historyText(events []storage.AuditEvent) string {
+func historyText(events []domain.AuditEvent) string {
 	if len(events) > maxHistory {
 		events = events[len(events)-maxHistory:]
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -48,26 +48,26 @@ func golden(t *testing.T, name string, v any) {
 
 var goldenNow = time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 
-func goldenRequest(state storage.State) storage.Request {
-	r := storage.Request{
+func goldenRequest(state domain.State) domain.Request {
+	r := domain.Request{
 		ID: "3f2a9c1e-7b4d-4e2a-9c1e-7b4d4e2a9c1e", TeamID: "T1", UserID: "UALICE",
 		ChannelID: "CGENERAL", ThreadTS: "1764493200.000100", CommandChannel: "CGENERAL",
 		InstanceType: fal.Type8xH100, Sector: "sector_1", Reason: "fine-tune <llama> & friends",
 		Lifetime: 4 * time.Hour, State: state, CreatedAt: goldenNow.Add(-time.Hour),
 	}
 	switch state {
-	case storage.StateProvisioning:
+	case domain.StateProvisioning:
 		r.InstanceID, r.FalStatus = "inst_abc123", "provisioning"
-	case storage.StateReady:
+	case domain.StateReady:
 		r.InstanceID, r.FalStatus, r.IP = "inst_abc123", "ready", "203.0.113.42"
 		r.ReadyAt, r.ExpiresAt = goldenNow.Add(-30*time.Minute), goldenNow.Add(210*time.Minute)
-	case storage.StateDenied:
+	case domain.StateDenied:
 		r.ApproverID, r.DecisionReason = "UBOB", "no 8x budget left this week"
-	case storage.StateExpired, storage.StateDeleted:
+	case domain.StateExpired, domain.StateDeleted:
 		r.InstanceID, r.IP = "inst_abc123", "203.0.113.42"
 		r.ReadyAt, r.EndedAt = goldenNow.Add(-4*time.Hour), goldenNow
 		r.EndReason = "by <@UALICE>"
-		if state == storage.StateExpired {
+		if state == domain.StateExpired {
 			r.EndReason = endExpired
 		}
 	}
@@ -77,61 +77,61 @@ func goldenRequest(state storage.State) storage.Request {
 func TestGoldenMessages(t *testing.T) {
 	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{fal.Type8xH100}, 8*time.Hour, 72*time.Hour)
 	prices := Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
-	for _, state := range []storage.State{storage.StateAwaitingApproval, storage.StateProvisioning, storage.StateReady, storage.StateDenied, storage.StateExpired, storage.StateDeleted} {
+	for _, state := range []domain.State{domain.StateAwaitingApproval, domain.StateProvisioning, domain.StateReady, domain.StateDenied, domain.StateExpired, domain.StateDeleted} {
 		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
 	}
 	facts := cardFacts{estimate: prices.Estimate(fal.Type8xH100, 4*time.Hour), approvers: "<@UBOB>, <!subteam^S0GPUAPPROVE>", expires: goldenNow.Add(23 * time.Hour)}
-	golden(t, "approval_card", approvalCard(goldenRequest(storage.StateAwaitingApproval), facts))
-	approved := goldenRequest(storage.StateProvisioning)
+	golden(t, "approval_card", approvalCard(goldenRequest(domain.StateAwaitingApproval), facts))
+	approved := goldenRequest(domain.StateProvisioning)
 	approved.ApproverID = "UBOB"
 	golden(t, "approval_card_decided", approvalCard(approved, cardFacts{}))
 	golden(t, "approval_card_one_of_two", approvalCard(halfApproved(), facts))
 	golden(t, "root_one_of_two", rootMessage(halfApproved(), "CAPPROVALS"))
-	twice := goldenRequest(storage.StateProvisioning)
+	twice := goldenRequest(domain.StateProvisioning)
 	twice.ApprovalsNeeded, twice.ApproverID = 2, "UCAROL"
-	twice.Approvals = []storage.Approval{{UserID: "UBOB"}, {UserID: "UCAROL"}}
+	twice.Approvals = []domain.Approval{{UserID: "UBOB"}, {UserID: "UCAROL"}}
 	golden(t, "approval_card_approved_by_two", approvalCard(twice, cardFacts{}))
 	golden(t, "decision_dm_approved", decisionDM(twice, "https://gpubot.slack.com/archives/CGENERAL/p1764493200000100"))
-	golden(t, "decision_dm_denied", decisionDM(goldenRequest(storage.StateDenied), "https://gpubot.slack.com/archives/CGENERAL/p1764493200000100"))
-	expired := goldenRequest(storage.StateApprovalExpired)
+	golden(t, "decision_dm_denied", decisionDM(goldenRequest(domain.StateDenied), "https://gpubot.slack.com/archives/CGENERAL/p1764493200000100"))
+	expired := goldenRequest(domain.StateApprovalExpired)
 	expired.EndReason = "nobody decided within 1d"
 	golden(t, "approval_card_expired", approvalCard(expired, cardFacts{}))
 	golden(t, "root_approval_expired", rootMessage(expired, "CAPPROVALS"))
-	withdrawn := goldenRequest(storage.StateCancelled)
+	withdrawn := goldenRequest(domain.StateCancelled)
 	withdrawn.EndReason = "withdrawn by <@UALICE>"
 	golden(t, "approval_card_withdrawn", approvalCard(withdrawn, cardFacts{}))
 	golden(t, "approval_reminder", approvalReminder(halfApproved(), "<!subteam^S0GPUAPPROVE>", 2*time.Hour, goldenNow.Add(22*time.Hour)))
-	golden(t, "ready_reply", readyReply(goldenRequest(storage.StateReady)))
-	golden(t, "ready_notice", readyNotice(goldenRequest(storage.StateReady)))
-	golden(t, "delete_confirm", deleteConfirmMessage(goldenRequest(storage.StateReady)))
-	golden(t, "reminder", reminderMessage(goldenRequest(storage.StateReady), 8*time.Hour))
+	golden(t, "ready_reply", readyReply(goldenRequest(domain.StateReady)))
+	golden(t, "ready_notice", readyNotice(goldenRequest(domain.StateReady)))
+	golden(t, "delete_confirm", deleteConfirmMessage(goldenRequest(domain.StateReady)))
+	golden(t, "reminder", reminderMessage(goldenRequest(domain.StateReady), 8*time.Hour))
 	golden(t, "help", helpMessage())
-	golden(t, "list", listMessage([]storage.Request{goldenRequest(storage.StateReady), goldenRequest(storage.StateProvisioning)}, goldenNow, prices, true))
-	history := []storage.AuditEvent{
+	golden(t, "list", listMessage([]domain.Request{goldenRequest(domain.StateReady), goldenRequest(domain.StateProvisioning)}, goldenNow, prices, true))
+	history := []domain.AuditEvent{
 		{At: goldenNow.Add(-time.Hour), Actor: "UALICE", Action: "requested", Detail: "gpu_8x_h100_sxm5 sector_1 for 4h0m0s"},
 		{At: goldenNow.Add(-50 * time.Minute), Actor: "UBOB", Action: "approved"},
 		{At: goldenNow.Add(-49 * time.Minute), Actor: "gpubot", Action: "provisioning", Detail: "inst_abc123"},
 		{At: goldenNow.Add(-30 * time.Minute), Actor: "gpubot", Action: "ready", Detail: "203.0.113.42"},
 	}
-	golden(t, "status", statusMessage(goldenRequest(storage.StateReady), history, goldenNow, prices, "CAPPROVALS"))
+	golden(t, "status", statusMessage(goldenRequest(domain.StateReady), history, goldenNow, prices, "CAPPROVALS"))
 	golden(t, "key_modal", keyModal())
 	golden(t, "create_modal", createModal(p))
-	golden(t, "deny_modal", denyModal(goldenRequest(storage.StateAwaitingApproval)))
-	golden(t, "key_saved", keySavedMessage(storage.PublicKey{Type: "ssh-ed25519", Fingerprint: "SHA256:abc"}))
+	golden(t, "deny_modal", denyModal(goldenRequest(domain.StateAwaitingApproval)))
+	golden(t, "key_saved", keySavedMessage(domain.PublicKey{Type: "ssh-ed25519", Fingerprint: "SHA256:abc"}))
 }
 
 // halfApproved is a request that needs two approvals and has one, bob's.
-func halfApproved() storage.Request {
-	r := goldenRequest(storage.StateAwaitingApproval)
+func halfApproved() domain.Request {
+	r := goldenRequest(domain.StateAwaitingApproval)
 	r.ApprovalsNeeded = 2
-	r.Approvals = []storage.Approval{{UserID: "UBOB", At: goldenNow.Add(-10 * time.Minute)}}
+	r.Approvals = []domain.Approval{{UserID: "UBOB", At: goldenNow.Add(-10 * time.Minute)}}
 	return r
 }
 
 func TestListStaysWithinSlackLimits(t *testing.T) {
-	reqs := make([]storage.Request, 3000)
+	reqs := make([]domain.Request, 3000)
 	for i := range reqs {
-		reqs[i] = goldenRequest(storage.StateReady)
+		reqs[i] = goldenRequest(domain.StateReady)
 	}
 	m := listMessage(reqs, goldenNow, Prices{}, true)
 	if len(m.Blocks) > 50 {
@@ -152,7 +152,7 @@ func TestListStaysWithinSlackLimits(t *testing.T) {
 }
 
 func TestEscapeKeepsMentionsOut(t *testing.T) {
-	r := goldenRequest(storage.StateAwaitingApproval)
+	r := goldenRequest(domain.StateAwaitingApproval)
 	r.Reason = "<!channel> please <@UADMIN>"
 	raw, _ := json.Marshal(rootMessage(r, "C1").Blocks)
 	for _, bad := range []string{"<!channel>", "<@UADMIN>"} {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/fal/falsim"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // backgroundWork counts the goroutines running or queued as gpubot's background work.
@@ -32,19 +32,19 @@ func backgroundWork(t *testing.T) int {
 }
 
 // deletingRequest stores a request whose machine (made at fal here) is being deleted.
-func (e *env) deletingRequest(instanceID string) storage.Request {
+func (e *env) deletingRequest(instanceID string) domain.Request {
 	e.t.Helper()
 	ctx := context.Background()
 	e.sim.AddInstance(fal.Instance{ID: instanceID, InstanceType: fal.Type1xH100, Status: fal.StatusReady})
-	r := storage.Request{
+	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", ThreadTS: "1.1", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateApproved,
+		SSHKey: testKey, Lifetime: time.Hour, State: domain.StateApproved,
 	}
 	if err := e.store.CreateRequest(ctx, &r); err != nil {
 		e.t.Fatal(err)
 	}
-	for _, to := range []storage.State{storage.StateCreating, storage.StateProvisioning, storage.StateDeleting} {
-		if _, err := e.store.Move(ctx, r.ID, to, "test", "", func(u *storage.Request) error { u.InstanceID = instanceID; return nil }); err != nil {
+	for _, to := range []domain.State{domain.StateCreating, domain.StateProvisioning, domain.StateDeleting} {
+		if _, err := e.store.Move(ctx, r.ID, to, "test", "", func(u *domain.Request) error { u.InstanceID = instanceID; return nil }); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -84,9 +84,9 @@ func TestRemindersAndStalledPostsContinueWhileFalIsDown(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	ready := e.readyMachine()
-	waiting := storage.Request{
+	waiting := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type8xH100,
-		SSHKey: testKey, Lifetime: time.Hour, State: storage.StateAwaitingApproval,
+		SSHKey: testKey, Lifetime: time.Hour, State: domain.StateAwaitingApproval,
 	}
 	if err := e.store.CreateRequest(ctx, &waiting); err != nil { // as if Slack refused its posts
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestDeleteFailuresCountAcrossRestarts(t *testing.T) {
 	if len(e.slack.said("D"+testAdmin, "I can't delete fal instance `inst_stuck`")) != 1 {
 		t.Errorf("no alert after %d failed deletes across restarts: %v", deleteAlertAfter, e.slack.all())
 	}
-	if got := e.get(r.ID); got.State != storage.StateDeleting {
+	if got := e.get(r.ID); got.State != domain.StateDeleting {
 		t.Errorf("request is %s, want deleting", got.State)
 	}
 }

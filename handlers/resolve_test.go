@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -24,8 +25,8 @@ func TestShortIDs(t *testing.T) {
 	t.Cleanup(func() { _ = store.Close() })
 	ctx := context.Background()
 	for _, id := range []string{"abcdef01-aaaa", "abcdef02-bbbb"} {
-		r := storage.Request{ID: id, TeamID: "T1", UserID: "UALICE", CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
-			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: storage.StateApproved}
+		r := domain.Request{ID: id, TeamID: "T1", UserID: "UALICE", CommandChannel: "CGENERAL", ChannelID: "CGENERAL",
+			InstanceType: fal.Type1xH100, Lifetime: time.Hour, State: domain.StateApproved}
 		if err := store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}

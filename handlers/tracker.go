@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
-	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Notices recorded on a request before they are posted, so none is posted twice.
@@ -29,22 +30,59 @@ const (
 	endNeverReady = "never ready"
 )
 
-// Run resumes every unfinished request, then follows instances every PollInterval
-// until ctx ends.
+// Run does the background work until ctx ends: it resumes every unfinished request,
+// then follows instances every PollInterval. With a Leadership, only the leading
+// replica does that work, while every replica keeps its user groups current for the
+// clicks it answers.
 func (h *Handlers) Run(ctx context.Context) error {
-	h.refreshGroups(ctx) // before the first click on a card, as far as it can be
-	if err := h.Resume(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting: nothing failed
+	if h.cfg.Leadership == nil {
+		h.refreshGroups(ctx) // before the first click on a card, as far as it can be
+		if err := h.Resume(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting: nothing failed
+			}
+			return err
 		}
-		return err
+		h.trackUntilDone(ctx)
+		return nil
 	}
+	var groups sync.WaitGroup
+	groups.Go(func() { h.keepGroups(ctx) })
+	defer groups.Wait()
+	return h.cfg.Leadership.Run(ctx, h.lead)
+}
+
+// lead is the leader's share: resume, then track, until leadership or gpubot ends.
+// The store may be out of reach when leadership begins, so resuming is tried again
+// every interval.
+func (h *Handlers) lead(ctx context.Context) {
+	ticker := time.NewTicker(h.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		err := h.Resume(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() == nil {
+			h.log.Warn("resuming unfinished requests failed; trying again next interval", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+	h.trackUntilDone(ctx)
+}
+
+// trackUntilDone makes a tracking pass every PollInterval until ctx ends.
+func (h *Handlers) trackUntilDone(ctx context.Context) {
 	ticker := time.NewTicker(h.cfg.PollInterval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-ticker.C:
 			err := h.Tick(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -57,6 +95,20 @@ func (h *Handlers) Run(ctx context.Context) error {
 	}
 }
 
+// keepGroups reads user groups again when due, on a replica that may not lead.
+func (h *Handlers) keepGroups(ctx context.Context) {
+	ticker := time.NewTicker(h.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		h.refreshGroups(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
 // Resume picks up every unfinished request where it stood when gpubot stopped: posts
 // what was not posted, sends creates again with their idempotency key, finishes deletes.
 // Approval cards need nothing: their state is in the store.
@@ -65,7 +117,7 @@ func (h *Handlers) Resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	h.advanceStalled(reqs, 0)
+	h.advanceStalled(ctx, reqs, 0)
 	return nil
 }
 
@@ -78,17 +130,17 @@ const stalledAfter = time.Minute
 // advanceStalled kicks every request left unfinished in a step for at least minAge,
 // and every delete that has not gone through yet (a failed delete is tried again on
 // every pass). A request whose work is still queued or running is not given more.
-func (h *Handlers) advanceStalled(reqs []storage.Request, minAge time.Duration) {
+func (h *Handlers) advanceStalled(ctx context.Context, reqs []domain.Request, minAge time.Duration) {
 	now := h.now()
 	for _, r := range reqs {
-		stalled := r.ThreadTS == "" || r.State == storage.StateApproved || r.State == storage.StateCreating ||
-			(r.State == storage.StateAwaitingApproval && r.ApprovalTS == "")
-		due := r.State == storage.StateDeleting || (stalled && now.Sub(r.UpdatedAt) >= minAge)
+		stalled := r.ThreadTS == "" || r.State == domain.StateApproved || r.State == domain.StateCreating ||
+			(r.State == domain.StateAwaitingApproval && r.ApprovalTS == "")
+		due := r.State == domain.StateDeleting || (stalled && now.Sub(r.UpdatedAt) >= minAge)
 		if !due {
 			continue
 		}
 		h.reqLog(r).Debug("taking up unfinished request", "state", r.State)
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 
@@ -103,7 +155,7 @@ func (h *Handlers) Tick(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read unfinished requests: %w", err)
 	}
-	h.advanceStalled(reqs, stalledAfter)
+	h.advanceStalled(ctx, reqs, stalledAfter)
 	h.enforceProvisionDeadline(ctx, reqs)
 	h.keepApprovals(ctx, reqs)
 	return errors.Join(h.keepLifetimes(ctx), h.track(ctx, reqs))
@@ -111,10 +163,10 @@ func (h *Handlers) Tick(ctx context.Context) error {
 
 // track brings every tracked request up to date with fal's list, and looks in it for
 // instances no request tracks.
-func (h *Handlers) track(ctx context.Context, reqs []storage.Request) error {
-	var tracked []storage.Request
+func (h *Handlers) track(ctx context.Context, reqs []domain.Request) error {
+	var tracked []domain.Request
 	for _, r := range reqs {
-		if r.InstanceID != "" && (r.State == storage.StateProvisioning || r.State == storage.StateReady) {
+		if r.InstanceID != "" && (r.State == domain.StateProvisioning || r.State == domain.StateReady) {
 			tracked = append(tracked, r)
 		}
 	}
@@ -156,7 +208,7 @@ func (h *Handlers) lookForOrphans() {
 }
 
 // follow brings one request up to date with what fal says of its instance.
-func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Instance, listed bool) {
+func (h *Handlers) follow(ctx context.Context, r domain.Request, inst fal.Instance, listed bool) {
 	if !listed {
 		got, err := h.fal.Get(ctx, r.InstanceID)
 		if fal.IsNotFound(err) {
@@ -175,7 +227,7 @@ func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Insta
 	switch inst.Status {
 	case fal.StatusReady:
 		switch {
-		case r.State == storage.StateProvisioning:
+		case r.State == domain.StateProvisioning:
 			h.becameReady(ctx, r, inst)
 		case !r.NoticeSent(noticeReady):
 			// Recorded ready, but gpubot stopped before it told anyone.
@@ -193,9 +245,9 @@ func (h *Handlers) follow(ctx context.Context, r storage.Request, inst fal.Insta
 }
 
 // statusChanged records fal's new status and tells the thread.
-func (h *Handlers) statusChanged(ctx context.Context, r storage.Request, inst fal.Instance) storage.Request {
+func (h *Handlers) statusChanged(ctx context.Context, r domain.Request, inst fal.Instance) domain.Request {
 	now := h.now()
-	updated, err := h.store.Update(ctx, r.ID, func(u *storage.Request) error {
+	updated, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
 		u.FalStatus = string(inst.Status)
 		if inst.IP != "" {
 			u.IP = inst.IP
@@ -220,9 +272,9 @@ func (h *Handlers) statusChanged(ctx context.Context, r storage.Request, inst fa
 }
 
 // becameReady starts the lifetime and tells the requester, exactly once.
-func (h *Handlers) becameReady(ctx context.Context, r storage.Request, inst fal.Instance) {
+func (h *Handlers) becameReady(ctx context.Context, r domain.Request, inst fal.Instance) {
 	now := h.now()
-	r, ok := h.moveByBot(ctx, r, storage.StateReady, inst.IP, func(u *storage.Request) error {
+	r, ok := h.moveByBot(ctx, r, domain.StateReady, inst.IP, func(u *domain.Request) error {
 		u.IP, u.FalStatus, u.ReadyAt, u.ExpiresAt = inst.IP, string(inst.Status), now, now.Add(u.Lifetime)
 		return nil
 	})
@@ -234,7 +286,7 @@ func (h *Handlers) becameReady(ctx context.Context, r storage.Request, inst fal.
 	h.announceReady(ctx, r)
 }
 
-func (h *Handlers) announceReady(ctx context.Context, r storage.Request) {
+func (h *Handlers) announceReady(ctx context.Context, r domain.Request) {
 	first, err := h.store.MarkNotice(ctx, r.ID, noticeReady)
 	if err != nil || !first {
 		return
@@ -251,7 +303,7 @@ func (h *Handlers) announceReady(ctx context.Context, r storage.Request) {
 }
 
 // noticeOnce posts a thread reply under a notice name, never twice.
-func (h *Handlers) noticeOnce(ctx context.Context, r storage.Request, name, text string) {
+func (h *Handlers) noticeOnce(ctx context.Context, r domain.Request, name, text string) {
 	first, err := h.store.MarkNotice(ctx, r.ID, name)
 	if err != nil {
 		h.reqLog(r).Error("record notice", "notice", name, "err", err)
@@ -263,8 +315,8 @@ func (h *Handlers) noticeOnce(ctx context.Context, r storage.Request, name, text
 }
 
 // vanished closes a request whose instance fal no longer knows.
-func (h *Handlers) vanished(ctx context.Context, r storage.Request) {
-	r, ok := h.moveByBot(ctx, r, storage.StateGone, "not listed by fal", func(u *storage.Request) error {
+func (h *Handlers) vanished(ctx context.Context, r domain.Request) {
+	r, ok := h.moveByBot(ctx, r, domain.StateGone, "not listed by fal", func(u *domain.Request) error {
 		u.EndedAt, u.EndReason = h.now(), "vanished"
 		return nil
 	})
@@ -284,7 +336,7 @@ func (h *Handlers) keepLifetimes(ctx context.Context) error {
 		return fmt.Errorf("read expiring requests: %w", err)
 	}
 	for _, r := range due {
-		if r.State != storage.StateReady {
+		if r.State != domain.StateReady {
 			continue
 		}
 		if !now.Before(r.ExpiresAt) {
@@ -305,9 +357,9 @@ var errNotDue = errors.New("not due any more")
 
 // expire moves a machine whose lifetime is over to deleting, checking the expiry in the
 // same transaction: an extension accepted since the due list was read wins.
-func (h *Handlers) expire(ctx context.Context, r storage.Request) {
+func (h *Handlers) expire(ctx context.Context, r domain.Request) {
 	now := h.now()
-	r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateReady}, storage.StateDeleting, actorBot, endExpired, func(u *storage.Request) error {
+	r, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateReady}, domain.StateDeleting, actorBot, endExpired, func(u *domain.Request) error {
 		if now.Before(u.ExpiresAt) {
 			return errNotDue
 		}
@@ -315,32 +367,32 @@ func (h *Handlers) expire(ctx context.Context, r storage.Request) {
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, errNotDue) && !errors.Is(err, storage.ErrIllegalMove) {
+		if !errors.Is(err, errNotDue) && !errors.Is(err, domain.ErrIllegalMove) {
 			h.reqLog(r).Error("record expiry", "err", err)
 		}
 		return
 	}
 	h.reqLog(r).Info("lifetime over; deleting", "instance", r.InstanceID)
 	h.refreshRoot(ctx, r)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // enforceProvisionDeadline gives up on machines fal has not made ready within
 // ProvisionTimeout of the create call (stuck pending, stopped or unknown): their
 // lifetime would never start, so nothing else would ever end them.
-func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []storage.Request) {
+func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []domain.Request) {
 	now := h.now()
 	for _, r := range reqs {
-		if r.State != storage.StateProvisioning || now.Sub(provisionStart(r)) < h.cfg.ProvisionTimeout {
+		if r.State != domain.StateProvisioning || now.Sub(provisionStart(r)) < h.cfg.ProvisionTimeout {
 			continue
 		}
 		words := neverReadyText(r, h.cfg.ProvisionTimeout)
-		r, err := h.store.MoveFrom(ctx, r.ID, []storage.State{storage.StateProvisioning}, storage.StateDeleting, actorBot, endNeverReady, func(u *storage.Request) error {
+		r, err := h.store.MoveFrom(ctx, r.ID, []domain.State{domain.StateProvisioning}, domain.StateDeleting, actorBot, endNeverReady, func(u *domain.Request) error {
 			u.EndReason, u.Error = endNeverReady, words
 			return nil
 		})
 		if err != nil {
-			if !errors.Is(err, storage.ErrIllegalMove) {
+			if !errors.Is(err, domain.ErrIllegalMove) {
 				h.reqLog(r).Error("record provisioning deadline", "err", err)
 			}
 			continue
@@ -349,13 +401,13 @@ func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []storage.
 		h.refreshRoot(ctx, r)
 		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
 		h.alertAdmins(ctx, neverReadyAlert(r, h.cfg.ProvisionTimeout))
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 
 // provisionStart is when fal was first asked for the machine; records from before
 // that was kept fall back to the decision, or the request.
-func provisionStart(r storage.Request) time.Time {
+func provisionStart(r domain.Request) time.Time {
 	switch {
 	case !r.CreatingSince.IsZero():
 		return r.CreatingSince
@@ -381,7 +433,7 @@ const endedGrace = 10 * time.Minute
 // ended is deleted again once endedGrace has passed; one gpubot did not make is reported
 // to the admins once, after orphanPassesBeforeReport listings in a row (kept in the store)
 // and once no create of its type waits for fal's answer.
-func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []storage.Request) error {
+func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfinished []domain.Request) error {
 	known := make(map[string]bool, len(unfinished))
 	for _, r := range unfinished {
 		known[r.InstanceID] = true
@@ -399,7 +451,7 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 			if !owner.Live() && now.Sub(owner.EndedAt) >= endedGrace {
 				h.deleteLingering(ctx, owner, inst)
 			}
-		case errors.Is(err, storage.ErrNotFound):
+		case errors.Is(err, domain.ErrNotFound):
 			untracked = append(untracked, inst)
 		default:
 			return fmt.Errorf("look up instance %s: %w", inst.ID, err)
@@ -434,10 +486,10 @@ func (h *Handlers) reconcile(ctx context.Context, instances []fal.Instance, unfi
 // typesBeingConfirmed lists the instance types of creates fal has not answered yet: an
 // untracked instance of such a type may be theirs, and is not reported until gpubot has
 // asked again or given up (within fal's key window).
-func typesBeingConfirmed(unfinished []storage.Request) map[string]bool {
+func typesBeingConfirmed(unfinished []domain.Request) map[string]bool {
 	types := map[string]bool{}
 	for _, r := range unfinished {
-		unanswered := r.State == storage.StateCreating || (r.State == storage.StateDeleting && r.InstanceID == "" && r.CreateCalls > 0)
+		unanswered := r.State == domain.StateCreating || (r.State == domain.StateDeleting && r.InstanceID == "" && r.CreateCalls > 0)
 		if unanswered {
 			types[r.InstanceType] = true
 		}
@@ -448,7 +500,7 @@ func typesBeingConfirmed(unfinished []storage.Request) map[string]bool {
 // deleteLingering deletes, again, the instance of a request that ended while fal still
 // lists it (a delete fal answered 404 for, a listing that missed it once), and tells the
 // admins the first time. It runs in the background, at most once at a time per request.
-func (h *Handlers) deleteLingering(ctx context.Context, r storage.Request, inst fal.Instance) {
+func (h *Handlers) deleteLingering(ctx context.Context, r domain.Request, inst fal.Instance) {
 	if !h.claim(r.ID) {
 		return
 	}
@@ -476,7 +528,7 @@ func (h *Handlers) reportOrphan(ctx context.Context, inst fal.Instance, firstSee
 		return
 	}
 	h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
-	if err := h.store.Audit(ctx, storage.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
+	if err := h.store.Audit(ctx, domain.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
 		h.log.Error("audit orphan", "err", err)
 	}
 	h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s ago. If nobody owns it, delete it at fal: it costs money.",

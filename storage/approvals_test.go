@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Two approvers clicking at the same moment on a request that needs three both
@@ -13,7 +15,7 @@ import (
 func TestApprovalsAtTheSameMomentBothCount(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -35,7 +37,7 @@ func TestApprovalsAtTheSameMomentBothCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != StateAwaitingApproval || len(got.Approvals) != 2 {
+	if got.State != domain.StateAwaitingApproval || len(got.Approvals) != 2 {
 		t.Fatalf("after two of three approvals: %s with %d approvals, want awaiting approval with 2", got.State, len(got.Approvals))
 	}
 	if !got.ApprovedBy("UBOB") || !got.ApprovedBy("UCAROL") {
@@ -49,7 +51,7 @@ func TestApprovalsAtTheSameMomentBothCount(t *testing.T) {
 func TestTheApprovalThatCompletesTheCountApproves(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	const approvers = 12
 	var wg sync.WaitGroup
@@ -69,16 +71,16 @@ func TestTheApprovalThatCompletesTheCountApproves(t *testing.T) {
 		switch {
 		case err == nil:
 			counted++
-		case errors.Is(err, ErrIllegalMove):
+		case errors.Is(err, domain.ErrIllegalMove):
 		default:
-			t.Errorf("approver %d: %v, want success or a *MoveError", i, err)
+			t.Errorf("approver %d: %v, want success or a *domain.MoveError", i, err)
 		}
 	}
 	final, err := s.Request(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if counted != 2 || final.State != StateApproved || len(final.Approvals) != 2 {
+	if counted != 2 || final.State != domain.StateApproved || len(final.Approvals) != 2 {
 		t.Fatalf("%d approvals counted, state %s with %d recorded; want 2, approved, 2", counted, final.State, len(final.Approvals))
 	}
 	if final.ApproverID != final.Approvals[1].UserID || final.DecidedAt.IsZero() {
@@ -102,14 +104,14 @@ func TestTheApprovalThatCompletesTheCountApproves(t *testing.T) {
 func TestTheSameApproverCountsOnce(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 	if _, err := s.AddApproval(ctx, r.ID, "UBOB", 2); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := s.Request(ctx, r.ID)
 	current, err := s.AddApproval(ctx, r.ID, "UBOB", 2)
-	if !errors.Is(err, ErrAlreadyApproved) {
-		t.Fatalf("second approval by the same approver: %v, want ErrAlreadyApproved", err)
+	if !errors.Is(err, domain.ErrAlreadyApproved) {
+		t.Fatalf("second approval by the same approver: %v, want domain.ErrAlreadyApproved", err)
 	}
 	after, _ := s.Request(ctx, r.ID)
 	if after.Version != before.Version || len(after.Approvals) != 1 || current.Version != before.Version {
@@ -122,17 +124,17 @@ func TestTheSameApproverCountsOnce(t *testing.T) {
 func TestApprovalForAnEnvelopeTakesEffectOnce(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
-	if _, err := s.AddApproval(ctx, r.ID, "UBOB", 2, ForEnvelope("E1", []byte(`{}`))); err != nil {
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+	if _, err := s.AddApproval(ctx, r.ID, "UBOB", 2, domain.ForEnvelope("E1", []byte(`{}`))); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.AddApproval(ctx, r.ID, "UCAROL", 2, ForEnvelope("E1", nil))
-	var done *AlreadyDoneError
+	_, err := s.AddApproval(ctx, r.ID, "UCAROL", 2, domain.ForEnvelope("E1", nil))
+	var done *domain.AlreadyDoneError
 	if !errors.As(err, &done) {
-		t.Fatalf("the same envelope again: %v, want *AlreadyDoneError", err)
+		t.Fatalf("the same envelope again: %v, want *domain.AlreadyDoneError", err)
 	}
 	got, _ := s.Request(ctx, r.ID)
-	if got.State != StateAwaitingApproval || len(got.Approvals) != 1 {
+	if got.State != domain.StateAwaitingApproval || len(got.Approvals) != 1 {
 		t.Fatalf("after a redelivered envelope: %s with %d approvals", got.State, len(got.Approvals))
 	}
 }

@@ -7,24 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
-// AuditEvent is one line of the append-only audit trail.
-type AuditEvent struct {
-	Seq       uint64    `json:"seq"` // assigned by the store, increasing
-	At        time.Time `json:"at"`
-	Actor     string    `json:"actor,omitempty"` // Slack user id, or "gpubot" for the bot itself
-	Action    string    `json:"action"`          // "requested", a state name, "key_set", ...
-	RequestID string    `json:"request_id,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
-}
-
 // Audit appends an event that is not a state change, such as "ready_notice".
 // Seq is assigned; At defaults to now.
-func (s *Store) Audit(ctx context.Context, e AuditEvent) error {
+func (s *Store) Audit(ctx context.Context, e domain.AuditEvent) error {
 	if e.Action == "" {
 		return errors.New("audit: event has no action")
 	}
@@ -38,7 +28,7 @@ func (s *Store) Audit(ctx context.Context, e AuditEvent) error {
 
 // appendAudit writes e, with the next sequence number, and its per-request
 // index entry inside tx.
-func appendAudit(tx *bolt.Tx, e AuditEvent) error {
+func appendAudit(tx *bolt.Tx, e domain.AuditEvent) error {
 	log := bucket(tx, bucketAudit)
 	seq, err := log.NextSequence()
 	if err != nil {
@@ -59,8 +49,8 @@ func appendAudit(tx *bolt.Tx, e AuditEvent) error {
 
 // AuditLog returns up to limit events with Seq > afterSeq, in order; limit
 // <= 0 means no limit.
-func (s *Store) AuditLog(ctx context.Context, afterSeq uint64, limit int) ([]AuditEvent, error) {
-	var events []AuditEvent
+func (s *Store) AuditLog(ctx context.Context, afterSeq uint64, limit int) ([]domain.AuditEvent, error) {
+	var events []domain.AuditEvent
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		c := bucket(tx, bucketAudit).Cursor()
 		for k, v := c.Seek(seqKey(afterSeq + 1)); k != nil; k, v = c.Next() {
@@ -82,8 +72,8 @@ func (s *Store) AuditLog(ctx context.Context, afterSeq uint64, limit int) ([]Aud
 }
 
 // AuditFor returns every event about one request, in order.
-func (s *Store) AuditFor(ctx context.Context, requestID string) ([]AuditEvent, error) {
-	var events []AuditEvent
+func (s *Store) AuditFor(ctx context.Context, requestID string) ([]domain.AuditEvent, error) {
+	var events []domain.AuditEvent
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		log := bucket(tx, bucketAudit)
 		prefix := appendField(nil, requestID)
@@ -111,10 +101,10 @@ func (s *Store) AuditFor(ctx context.Context, requestID string) ([]AuditEvent, e
 	return events, nil
 }
 
-func decodeAudit(data []byte) (AuditEvent, error) {
-	var e AuditEvent
+func decodeAudit(data []byte) (domain.AuditEvent, error) {
+	var e domain.AuditEvent
 	if err := json.Unmarshal(data, &e); err != nil {
-		return AuditEvent{}, fmt.Errorf("decode audit event: %w", err)
+		return domain.AuditEvent{}, fmt.Errorf("decode audit event: %w", err)
 	}
 	return e, nil
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/testkit"
 )
 
 func TestAuditTrailInOrderAndPerRequest(t *testing.T) {
@@ -12,18 +15,18 @@ func TestAuditTrailInOrderAndPerRequest(t *testing.T) {
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
 
-	a := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
-	b := mustCreate(t, s, newRequest(alice, StateApproved))
-	mustMove(t, s, a.ID, StateApproved, nil)
-	mustMove(t, s, b.ID, StateCreating, nil)
-	if err := s.Audit(ctx, AuditEvent{Actor: "gpubot", Action: "orphan_reported", Detail: "inst-x"}); err != nil {
+	a := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+	b := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	mustMove(t, s, a.ID, domain.StateApproved, nil)
+	mustMove(t, s, b.ID, domain.StateCreating, nil)
+	if err := s.Audit(ctx, domain.AuditEvent{Actor: "gpubot", Action: "orphan_reported", Detail: "inst-x"}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Second)
-	if err := s.Audit(ctx, AuditEvent{Actor: "gpubot", Action: "ready_notice", RequestID: a.ID}); err != nil {
+	if err := s.Audit(ctx, domain.AuditEvent{Actor: "gpubot", Action: "ready_notice", RequestID: a.ID}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Audit(ctx, AuditEvent{Actor: "gpubot"}); err == nil {
+	if err := s.Audit(ctx, domain.AuditEvent{Actor: "gpubot"}); err == nil {
 		t.Error("an event without an action was accepted")
 	}
 
@@ -61,14 +64,14 @@ func TestKeysPerUser(t *testing.T) {
 	clock := newTestClock()
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
-	line, _ := ed25519Line(t, "me@laptop")
-	key, err := ParsePublicKey(line)
+	line := testkit.KeyLine(t, "me@laptop")
+	key, err := domain.ParsePublicKey(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherTeam := UserRef{TeamID: "T2", UserID: alice.UserID}
+	otherTeam := domain.UserRef{TeamID: "T2", UserID: alice.UserID}
 
-	if _, err := s.Key(ctx, alice); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Key(ctx, alice); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("key before set: %v", err)
 	}
 	if err := s.SetKey(ctx, alice, key); err != nil {
@@ -78,7 +81,7 @@ func TestKeysPerUser(t *testing.T) {
 	if err != nil || stored.PublicKey != key || !stored.SetAt.Equal(clock.Now()) {
 		t.Errorf("stored key %+v, %v", stored, err)
 	}
-	if _, err := s.Key(ctx, otherTeam); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Key(ctx, otherTeam); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("the same user id in another workspace sees the key: %v", err)
 	}
 	forged := key
@@ -89,7 +92,7 @@ func TestKeysPerUser(t *testing.T) {
 	if err := s.RemoveKey(ctx, alice); err != nil {
 		t.Fatalf("remove key: %v", err)
 	}
-	if err := s.RemoveKey(ctx, alice); !errors.Is(err, ErrNotFound) {
+	if err := s.RemoveKey(ctx, alice); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("second remove: %v", err)
 	}
 	log, _ := s.AuditLog(ctx, 0, 0)

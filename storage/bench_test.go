@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -43,8 +44,8 @@ func benchStore(b *testing.B, finished, unfinished int) (*Store, []string) {
 	return s, instances
 }
 
-func benchRequest(i int, finished bool, created time.Time) Request {
-	r := *newRequest(UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%03d", i%300)}, StateReady)
+func benchRequest(i int, finished bool, created time.Time) domain.Request {
+	r := *newRequest(domain.UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%03d", i%300)}, domain.StateReady)
 	r.ID = uuid.NewString()
 	r.IdempotencyKey = uuid.NewString()
 	r.InstanceID = fmt.Sprintf("inst-%06d", i)
@@ -54,7 +55,7 @@ func benchRequest(i int, finished bool, created time.Time) Request {
 	r.ExpiresAt = r.ReadyAt.Add(r.Lifetime)
 	r.Version = 5
 	if finished {
-		r.State = StateDeleted
+		r.State = domain.StateDeleted
 		r.EndedAt = r.ExpiresAt
 		r.EndReason = "expired"
 	}
@@ -117,7 +118,7 @@ func BenchmarkMove(b *testing.B) {
 		defer b.StartTimer()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for range 1_000 {
-				r := *newRequest(alice, StateAwaitingApproval)
+				r := *newRequest(alice, domain.StateAwaitingApproval)
 				r.ID, r.IdempotencyKey, r.Version = uuid.NewString(), uuid.NewString(), 1
 				r.CreatedAt, r.UpdatedAt = s.now(), s.now()
 				if err := writeRequest(tx, nil, &r); err != nil {
@@ -138,7 +139,7 @@ func BenchmarkMove(b *testing.B) {
 		}
 		id := pending[len(pending)-1]
 		pending = pending[:len(pending)-1]
-		if _, err := s.Move(ctx, id, StateApproved, "UBOSS", "", func(r *Request) error {
+		if _, err := s.Move(ctx, id, domain.StateApproved, "UBOSS", "", func(r *domain.Request) error {
 			r.ApproverID = "UBOSS"
 			return nil
 		}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -28,7 +29,7 @@ func lastTxID(t *testing.T, s *Store) int {
 func TestConcurrentWritesShareCommits(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	live := mustCreate(t, s, newRequest(alice, StateApproved))
+	live := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	before := lastTxID(t, s)
 
 	const writers = 200
@@ -43,9 +44,9 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 			<-release
 			switch i % 4 {
 			case 0: // not a request: fails, and must not take the others down with it
-				_, errs[i] = s.Move(ctx, fmt.Sprintf("missing-%d", i), StateCreating, "gpubot", "", nil)
+				_, errs[i] = s.Move(ctx, fmt.Sprintf("missing-%d", i), domain.StateCreating, "gpubot", "", nil)
 			case 1:
-				errs[i] = s.Audit(ctx, AuditEvent{Actor: "gpubot", Action: "noted", RequestID: live.ID, Detail: fmt.Sprint(i)})
+				errs[i] = s.Audit(ctx, domain.AuditEvent{Actor: "gpubot", Action: "noted", RequestID: live.ID, Detail: fmt.Sprint(i)})
 			default:
 				firsts[i], errs[i] = s.MarkSeen(ctx, fmt.Sprintf("Ev%04d", i), time.Hour)
 			}
@@ -57,8 +58,8 @@ func TestConcurrentWritesShareCommits(t *testing.T) {
 
 	for i, err := range errs {
 		if i%4 == 0 {
-			if !errors.Is(err, ErrNotFound) {
-				t.Errorf("write %d: got %v, want ErrNotFound", i, err)
+			if !errors.Is(err, domain.ErrNotFound) {
+				t.Errorf("write %d: got %v, want domain.ErrNotFound", i, err)
 			}
 			continue
 		}

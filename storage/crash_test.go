@@ -12,18 +12,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // crashWorkload drives requests through their life like the bot does, from
 // two goroutines at once, and calls commit after every write that returned,
 // with "id version state". It stops after maxWrites writes (0: never) or
 // when ctx ends.
-func crashWorkload(ctx context.Context, s *Store, maxWrites int, commit func(id string, version int64, state State)) error {
+func crashWorkload(ctx context.Context, s *Store, maxWrites int, commit func(id string, version int64, state domain.State)) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	writes := 0
 	errs := make(chan error, 2)
-	record := func(r Request) bool {
+	record := func(r domain.Request) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		commit(r.ID, r.Version, r.State)
@@ -52,14 +54,14 @@ func crashWorkload(ctx context.Context, s *Store, maxWrites int, commit func(id 
 
 // oneRequestLife creates a request and moves it along a random stretch of
 // its life, recording each committed write.
-func oneRequestLife(ctx context.Context, s *Store, rng *rand.Rand, worker int, record func(Request) bool) (bool, error) {
-	user := UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", rng.IntN(5))}
-	start := StateApproved
+func oneRequestLife(ctx context.Context, s *Store, rng *rand.Rand, worker int, record func(domain.Request) bool) (bool, error) {
+	user := domain.UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", rng.IntN(5))}
+	start := domain.StateApproved
 	if rng.IntN(2) == 0 {
-		start = StateAwaitingApproval
+		start = domain.StateAwaitingApproval
 	}
 	r := newRequest(user, start)
-	if err := s.CreateRequest(ctx, r, ForEnvelope(fmt.Sprintf("envelope-%d-%d", worker, rng.Uint64()), []byte(`{"text":"Got it"}`))); err != nil {
+	if err := s.CreateRequest(ctx, r, domain.ForEnvelope(fmt.Sprintf("envelope-%d-%d", worker, rng.Uint64()), []byte(`{"text":"Got it"}`))); err != nil {
 		return false, err
 	}
 	if !record(*r) {
@@ -69,25 +71,25 @@ func oneRequestLife(ctx context.Context, s *Store, rng *rand.Rand, worker int, r
 		return false, err
 	}
 	type step struct {
-		to   State
-		edit func(*Request) error
+		to   domain.State
+		edit func(*domain.Request) error
 	}
 	path := []step{
-		{StateCreating, nil},
-		{StateProvisioning, func(q *Request) error { q.InstanceID = "inst-" + q.ID; return nil }},
-		{StateReady, func(q *Request) error { q.IP = "10.0.0.1"; return nil }},
-		{"", func(q *Request) error { q.ExpiresAt = q.ExpiresAt.Add(time.Hour); return nil }}, // extend
-		{StateDeleting, nil},
-		{[]State{StateDeleted, StateExpired, StateGone}[rng.IntN(3)], nil},
+		{domain.StateCreating, nil},
+		{domain.StateProvisioning, func(q *domain.Request) error { q.InstanceID = "inst-" + q.ID; return nil }},
+		{domain.StateReady, func(q *domain.Request) error { q.IP = "10.0.0.1"; return nil }},
+		{"", func(q *domain.Request) error { q.ExpiresAt = q.ExpiresAt.Add(time.Hour); return nil }}, // extend
+		{domain.StateDeleting, nil},
+		{[]domain.State{domain.StateDeleted, domain.StateExpired, domain.StateGone}[rng.IntN(3)], nil},
 	}
-	if start == StateAwaitingApproval {
-		path = append([]step{{StateApproved, func(q *Request) error { q.ApproverID = "UBOSS"; return nil }}}, path...)
+	if start == domain.StateAwaitingApproval {
+		path = append([]step{{domain.StateApproved, func(q *domain.Request) error { q.ApproverID = "UBOSS"; return nil }}}, path...)
 	}
 	for _, st := range path {
 		if rng.IntN(8) == 0 {
 			return true, nil // leave it unfinished
 		}
-		var next Request
+		var next domain.Request
 		var err error
 		if st.to == "" {
 			next, err = s.Update(ctx, r.ID, st.edit)
@@ -114,7 +116,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	s := openTestStore(t, Options{})
 	committed := map[string]string{}
-	err := crashWorkload(context.Background(), s, 200, func(id string, version int64, state State) {
+	err := crashWorkload(context.Background(), s, 200, func(id string, version int64, state domain.State) {
 		committed[id] = fmt.Sprintf("%d %s", version, state)
 	})
 	if err != nil {
@@ -138,7 +140,7 @@ func runCrashChild(t *testing.T, path string) {
 	// Bounded in case the parent never kills it.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err = crashWorkload(ctx, s, 0, func(id string, version int64, state State) {
+	err = crashWorkload(ctx, s, 0, func(id string, version int64, state domain.State) {
 		fmt.Printf("committed %s %d %s\n", id, version, state)
 	})
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -176,7 +178,7 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 type committedWrite struct {
 	id      string
 	version int64
-	state   State
+	state   domain.State
 }
 
 func parseCommitted(line string) (committedWrite, bool) {
@@ -188,7 +190,7 @@ func parseCommitted(line string) (committedWrite, bool) {
 	if err != nil {
 		return committedWrite{}, false
 	}
-	return committedWrite{id: fields[1], version: version, state: State(fields[3])}, true
+	return committedWrite{id: fields[1], version: version, state: domain.State(fields[3])}, true
 }
 
 func checkAfterCrash(t *testing.T, path string, committed map[string]committedWrite, round int) {

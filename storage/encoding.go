@@ -3,6 +3,8 @@ package storage
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Bucket and meta key names. They are part of the file format.
@@ -55,23 +57,23 @@ func seqKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(nil, seq)
 }
 
-func userPrefix(u UserRef) []byte {
+func userPrefix(u domain.UserRef) []byte {
 	return appendField(appendField(nil, u.TeamID), u.UserID)
 }
 
 // byUserKey sorts a user's requests newest first.
-func byUserKey(r *Request) []byte {
+func byUserKey(r *domain.Request) []byte {
 	return append(appendTimeDescending(userPrefix(r.Owner()), r.CreatedAt), r.ID...)
 }
 
 // unfinishedKey sorts unfinished requests oldest first.
-func unfinishedKey(r *Request) []byte {
+func unfinishedKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.CreatedAt), r.ID...)
 }
 
 // unfinishedValue is the request's version, then its id, so a reader can
 // tell whether a decoded copy it kept is still current without decoding.
-func unfinishedValue(r *Request) []byte {
+func unfinishedValue(r *domain.Request) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(r.Version)), r.ID...)
 }
 
@@ -82,7 +84,7 @@ func splitUnfinishedValue(v []byte) (version int64, id []byte, ok bool) {
 	return int64(binary.BigEndian.Uint64(v)), v[8:], true
 }
 
-func expiringKey(r *Request) []byte {
+func expiringKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.ExpiresAt), r.ID...)
 }
 

@@ -2,73 +2,28 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
-
-// ErrAlreadyDone matches an *AlreadyDoneError with errors.Is.
-var ErrAlreadyDone = errors.New("envelope already handled")
-
-// AlreadyDoneError is returned by a write made ForEnvelope when that envelope
-// already did its write: nothing was written, and Answer is what the first
-// delivery was answered with, to answer the redelivery the same way.
-type AlreadyDoneError struct {
-	EnvelopeID string
-	Answer     []byte
-}
-
-func (e *AlreadyDoneError) Error() string {
-	return fmt.Sprintf("envelope %s was handled already", e.EnvelopeID)
-}
-
-func (e *AlreadyDoneError) Is(target error) bool { return target == ErrAlreadyDone }
-
-// WriteOption qualifies a write: CreateRequest, Move, MoveFrom, Update, SetKey
-// and RemoveKey take them.
-type WriteOption func(*writeOptions)
-
-type writeOptions struct {
-	envelopeID string
-	answer     []byte
-}
-
-// ForEnvelope makes a write the one effect of a Slack envelope (a command or a
-// click). In the write's own transaction, before the write, the store checks
-// whether envelopeID did its effect already (within Options.EnvelopeTTL): if
-// so the write is refused with an *AlreadyDoneError carrying the first answer;
-// if not, envelopeID is recorded with answer (the ack payload, which may be
-// empty) together with the write. A failed write records nothing. Slack
-// redelivers an envelope whose ack it did not get, also to a gpubot that
-// restarted, so this memory lives in the store and not in a process.
-// An empty envelopeID records nothing.
-func ForEnvelope(envelopeID string, answer []byte) WriteOption {
-	return func(o *writeOptions) {
-		o.envelopeID = envelopeID
-		o.answer = answer
-	}
-}
 
 func envelopeKey(envelopeID string) string { return "envelope:" + envelopeID }
 
 // claimEnvelope runs first in a write transaction made with opts: it records
 // the envelope the write is for, or refuses a second effect of one.
-func (s *Store) claimEnvelope(tx *bolt.Tx, opts []WriteOption, now time.Time) error {
-	var o writeOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.envelopeID == "" {
+func (s *Store) claimEnvelope(tx *bolt.Tx, opts []domain.WriteOption, now time.Time) error {
+	o := domain.CollectOptions(opts)
+	if o.EnvelopeID == "" {
 		return nil
 	}
-	first, answer, err := s.rememberOnce(tx, envelopeKey(o.envelopeID), o.answer, s.opts.EnvelopeTTL, now)
+	first, answer, err := s.rememberOnce(tx, envelopeKey(o.EnvelopeID), o.Answer, s.opts.EnvelopeTTL, now)
 	if err != nil {
-		return fmt.Errorf("record envelope %s: %w", o.envelopeID, err)
+		return fmt.Errorf("record envelope %s: %w", o.EnvelopeID, err)
 	}
 	if !first {
-		return &AlreadyDoneError{EnvelopeID: o.envelopeID, Answer: answer}
+		return &domain.AlreadyDoneError{EnvelopeID: o.EnvelopeID, Answer: answer}
 	}
 	return nil
 }

@@ -7,27 +7,30 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/testkit"
 )
 
 // envelopeWrite is one of the writes a command or a click makes, run with opts,
 // with a way to tell how many times its effect happened.
 type envelopeWrite struct {
 	name    string
-	write   func(ctx context.Context, s *Store, opts ...WriteOption) error
+	write   func(ctx context.Context, s *Store, opts ...domain.WriteOption) error
 	effects func(ctx context.Context, s *Store) int
 }
 
 // envelopeWrites sets up what each write needs in s and returns the writes.
 func envelopeWrites(t *testing.T, s *Store) []envelopeWrite {
 	t.Helper()
-	line, _ := ed25519Line(t, "alice@laptop")
-	key, err := ParsePublicKey(line)
+	line := testkit.KeyLine(t, "alice@laptop")
+	key, err := domain.ParsePublicKey(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waiting := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
-	ready := mustCreate(t, s, newRequest(alice, StateApproved))
-	forceState(t, s, ready.ID, StateReady)
+	waiting := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+	ready := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	forceState(t, s, ready.ID, domain.StateReady)
 	auditCount := func(action string) func(context.Context, *Store) int {
 		return func(ctx context.Context, s *Store) int {
 			log, err := s.AuditLog(ctx, 0, 0)
@@ -44,17 +47,17 @@ func envelopeWrites(t *testing.T, s *Store) []envelopeWrite {
 		}
 	}
 	return []envelopeWrite{
-		{"CreateRequest", func(ctx context.Context, s *Store, opts ...WriteOption) error {
-			return s.CreateRequest(ctx, newRequest(alice, StateApproved), opts...)
+		{"CreateRequest", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+			return s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), opts...)
 		}, auditCount("requested")},
-		{"Move", func(ctx context.Context, s *Store, opts ...WriteOption) error {
+		{"Move", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
 			// The envelope is checked before the state table: a redelivered Approve
 			// gets the first answer, not "too late".
-			_, err := s.MoveFrom(ctx, waiting.ID, []State{StateAwaitingApproval, StateApproved}, StateApproved, "UBOB", "", nil, opts...)
+			_, err := s.MoveFrom(ctx, waiting.ID, []domain.State{domain.StateAwaitingApproval, domain.StateApproved}, domain.StateApproved, "UBOB", "", nil, opts...)
 			return err
-		}, auditCount(string(StateApproved))},
-		{"Update", func(ctx context.Context, s *Store, opts ...WriteOption) error {
-			_, err := s.Update(ctx, ready.ID, func(r *Request) error {
+		}, auditCount(string(domain.StateApproved))},
+		{"Update", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
+			_, err := s.Update(ctx, ready.ID, func(r *domain.Request) error {
 				r.ExpiresAt = r.ExpiresAt.Add(2 * time.Hour)
 				return nil
 			}, opts...)
@@ -66,10 +69,10 @@ func envelopeWrites(t *testing.T, s *Store) []envelopeWrite {
 			}
 			return int(r.ExpiresAt.Sub(ready.CreatedAt.Add(time.Hour)) / (2 * time.Hour))
 		}},
-		{"SetKey", func(ctx context.Context, s *Store, opts ...WriteOption) error {
+		{"SetKey", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
 			return s.SetKey(ctx, alice, key, opts...)
 		}, auditCount("key_set")},
-		{"RemoveKey", func(ctx context.Context, s *Store, opts ...WriteOption) error {
+		{"RemoveKey", func(ctx context.Context, s *Store, opts ...domain.WriteOption) error {
 			if err := s.SetKey(ctx, alice, key); err != nil {
 				return err
 			}
@@ -85,13 +88,13 @@ func TestForEnvelopeRefusesASecondEffectWithTheFirstAnswer(t *testing.T) {
 		envelope := "Ev-" + w.name
 		first := []byte(`{"text":"first answer for ` + w.name + `"}`)
 		before := w.effects(ctx, s)
-		if err := w.write(ctx, s, ForEnvelope(envelope, first)); err != nil {
+		if err := w.write(ctx, s, domain.ForEnvelope(envelope, first)); err != nil {
 			t.Fatalf("%s, first delivery: %v", w.name, err)
 		}
-		err := w.write(ctx, s, ForEnvelope(envelope, []byte(`{"text":"second"}`)))
-		var done *AlreadyDoneError
-		if !errors.As(err, &done) || !errors.Is(err, ErrAlreadyDone) {
-			t.Fatalf("%s, redelivery: got %v, want an *AlreadyDoneError", w.name, err)
+		err := w.write(ctx, s, domain.ForEnvelope(envelope, []byte(`{"text":"second"}`)))
+		var done *domain.AlreadyDoneError
+		if !errors.As(err, &done) || !errors.Is(err, domain.ErrAlreadyDone) {
+			t.Fatalf("%s, redelivery: got %v, want an *domain.AlreadyDoneError", w.name, err)
 		}
 		if string(done.Answer) != string(first) || done.EnvelopeID != envelope {
 			t.Errorf("%s, redelivery answered %q for %q, want the first answer %q", w.name, done.Answer, done.EnvelopeID, first)
@@ -109,16 +112,16 @@ func TestForEnvelopeRefusesASecondEffectWithTheFirstAnswer(t *testing.T) {
 func TestForEnvelopeRecordsNothingWhenTheWriteFails(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateApproved))
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	refused := errors.New("lifetime too long")
 
-	if _, err := s.Update(ctx, r.ID, func(*Request) error { return refused }, ForEnvelope("Ev1", nil)); !errors.Is(err, refused) {
+	if _, err := s.Update(ctx, r.ID, func(*domain.Request) error { return refused }, domain.ForEnvelope("Ev1", nil)); !errors.Is(err, refused) {
 		t.Fatalf("update: %v, want the edit's error", err)
 	}
-	if _, err := s.Move(ctx, r.ID, StateReady, "UBOB", "", nil, ForEnvelope("Ev2", nil)); !errors.Is(err, ErrIllegalMove) {
+	if _, err := s.Move(ctx, r.ID, domain.StateReady, "UBOB", "", nil, domain.ForEnvelope("Ev2", nil)); !errors.Is(err, domain.ErrIllegalMove) {
 		t.Fatalf("illegal move: %v", err)
 	}
-	if err := s.RemoveKey(ctx, alice, ForEnvelope("Ev3", []byte(`{"text":"removed"}`))); !errors.Is(err, ErrNotFound) {
+	if err := s.RemoveKey(ctx, alice, domain.ForEnvelope("Ev3", []byte(`{"text":"removed"}`))); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("remove a key nobody set: %v", err)
 	}
 	for _, envelope := range []string{"Ev1", "Ev2", "Ev3"} {
@@ -127,7 +130,7 @@ func TestForEnvelopeRecordsNothingWhenTheWriteFails(t *testing.T) {
 		}
 	}
 	// Redelivered after the failure, the envelope may still take effect once.
-	if _, err := s.Update(ctx, r.ID, func(u *Request) error { u.Lifetime = time.Hour; return nil }, ForEnvelope("Ev1", nil)); err != nil {
+	if _, err := s.Update(ctx, r.ID, func(u *domain.Request) error { u.Lifetime = time.Hour; return nil }, domain.ForEnvelope("Ev1", nil)); err != nil {
 		t.Fatalf("update after a failed one: %v", err)
 	}
 }
@@ -137,14 +140,14 @@ func TestForEnvelopeIsForgottenAfterItsTTL(t *testing.T) {
 	s := openTestStore(t, Options{Now: clock.Now, EnvelopeTTL: time.Hour})
 	ctx := context.Background()
 	create := func() error {
-		return s.CreateRequest(ctx, newRequest(alice, StateApproved), ForEnvelope("Ev1", []byte(`{"text":"Got it"}`)))
+		return s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"Got it"}`)))
 	}
 	if err := create(); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(59 * time.Minute)
-	if err := create(); !errors.Is(err, ErrAlreadyDone) {
-		t.Fatalf("within the hour: %v, want ErrAlreadyDone", err)
+	if err := create(); !errors.Is(err, domain.ErrAlreadyDone) {
+		t.Fatalf("within the hour: %v, want domain.ErrAlreadyDone", err)
 	}
 	clock.Advance(time.Minute)
 	if _, recorded, _ := s.EnvelopeAnswer(ctx, "Ev1"); recorded {
@@ -162,16 +165,16 @@ func TestForEnvelopeHoldsAcrossReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRequest(alice, StateApproved)
-	if err := s.CreateRequest(ctx, r, ForEnvelope("Ev1", []byte(`{"text":"Got it"}`))); err != nil {
+	r := newRequest(alice, domain.StateApproved)
+	if err := s.CreateRequest(ctx, r, domain.ForEnvelope("Ev1", []byte(`{"text":"Got it"}`))); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = openTestStoreAt(t, path)
-	err = s.CreateRequest(ctx, newRequest(alice, StateApproved), ForEnvelope("Ev1", []byte(`{"text":"other"}`)))
-	var done *AlreadyDoneError
+	err = s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"other"}`)))
+	var done *domain.AlreadyDoneError
 	if !errors.As(err, &done) || string(done.Answer) != `{"text":"Got it"}` {
 		t.Fatalf("after reopening: %v, want the first answer", err)
 	}
@@ -188,7 +191,7 @@ func TestForEnvelopeOneEffectUnderConcurrentDeliveries(t *testing.T) {
 	errs := make(chan error, deliveries)
 	for range deliveries {
 		wg.Go(func() {
-			errs <- s.CreateRequest(ctx, newRequest(alice, StateApproved), ForEnvelope("Ev1", []byte(`{"text":"Got it"}`)))
+			errs <- s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("Ev1", []byte(`{"text":"Got it"}`)))
 		})
 	}
 	wg.Wait()
@@ -198,7 +201,7 @@ func TestForEnvelopeOneEffectUnderConcurrentDeliveries(t *testing.T) {
 		switch {
 		case err == nil:
 			created++
-		case !errors.Is(err, ErrAlreadyDone):
+		case !errors.Is(err, domain.ErrAlreadyDone):
 			t.Errorf("delivery failed: %v", err)
 		}
 	}
@@ -212,7 +215,7 @@ func TestWithoutEnvelopeNothingIsRecorded(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
 	for range 2 {
-		if err := s.CreateRequest(ctx, newRequest(alice, StateApproved), ForEnvelope("", []byte("x"))); err != nil {
+		if err := s.CreateRequest(ctx, newRequest(alice, domain.StateApproved), domain.ForEnvelope("", []byte("x"))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/testkit"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,17 +37,17 @@ func openTestStore(t testing.TB, opts Options) *Store {
 	return s
 }
 
-var alice = UserRef{TeamID: "T1", UserID: "UALICE"}
+var alice = domain.UserRef{TeamID: "T1", UserID: "UALICE"}
 
-func newRequest(u UserRef, state State) *Request {
-	return &Request{
+func newRequest(u domain.UserRef, state domain.State) *domain.Request {
+	return &domain.Request{
 		TeamID: u.TeamID, UserID: u.UserID, ChannelID: "C1", CommandChannel: "C1",
 		InstanceType: "gpu_8x_h100_sxm5", Sector: "sector_1", Reason: "training run",
 		SSHKey: "ssh-ed25519 AAAA test", Lifetime: 8 * time.Hour, State: state,
 	}
 }
 
-func mustCreate(t testing.TB, s *Store, r *Request) Request {
+func mustCreate(t testing.TB, s *Store, r *domain.Request) domain.Request {
 	t.Helper()
 	if err := s.CreateRequest(context.Background(), r); err != nil {
 		t.Fatalf("create request: %v", err)
@@ -54,7 +55,7 @@ func mustCreate(t testing.TB, s *Store, r *Request) Request {
 	return *r
 }
 
-func mustMove(t testing.TB, s *Store, id string, to State, edit func(*Request) error) Request {
+func mustMove(t testing.TB, s *Store, id string, to domain.State, edit func(*domain.Request) error) domain.Request {
 	t.Helper()
 	r, err := s.Move(context.Background(), id, to, "UADMIN", "", edit)
 	if err != nil {
@@ -65,17 +66,17 @@ func mustMove(t testing.TB, s *Store, id string, to State, edit func(*Request) e
 
 // forceState writes a request in the given state directly, bypassing the
 // state table, so tests can start from any state.
-func forceState(t testing.TB, s *Store, id string, state State) {
+func forceState(t testing.TB, s *Store, id string, state domain.State) {
 	t.Helper()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		current, err := getRequest(tx, id)
 		if err != nil {
 			return err
 		}
-		next := current.clone()
+		next := current.Clone()
 		next.State = state
 		next.Version++
-		if state == StateReady && next.ExpiresAt.IsZero() {
+		if state == domain.StateReady && next.ExpiresAt.IsZero() {
 			next.ExpiresAt = next.CreatedAt.Add(time.Hour)
 		}
 		return writeRequest(tx, &current, &next)
@@ -106,7 +107,7 @@ func checkRequestIndexes(tx *bolt.Tx) error {
 		want[name] = map[string]string{}
 	}
 	err := bucket(tx, bucketRequests).ForEach(func(k, v []byte) error {
-		var r Request
+		var r domain.Request
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("record %s is not whole: %w", k, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -11,8 +12,8 @@ import (
 // published again when something of u's changes; people who never opened it get no
 // views.publish calls. Marking again changes nothing and writes nothing. The mark is
 // kept for good (Slack keeps showing the last published tab).
-func (s *Store) MarkHomeOpened(ctx context.Context, u UserRef) error {
-	if err := u.valid(); err != nil {
+func (s *Store) MarkHomeOpened(ctx context.Context, u domain.UserRef) error {
+	if err := u.Validate(); err != nil {
 		return fmt.Errorf("mark home opened: %w", err)
 	}
 	if opened, err := s.HomeOpened(ctx, u); err != nil || opened {
@@ -33,7 +34,7 @@ func (s *Store) MarkHomeOpened(ctx context.Context, u UserRef) error {
 }
 
 // HomeOpened reports whether u has ever opened gpubot's Home tab.
-func (s *Store) HomeOpened(ctx context.Context, u UserRef) (bool, error) {
+func (s *Store) HomeOpened(ctx context.Context, u domain.UserRef) (bool, error) {
 	var opened bool
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		opened = bucket(tx, bucketHomeOpened).Get(userPrefix(u)) != nil

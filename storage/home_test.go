@@ -4,6 +4,8 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // Whether someone opened gpubot's Home tab is kept in the file: a mark survives a
@@ -32,18 +34,18 @@ func TestHomeOpenedIsRememberedPerUser(t *testing.T) {
 	}
 	defer s.Close()
 	for _, tc := range []struct {
-		user UserRef
+		user domain.UserRef
 		want bool
 	}{
 		{alice, true},
-		{UserRef{TeamID: "T2", UserID: alice.UserID}, false},
-		{UserRef{TeamID: alice.TeamID, UserID: "UBOB"}, false},
+		{domain.UserRef{TeamID: "T2", UserID: alice.UserID}, false},
+		{domain.UserRef{TeamID: alice.TeamID, UserID: "UBOB"}, false},
 	} {
 		if got, err := s.HomeOpened(ctx, tc.user); err != nil || got != tc.want {
 			t.Errorf("HomeOpened(%s) = %v, %v; want %v", tc.user, got, err, tc.want)
 		}
 	}
-	if err := s.MarkHomeOpened(ctx, UserRef{TeamID: "T1"}); err == nil {
+	if err := s.MarkHomeOpened(ctx, domain.UserRef{TeamID: "T1"}); err == nil {
 		t.Error("a mark for no user was accepted")
 	}
 }
@@ -56,7 +58,7 @@ func TestFileFromBeforeHomeTabIsUpgraded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept := mustCreate(t, old, newRequest(alice, StateApproved))
+	kept := mustCreate(t, old, newRequest(alice, domain.StateApproved))
 	_ = old.Close()
 
 	s, err := Open(path, Options{})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -18,37 +19,37 @@ import (
 // transaction, and every write bumps the version, so a reader never sees
 // anything but its snapshot. The map is never changed once published.
 type liveCache struct {
-	byID atomic.Pointer[map[string]*Request]
+	byID atomic.Pointer[map[string]*domain.Request]
 }
 
-func (c *liveCache) snapshot() map[string]*Request {
+func (c *liveCache) snapshot() map[string]*domain.Request {
 	if m := c.byID.Load(); m != nil {
 		return *m
 	}
 	return nil
 }
 
-func (c *liveCache) publish(m map[string]*Request) { c.byID.Store(&m) }
+func (c *liveCache) publish(m map[string]*domain.Request) { c.byID.Store(&m) }
 
 // Unfinished returns every request not in a terminal state, oldest first.
 // It reads only the unfinished index and, for requests that changed since
 // the last call, their records: the cost follows the number of unfinished
 // requests, not of all requests.
-func (s *Store) Unfinished(ctx context.Context) ([]Request, error) {
-	return s.unfinished(ctx, func(*Request) bool { return true })
+func (s *Store) Unfinished(ctx context.Context) ([]domain.Request, error) {
+	return s.unfinished(ctx, func(*domain.Request) bool { return true })
 }
 
 // UnfinishedOf returns u's requests not in a terminal state, oldest first. Like
 // Unfinished it reads the live requests, not u's history, and copies only u's.
-func (s *Store) UnfinishedOf(ctx context.Context, u UserRef) ([]Request, error) {
-	return s.unfinished(ctx, func(r *Request) bool { return r.Owner() == u })
+func (s *Store) UnfinishedOf(ctx context.Context, u domain.UserRef) ([]domain.Request, error) {
+	return s.unfinished(ctx, func(r *domain.Request) bool { return r.Owner() == u })
 }
 
 // unfinished lists the requests not in a terminal state that keep accepts.
-func (s *Store) unfinished(ctx context.Context, keep func(*Request) bool) ([]Request, error) {
+func (s *Store) unfinished(ctx context.Context, keep func(*domain.Request) bool) ([]domain.Request, error) {
 	previous := s.live.snapshot()
-	current := make(map[string]*Request, len(previous))
-	var listed []*Request
+	current := make(map[string]*domain.Request, len(previous))
+	var listed []*domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		records := bucket(tx, bucketRequests)
 		var stale []staleRecord
@@ -75,11 +76,11 @@ func (s *Store) unfinished(ctx context.Context, keep func(*Request) bool) ([]Req
 	if err != nil {
 		return nil, fmt.Errorf("unfinished requests: %w", err)
 	}
-	var out []Request
+	var out []domain.Request
 	for _, r := range listed {
 		current[r.ID] = r
 		if keep(r) {
-			out = append(out, r.clone())
+			out = append(out, r.Clone())
 		}
 	}
 	s.live.publish(current)
@@ -96,7 +97,7 @@ type staleRecord struct {
 // decodeStale decodes the records into their places in listed. Decoding is most of
 // the cost of a listing after a restart, when nothing is cached, so a long list is
 // decoded on every core.
-func decodeStale(stale []staleRecord, listed []*Request) error {
+func decodeStale(stale []staleRecord, listed []*domain.Request) error {
 	workers := min(runtime.GOMAXPROCS(0), len(stale)/64+1)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup

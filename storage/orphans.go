@@ -6,18 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
-
-// OrphanSighting is what the store remembers of an instance fal lists that no
-// request tracks: how many listings in a row showed it, when the first did,
-// and whether the admins have been told.
-type OrphanSighting struct {
-	Count    int       `json:"count"`
-	First    time.Time `json:"first"`
-	Last     time.Time `json:"last"`
-	Reported bool      `json:"reported,omitempty"`
-}
 
 // orphanMemory is how long a reported instance is remembered after fal stopped
 // listing it, so a listing that misses it once does not report it again.
@@ -33,9 +24,9 @@ const orphanReportTTL = 365 * 24 * time.Hour
 // way, or it is gone); a reported one is forgotten orphanMemory after it was
 // last listed. It returns every instance still remembered. Kept in the store,
 // the counts survive restarts.
-func (s *Store) SightOrphans(ctx context.Context, ids []string) (map[string]OrphanSighting, error) {
+func (s *Store) SightOrphans(ctx context.Context, ids []string) (map[string]domain.OrphanSighting, error) {
 	now := s.now()
-	var out map[string]OrphanSighting
+	var out map[string]domain.OrphanSighting
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		out, err = readOrphans(tx)
 		return err
@@ -72,8 +63,8 @@ func (s *Store) SightOrphans(ctx context.Context, ids []string) (map[string]Orph
 
 // Orphans returns the instances remembered as untracked, as SightOrphans left them,
 // without counting a listing.
-func (s *Store) Orphans(ctx context.Context) (map[string]OrphanSighting, error) {
-	var out map[string]OrphanSighting
+func (s *Store) Orphans(ctx context.Context) (map[string]domain.OrphanSighting, error) {
+	var out map[string]domain.OrphanSighting
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		out, err = readOrphans(tx)
 		return err
@@ -108,8 +99,8 @@ func (s *Store) MarkOrphanReported(ctx context.Context, id string) (first bool, 
 	return first, nil
 }
 
-func readOrphans(tx *bolt.Tx) (map[string]OrphanSighting, error) {
-	out := map[string]OrphanSighting{}
+func readOrphans(tx *bolt.Tx) (map[string]domain.OrphanSighting, error) {
+	out := map[string]domain.OrphanSighting{}
 	raw := bucket(tx, bucketMeta).Get([]byte(metaOrphansKey))
 	if raw == nil {
 		return out, nil
@@ -120,7 +111,7 @@ func readOrphans(tx *bolt.Tx) (map[string]OrphanSighting, error) {
 	return out, nil
 }
 
-func writeOrphans(tx *bolt.Tx, sightings map[string]OrphanSighting) error {
+func writeOrphans(tx *bolt.Tx, sightings map[string]domain.OrphanSighting) error {
 	if len(sightings) == 0 {
 		return bucket(tx, bucketMeta).Delete([]byte(metaOrphansKey))
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -18,19 +19,19 @@ import (
 // UUIDs, CreatedAt (when zero) and UpdatedAt with now, Version with 1; r is
 // updated in place on success.
 // ForEnvelope makes a redelivered command create nothing.
-func (s *Store) CreateRequest(ctx context.Context, r *Request, opts ...WriteOption) error {
+func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...domain.WriteOption) error {
 	if r == nil {
 		return errors.New("create request: nil request")
 	}
-	if r.State != StateAwaitingApproval && r.State != StateApproved {
+	if r.State != domain.StateAwaitingApproval && r.State != domain.StateApproved {
 		return fmt.Errorf("create request: a new request must be %s or %s, not %q",
-			StateAwaitingApproval, StateApproved, r.State)
+			domain.StateAwaitingApproval, domain.StateApproved, r.State)
 	}
-	if err := r.Owner().valid(); err != nil {
+	if err := r.Owner().Validate(); err != nil {
 		return fmt.Errorf("create request: %w", err)
 	}
 	now := s.now()
-	rec := r.clone()
+	rec := r.Clone()
 	if rec.ID == "" {
 		rec.ID = uuid.NewString()
 	}
@@ -48,12 +49,12 @@ func (s *Store) CreateRequest(ctx context.Context, r *Request, opts ...WriteOpti
 			return err
 		}
 		if bucket(tx, bucketRequests).Get([]byte(rec.ID)) != nil {
-			return fmt.Errorf("id %s is taken: %w", rec.ID, ErrDuplicate)
+			return fmt.Errorf("id %s is taken: %w", rec.ID, domain.ErrDuplicate)
 		}
 		if err := writeRequest(tx, nil, &rec); err != nil {
 			return err
 		}
-		return appendAudit(tx, AuditEvent{
+		return appendAudit(tx, domain.AuditEvent{
 			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: summary(&rec),
 		})
 	})
@@ -64,7 +65,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *Request, opts ...WriteOpti
 	return nil
 }
 
-func summary(r *Request) string {
+func summary(r *domain.Request) string {
 	s := r.InstanceType
 	if r.Sector != "" {
 		s += " " + r.Sector
@@ -76,8 +77,8 @@ func summary(r *Request) string {
 }
 
 // Request returns the request with the given id, or ErrNotFound.
-func (s *Store) Request(ctx context.Context, id string) (Request, error) {
-	var r Request
+func (s *Store) Request(ctx context.Context, id string) (domain.Request, error) {
+	var r domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		r, err = getRequest(tx, id)
 		return err
@@ -87,12 +88,12 @@ func (s *Store) Request(ctx context.Context, id string) (Request, error) {
 
 // RequestByInstance returns the request that owns a fal instance, or
 // ErrNotFound.
-func (s *Store) RequestByInstance(ctx context.Context, instanceID string) (Request, error) {
-	var r Request
+func (s *Store) RequestByInstance(ctx context.Context, instanceID string) (domain.Request, error) {
+	var r domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		id := bucket(tx, bucketByInstance).Get([]byte(instanceID))
 		if id == nil {
-			return fmt.Errorf("request for instance %s: %w", instanceID, ErrNotFound)
+			return fmt.Errorf("request for instance %s: %w", instanceID, domain.ErrNotFound)
 		}
 		r, err = getRequest(tx, string(id))
 		return err
@@ -103,8 +104,8 @@ func (s *Store) RequestByInstance(ctx context.Context, instanceID string) (Reque
 // RequestsWithIDPrefix returns up to limit requests whose ids start with prefix, in
 // id order. It seeks to them in the requests bucket, so its cost does not grow with
 // the number of requests stored: a short id is found without reading a history.
-func (s *Store) RequestsWithIDPrefix(ctx context.Context, prefix string, limit int) ([]Request, error) {
-	var out []Request
+func (s *Store) RequestsWithIDPrefix(ctx context.Context, prefix string, limit int) ([]domain.Request, error) {
+	var out []domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		out = nil
 		p := []byte(prefix)
@@ -125,8 +126,8 @@ func (s *Store) RequestsWithIDPrefix(ctx context.Context, prefix string, limit i
 }
 
 // RequestsByUser returns every request u made, newest first.
-func (s *Store) RequestsByUser(ctx context.Context, u UserRef) ([]Request, error) {
-	var out []Request
+func (s *Store) RequestsByUser(ctx context.Context, u domain.UserRef) ([]domain.Request, error) {
+	var out []domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		out, err = scanIndex(tx, bucketByUser, userPrefix(u), func([]byte) bool { return true })
 		return err
@@ -139,9 +140,9 @@ func (s *Store) RequestsByUser(ctx context.Context, u UserRef) ([]Request, error
 
 // ExpiringBefore returns the ready requests whose ExpiresAt is at or before
 // t, soonest first.
-func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]Request, error) {
+func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]domain.Request, error) {
 	limit := appendTime(nil, t)
-	var out []Request
+	var out []domain.Request
 	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
 		out, err = scanIndex(tx, bucketExpiring, nil, func(k []byte) bool {
 			return bytes.Compare(k[:timeKeyLen], limit) <= 0
@@ -156,9 +157,9 @@ func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]Request, err
 
 // scanIndex loads the requests named by the entries of an index bucket whose
 // keys start with prefix, in key order, while more(key).
-func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) bool) ([]Request, error) {
+func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) bool) ([]domain.Request, error) {
 	records := bucket(tx, bucketRequests)
-	var out []Request
+	var out []domain.Request
 	c := bucket(tx, index).Cursor()
 	for k, id := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && more(k); k, id = c.Next() {
 		raw := records.Get(id)
@@ -176,7 +177,7 @@ func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) b
 
 // Move is MoveFrom with no restriction on the current state beyond the
 // state table.
-func (s *Store) Move(ctx context.Context, id string, to State, actor, detail string, edit func(*Request) error, opts ...WriteOption) (Request, error) {
+func (s *Store) Move(ctx context.Context, id string, to domain.State, actor, detail string, edit func(*domain.Request) error, opts ...domain.WriteOption) (domain.Request, error) {
 	return s.MoveFrom(ctx, id, nil, to, actor, detail, edit, opts...)
 }
 
@@ -195,13 +196,13 @@ func (s *Store) Move(ctx context.Context, id string, to State, actor, detail str
 // An illegal move returns a *MoveError (errors.Is ErrIllegalMove) holding the
 // request as it is, so of two approvers clicking at once exactly one wins and
 // the other learns who did. ForEnvelope makes a redelivered click move nothing.
-func (s *Store) MoveFrom(ctx context.Context, id string, from []State, to State, actor, detail string,
-	edit func(*Request) error, opts ...WriteOption) (Request, error) {
+func (s *Store) MoveFrom(ctx context.Context, id string, from []domain.State, to domain.State, actor, detail string,
+	edit func(*domain.Request) error, opts ...domain.WriteOption) (domain.Request, error) {
 	if !to.Valid() {
-		return Request{}, fmt.Errorf("move request %s: unknown state %q", id, to)
+		return domain.Request{}, fmt.Errorf("move request %s: unknown state %q", id, to)
 	}
 	now := s.now()
-	var moved Request
+	var moved domain.Request
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		if err := s.claimEnvelope(tx, opts, now); err != nil {
 			return err
@@ -210,8 +211,8 @@ func (s *Store) MoveFrom(ctx context.Context, id string, from []State, to State,
 		if err != nil {
 			return err
 		}
-		if !CanMove(current.State, to) || (len(from) > 0 && !slices.Contains(from, current.State)) {
-			return &MoveError{From: current.State, To: to, Current: current}
+		if !domain.CanMove(current.State, to) || (len(from) > 0 && !slices.Contains(from, current.State)) {
+			return &domain.MoveError{From: current.State, To: to, Current: current}
 		}
 		next, err := edited(current, edit)
 		if err != nil {
@@ -225,26 +226,26 @@ func (s *Store) MoveFrom(ctx context.Context, id string, from []State, to State,
 			return err
 		}
 		moved = next
-		return appendAudit(tx, AuditEvent{At: now, Actor: actor, Action: string(to), RequestID: id, Detail: detail})
+		return appendAudit(tx, domain.AuditEvent{At: now, Actor: actor, Action: string(to), RequestID: id, Detail: detail})
 	})
 	if err != nil {
-		if _, illegal := errors.AsType[*MoveError](err); illegal {
-			return Request{}, err
+		if _, illegal := errors.AsType[*domain.MoveError](err); illegal {
+			return domain.Request{}, err
 		}
-		return Request{}, fmt.Errorf("move request %s to %s: %w", id, to, err)
+		return domain.Request{}, fmt.Errorf("move request %s to %s: %w", id, to, err)
 	}
 	return moved, nil
 }
 
-func fillMoveTimes(r *Request, from State, now time.Time) {
-	decided := from == StateAwaitingApproval && (r.State == StateApproved || r.State == StateDenied)
+func fillMoveTimes(r *domain.Request, from domain.State, now time.Time) {
+	decided := from == domain.StateAwaitingApproval && (r.State == domain.StateApproved || r.State == domain.StateDenied)
 	if decided && r.DecidedAt.IsZero() {
 		r.DecidedAt = now
 	}
-	if r.State == StateReady && r.ReadyAt.IsZero() {
+	if r.State == domain.StateReady && r.ReadyAt.IsZero() {
 		r.ReadyAt = now
 	}
-	if r.State == StateReady && r.ExpiresAt.IsZero() && r.Lifetime > 0 {
+	if r.State == domain.StateReady && r.ExpiresAt.IsZero() && r.Lifetime > 0 {
 		r.ExpiresAt = r.ReadyAt.Add(r.Lifetime)
 	}
 	if r.State.Terminal() && r.EndedAt.IsZero() {
@@ -256,12 +257,12 @@ func fillMoveTimes(r *Request, from State, now time.Time) {
 // FalStatus, ThreadTS, Notices, ExpiresAt, ...), in one transaction that also
 // rewrites the indexes and bumps Version. ForEnvelope makes a redelivered
 // command change nothing.
-func (s *Store) Update(ctx context.Context, id string, edit func(*Request) error, opts ...WriteOption) (Request, error) {
+func (s *Store) Update(ctx context.Context, id string, edit func(*domain.Request) error, opts ...domain.WriteOption) (domain.Request, error) {
 	if edit == nil {
-		return Request{}, fmt.Errorf("update request %s: no edit", id)
+		return domain.Request{}, fmt.Errorf("update request %s: no edit", id)
 	}
 	now := s.now()
-	var updated Request
+	var updated domain.Request
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		if err := s.claimEnvelope(tx, opts, now); err != nil {
 			return err
@@ -286,22 +287,22 @@ func (s *Store) Update(ctx context.Context, id string, edit func(*Request) error
 		return nil
 	})
 	if err != nil {
-		return Request{}, fmt.Errorf("update request %s: %w", id, err)
+		return domain.Request{}, fmt.Errorf("update request %s: %w", id, err)
 	}
 	return updated, nil
 }
 
 // edited applies edit to a copy of current and checks it kept the identity.
-func edited(current Request, edit func(*Request) error) (Request, error) {
-	next := current.clone()
+func edited(current domain.Request, edit func(*domain.Request) error) (domain.Request, error) {
+	next := current.Clone()
 	if edit == nil {
 		return next, nil
 	}
 	if err := edit(&next); err != nil {
-		return Request{}, err
+		return domain.Request{}, err
 	}
 	if next.ID != current.ID {
-		return Request{}, errors.New("an edit may not change the request id")
+		return domain.Request{}, errors.New("an edit may not change the request id")
 	}
 	return next, nil
 }
@@ -323,7 +324,7 @@ func (s *Store) MarkNotice(ctx context.Context, id, name string) (first bool, er
 		if current.NoticeSent(name) {
 			return nil
 		}
-		next := current.clone()
+		next := current.Clone()
 		if next.Notices == nil {
 			next.Notices = map[string]time.Time{}
 		}
@@ -339,25 +340,25 @@ func (s *Store) MarkNotice(ctx context.Context, id, name string) (first bool, er
 	return first, nil
 }
 
-func getRequest(tx *bolt.Tx, id string) (Request, error) {
+func getRequest(tx *bolt.Tx, id string) (domain.Request, error) {
 	raw := bucket(tx, bucketRequests).Get([]byte(id))
 	if raw == nil {
-		return Request{}, fmt.Errorf("request %s: %w", id, ErrNotFound)
+		return domain.Request{}, fmt.Errorf("request %s: %w", id, domain.ErrNotFound)
 	}
 	return decodeRequest(raw)
 }
 
-func decodeRequest(raw []byte) (Request, error) {
-	var r Request
+func decodeRequest(raw []byte) (domain.Request, error) {
+	var r domain.Request
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return Request{}, fmt.Errorf("decode request: %w", err)
+		return domain.Request{}, fmt.Errorf("decode request: %w", err)
 	}
 	return r, nil
 }
 
 // writeRequest stores r and moves its index entries from what old had (nil
 // for a new request) to what r has, inside tx.
-func writeRequest(tx *bolt.Tx, old, r *Request) error {
+func writeRequest(tx *bolt.Tx, old, r *domain.Request) error {
 	// Readers trust a version to name one content (see liveCache).
 	if old != nil && r.Version <= old.Version {
 		return fmt.Errorf("request %s: version %d does not follow %d", r.ID, r.Version, old.Version)
@@ -384,7 +385,7 @@ type indexEntry struct {
 }
 
 // indexEntries lists the index entries a request must have, and no others.
-func indexEntries(r *Request) []indexEntry {
+func indexEntries(r *domain.Request) []indexEntry {
 	id := []byte(r.ID)
 	entries := []indexEntry{{bucket: bucketByUser, key: byUserKey(r), value: id}}
 	if r.InstanceID != "" {
@@ -393,13 +394,13 @@ func indexEntries(r *Request) []indexEntry {
 	if !r.State.Terminal() {
 		entries = append(entries, indexEntry{bucket: bucketUnfinished, key: unfinishedKey(r), value: unfinishedValue(r)})
 	}
-	if r.State == StateReady && !r.ExpiresAt.IsZero() {
+	if r.State == domain.StateReady && !r.ExpiresAt.IsZero() {
 		entries = append(entries, indexEntry{bucket: bucketExpiring, key: expiringKey(r), value: id})
 	}
 	return entries
 }
 
-func deleteIndexes(tx *bolt.Tx, r *Request) error {
+func deleteIndexes(tx *bolt.Tx, r *domain.Request) error {
 	for _, e := range indexEntries(r) {
 		if err := bucket(tx, e.bucket).Delete(e.key); err != nil {
 			return err
@@ -408,7 +409,7 @@ func deleteIndexes(tx *bolt.Tx, r *Request) error {
 	return nil
 }
 
-func putIndexes(tx *bolt.Tx, r *Request) error {
+func putIndexes(tx *bolt.Tx, r *domain.Request) error {
 	for _, e := range indexEntries(r) {
 		b := bucket(tx, e.bucket)
 		if e.bucket == bucketByInstance {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
@@ -17,7 +18,7 @@ func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
 
-	r := newRequest(alice, StateAwaitingApproval)
+	r := newRequest(alice, domain.StateAwaitingApproval)
 	if err := s.CreateRequest(ctx, r); err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -43,23 +44,23 @@ func TestCreateRequestFillsIdentityAndAudits(t *testing.T) {
 func TestCreateRequestRefusesBadInput(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	for _, state := range []State{StateCreating, StateReady, StateDeleted, ""} {
+	for _, state := range []domain.State{domain.StateCreating, domain.StateReady, domain.StateDeleted, ""} {
 		if err := s.CreateRequest(ctx, newRequest(alice, state)); err == nil {
 			t.Errorf("created a request in state %q", state)
 		}
 	}
-	if err := s.CreateRequest(ctx, newRequest(UserRef{TeamID: "T1"}, StateApproved)); err == nil {
+	if err := s.CreateRequest(ctx, newRequest(domain.UserRef{TeamID: "T1"}, domain.StateApproved)); err == nil {
 		t.Error("created a request with no user")
 	}
-	first := mustCreate(t, s, newRequest(alice, StateApproved))
-	dup := newRequest(alice, StateApproved)
+	first := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	dup := newRequest(alice, domain.StateApproved)
 	dup.ID = first.ID
-	if err := s.CreateRequest(ctx, dup); !errors.Is(err, ErrDuplicate) {
-		t.Errorf("reusing an id: got %v, want ErrDuplicate", err)
+	if err := s.CreateRequest(ctx, dup); !errors.Is(err, domain.ErrDuplicate) {
+		t.Errorf("reusing an id: got %v, want domain.ErrDuplicate", err)
 	}
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := s.CreateRequest(canceled, newRequest(alice, StateApproved)); !errors.Is(err, context.Canceled) {
+	if err := s.CreateRequest(canceled, newRequest(alice, domain.StateApproved)); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled context: got %v", err)
 	}
 }
@@ -67,24 +68,24 @@ func TestCreateRequestRefusesBadInput(t *testing.T) {
 func TestMoveEveryPairThroughTheStore(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	for _, from := range AllStates() {
-		for _, to := range AllStates() {
-			r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	for _, from := range domain.AllStates() {
+		for _, to := range domain.AllStates() {
+			r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 			forceState(t, s, r.ID, from)
 			moved, err := s.Move(ctx, r.ID, to, "UADMIN", "", nil)
-			if CanMove(from, to) {
+			if domain.CanMove(from, to) {
 				if err != nil || moved.State != to {
 					t.Errorf("%s -> %s: legal move failed: %v", from, to, err)
 				}
 				continue
 			}
-			var moveErr *MoveError
-			if !errors.As(err, &moveErr) || !errors.Is(err, ErrIllegalMove) {
-				t.Errorf("%s -> %s: got %v, want a *MoveError", from, to, err)
+			var moveErr *domain.MoveError
+			if !errors.As(err, &moveErr) || !errors.Is(err, domain.ErrIllegalMove) {
+				t.Errorf("%s -> %s: got %v, want a *domain.MoveError", from, to, err)
 				continue
 			}
 			if moveErr.From != from || moveErr.To != to || moveErr.Current.State != from {
-				t.Errorf("%s -> %s: MoveError %+v", from, to, moveErr)
+				t.Errorf("%s -> %s: domain.MoveError %+v", from, to, moveErr)
 			}
 		}
 	}
@@ -94,17 +95,17 @@ func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
 	clock := newTestClock()
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	clock.Advance(time.Minute)
-	approved, err := s.Move(ctx, r.ID, StateApproved, "UBOSS", "looks fine", func(r *Request) error {
+	approved, err := s.Move(ctx, r.ID, domain.StateApproved, "UBOSS", "looks fine", func(r *domain.Request) error {
 		r.ApproverID = "UBOSS"
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("approve: %v", err)
 	}
-	if approved.State != StateApproved || approved.ApproverID != "UBOSS" || approved.Version != 2 ||
+	if approved.State != domain.StateApproved || approved.ApproverID != "UBOSS" || approved.Version != 2 ||
 		!approved.UpdatedAt.Equal(clock.Now()) || !approved.DecidedAt.Equal(clock.Now()) {
 		t.Errorf("approved request: %+v", approved)
 	}
@@ -114,7 +115,7 @@ func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
 		t.Errorf("audit after approval: %+v", events)
 	}
 
-	_, err = s.Move(ctx, r.ID, StateCreating, "gpubot", "", func(r *Request) error {
+	_, err = s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", func(r *domain.Request) error {
 		r.ID = "something else"
 		return nil
 	})
@@ -122,17 +123,17 @@ func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
 		t.Error("an edit changed the id")
 	}
 	boom := errors.New("fal said no")
-	if _, err := s.Move(ctx, r.ID, StateCreating, "gpubot", "", func(*Request) error { return boom }); !errors.Is(err, boom) {
+	if _, err := s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", func(*domain.Request) error { return boom }); !errors.Is(err, boom) {
 		t.Errorf("edit error: got %v", err)
 	}
 	after, _ := s.Request(ctx, r.ID)
-	if after.State != StateApproved || after.Version != 2 {
+	if after.State != domain.StateApproved || after.Version != 2 {
 		t.Errorf("a failed edit changed the request: %+v", after)
 	}
-	if _, err := s.MoveFrom(ctx, r.ID, []State{StateAwaitingApproval}, StateCancelled, "UALICE", "", nil); !errors.Is(err, ErrIllegalMove) {
+	if _, err := s.MoveFrom(ctx, r.ID, []domain.State{domain.StateAwaitingApproval}, domain.StateCancelled, "UALICE", "", nil); !errors.Is(err, domain.ErrIllegalMove) {
 		t.Errorf("MoveFrom with a stale from: got %v", err)
 	}
-	if _, err := s.Move(ctx, "no-such-id", StateCancelled, "UALICE", "", nil); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Move(ctx, "no-such-id", domain.StateCancelled, "UALICE", "", nil); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("unknown id: got %v", err)
 	}
 }
@@ -140,18 +141,18 @@ func TestMoveAppliesEditAuditsAndBumpsVersion(t *testing.T) {
 func TestMoveFillsLifeTimes(t *testing.T) {
 	clock := newTestClock()
 	s := openTestStore(t, Options{Now: clock.Now})
-	r := mustCreate(t, s, newRequest(alice, StateApproved))
-	mustMove(t, s, r.ID, StateCreating, nil)
-	mustMove(t, s, r.ID, StateProvisioning, func(r *Request) error { r.InstanceID = "inst-1"; return nil })
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	mustMove(t, s, r.ID, domain.StateCreating, nil)
+	mustMove(t, s, r.ID, domain.StateProvisioning, func(r *domain.Request) error { r.InstanceID = "inst-1"; return nil })
 	clock.Advance(3 * time.Minute)
 	readyAt := clock.Now()
-	ready := mustMove(t, s, r.ID, StateReady, func(r *Request) error { r.IP = "10.1.2.3"; return nil })
+	ready := mustMove(t, s, r.ID, domain.StateReady, func(r *domain.Request) error { r.IP = "10.1.2.3"; return nil })
 	if !ready.ReadyAt.Equal(readyAt) || !ready.ExpiresAt.Equal(readyAt.Add(8*time.Hour)) {
 		t.Errorf("ready at %v expires %v; the lifetime counts from ready", ready.ReadyAt, ready.ExpiresAt)
 	}
 	clock.Advance(time.Hour)
-	mustMove(t, s, r.ID, StateDeleting, nil)
-	ended := mustMove(t, s, r.ID, StateDeleted, func(r *Request) error { r.EndReason = "deleted by UALICE"; return nil })
+	mustMove(t, s, r.ID, domain.StateDeleting, nil)
+	ended := mustMove(t, s, r.ID, domain.StateDeleted, func(r *domain.Request) error { r.EndReason = "deleted by UALICE"; return nil })
 	if !ended.EndedAt.Equal(clock.Now()) || ended.Live() || ended.Version != 6 {
 		t.Errorf("ended request: %+v", ended)
 	}
@@ -162,7 +163,7 @@ func TestMoveFillsLifeTimes(t *testing.T) {
 func TestConcurrentApprovalHasOneWinner(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	const approvers = 20
 	var wg sync.WaitGroup
@@ -172,7 +173,7 @@ func TestConcurrentApprovalHasOneWinner(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			approver := fmt.Sprintf("UAPPROVER%02d", i)
-			_, results[i] = s.Move(ctx, r.ID, StateApproved, approver, "", func(r *Request) error {
+			_, results[i] = s.Move(ctx, r.ID, domain.StateApproved, approver, "", func(r *domain.Request) error {
 				r.ApproverID = approver
 				return nil
 			})
@@ -194,12 +195,12 @@ func TestConcurrentApprovalHasOneWinner(t *testing.T) {
 			}
 			continue
 		}
-		var moveErr *MoveError
+		var moveErr *domain.MoveError
 		if !errors.As(err, &moveErr) {
-			t.Errorf("loser %d got %v, want *MoveError", i, err)
+			t.Errorf("loser %d got %v, want *domain.MoveError", i, err)
 			continue
 		}
-		if moveErr.Current.ApproverID != final.ApproverID || moveErr.Current.State != StateApproved {
+		if moveErr.Current.ApproverID != final.ApproverID || moveErr.Current.State != domain.StateApproved {
 			t.Errorf("loser %d was told %q won, want %q", i, moveErr.Current.ApproverID, final.ApproverID)
 		}
 	}
@@ -216,12 +217,12 @@ func TestUpdateKeepsStateAndIndexes(t *testing.T) {
 	clock := newTestClock()
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateApproved))
-	mustMove(t, s, r.ID, StateCreating, nil)
-	mustMove(t, s, r.ID, StateProvisioning, func(r *Request) error { r.InstanceID = "inst-9"; return nil })
-	ready := mustMove(t, s, r.ID, StateReady, nil)
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	mustMove(t, s, r.ID, domain.StateCreating, nil)
+	mustMove(t, s, r.ID, domain.StateProvisioning, func(r *domain.Request) error { r.InstanceID = "inst-9"; return nil })
+	ready := mustMove(t, s, r.ID, domain.StateReady, nil)
 
-	extended, err := s.Update(ctx, r.ID, func(r *Request) error {
+	extended, err := s.Update(ctx, r.ID, func(r *domain.Request) error {
 		r.ExpiresAt = r.ExpiresAt.Add(4 * time.Hour)
 		r.ThreadTS = "1700000000.000100"
 		return nil
@@ -229,7 +230,7 @@ func TestUpdateKeepsStateAndIndexes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("update: %v", err)
 	}
-	if extended.Version != ready.Version+1 || extended.State != StateReady {
+	if extended.Version != ready.Version+1 || extended.State != domain.StateReady {
 		t.Errorf("update: %+v", extended)
 	}
 	soon, _ := s.ExpiringBefore(ctx, ready.ExpiresAt)
@@ -237,12 +238,12 @@ func TestUpdateKeepsStateAndIndexes(t *testing.T) {
 	if len(soon) != 0 || len(later) != 1 || later[0].ThreadTS != "1700000000.000100" {
 		t.Errorf("expiry index not rewritten: %d due at the old time, %d at the new", len(soon), len(later))
 	}
-	if _, err := s.Update(ctx, r.ID, func(r *Request) error { r.State = StateDeleted; return nil }); err == nil {
+	if _, err := s.Update(ctx, r.ID, func(r *domain.Request) error { r.State = domain.StateDeleted; return nil }); err == nil {
 		t.Error("Update changed the state")
 	}
-	other := mustCreate(t, s, newRequest(alice, StateApproved))
-	mustMove(t, s, other.ID, StateCreating, nil)
-	_, err = s.Move(ctx, other.ID, StateProvisioning, "gpubot", "", func(r *Request) error { r.InstanceID = "inst-9"; return nil })
+	other := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	mustMove(t, s, other.ID, domain.StateCreating, nil)
+	_, err = s.Move(ctx, other.ID, domain.StateProvisioning, "gpubot", "", func(r *domain.Request) error { r.InstanceID = "inst-9"; return nil })
 	if err == nil {
 		t.Error("two requests share one instance")
 	}
@@ -252,20 +253,20 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	clock := newTestClock()
 	s := openTestStore(t, Options{Now: clock.Now})
 	ctx := context.Background()
-	bob := UserRef{TeamID: "T1", UserID: "UBOB"}
+	bob := domain.UserRef{TeamID: "T1", UserID: "UBOB"}
 
 	var ids []string
 	for i := range 4 {
 		clock.Advance(time.Minute)
-		ids = append(ids, mustCreate(t, s, newRequest(alice, StateApproved)).ID)
+		ids = append(ids, mustCreate(t, s, newRequest(alice, domain.StateApproved)).ID)
 		_ = i
 	}
 	clock.Advance(time.Minute)
-	bobs := mustCreate(t, s, newRequest(bob, StateAwaitingApproval))
-	mustMove(t, s, ids[1], StateCancelled, nil)
-	mustMove(t, s, ids[2], StateCreating, nil)
-	mustMove(t, s, ids[2], StateProvisioning, func(r *Request) error { r.InstanceID = "inst-2"; return nil })
-	ready := mustMove(t, s, ids[2], StateReady, nil)
+	bobs := mustCreate(t, s, newRequest(bob, domain.StateAwaitingApproval))
+	mustMove(t, s, ids[1], domain.StateCancelled, nil)
+	mustMove(t, s, ids[2], domain.StateCreating, nil)
+	mustMove(t, s, ids[2], domain.StateProvisioning, func(r *domain.Request) error { r.InstanceID = "inst-2"; return nil })
+	ready := mustMove(t, s, ids[2], domain.StateReady, nil)
 
 	mine, err := s.RequestsByUser(ctx, alice)
 	if err != nil || requestIDs(mine) != fmt.Sprint([]string{ids[3], ids[2], ids[1], ids[0]}) {
@@ -279,7 +280,7 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	if err != nil || byInstance.ID != ids[2] {
 		t.Errorf("by instance: %v, %v", byInstance.ID, err)
 	}
-	if _, err := s.RequestByInstance(ctx, "inst-404"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RequestByInstance(ctx, "inst-404"); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("unknown instance: %v", err)
 	}
 	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt.Add(-time.Nanosecond)); len(due) != 0 {
@@ -288,11 +289,11 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt); requestIDs(due) != fmt.Sprint([]string{ids[2]}) {
 		t.Errorf("expiring at its time: %v", requestIDs(due))
 	}
-	mustMove(t, s, ids[2], StateGone, nil)
+	mustMove(t, s, ids[2], domain.StateGone, nil)
 	if due, _ := s.ExpiringBefore(ctx, ready.ExpiresAt.Add(time.Hour)); len(due) != 0 {
 		t.Errorf("a gone request still expires: %v", requestIDs(due))
 	}
-	if gone, err := s.RequestByInstance(ctx, "inst-2"); err != nil || gone.State != StateGone {
+	if gone, err := s.RequestByInstance(ctx, "inst-2"); err != nil || gone.State != domain.StateGone {
 		t.Errorf("a finished request is still found by its instance: %v, %v", gone.State, err)
 	}
 	live, _ := s.Unfinished(ctx)
@@ -301,7 +302,7 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 	}
 }
 
-func requestIDs(rs []Request) string {
+func requestIDs(rs []domain.Request) string {
 	ids := make([]string, len(rs))
 	for i, r := range rs {
 		ids[i] = r.ID
@@ -312,7 +313,7 @@ func requestIDs(rs []Request) string {
 func TestMarkNoticeOnlyOnce(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	r := mustCreate(t, s, newRequest(alice, StateApproved))
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -338,7 +339,7 @@ func TestMarkNoticeOnlyOnce(t *testing.T) {
 	if !stored.NoticeSent("ready") || stored.NoticeSent("reminder") || stored.Version != 2 {
 		t.Errorf("notices after marking: %+v (version %d)", stored.Notices, stored.Version)
 	}
-	if _, err := s.MarkNotice(ctx, "missing", "ready"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.MarkNotice(ctx, "missing", "ready"); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("unknown request: %v", err)
 	}
 }
@@ -348,8 +349,8 @@ func TestMarkNoticeOnlyOnce(t *testing.T) {
 func TestUnfinishedSeesEveryChange(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	a := mustCreate(t, s, newRequest(alice, StateApproved))
-	b := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	a := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	b := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 
 	first, err := s.Unfinished(ctx)
 	if err != nil || requestIDs(first) != fmt.Sprint([]string{a.ID, b.ID}) {
@@ -358,17 +359,17 @@ func TestUnfinishedSeesEveryChange(t *testing.T) {
 	first[0].Notices = map[string]time.Time{"tampered": {}}
 	first[0].IP = "tampered"
 
-	mustMove(t, s, a.ID, StateCreating, func(r *Request) error { r.FalStatus = "pending"; return nil })
+	mustMove(t, s, a.ID, domain.StateCreating, func(r *domain.Request) error { r.FalStatus = "pending"; return nil })
 	if _, err := s.MarkNotice(ctx, b.ID, "approval_card"); err != nil {
 		t.Fatal(err)
 	}
 	second, _ := s.Unfinished(ctx)
-	if len(second) != 2 || second[0].State != StateCreating || second[0].FalStatus != "pending" ||
+	if len(second) != 2 || second[0].State != domain.StateCreating || second[0].FalStatus != "pending" ||
 		second[0].IP != "" || second[0].NoticeSent("tampered") || !second[1].NoticeSent("approval_card") {
 		t.Errorf("second listing is stale: %+v", second)
 	}
 	second[1].Notices["tampered"] = time.Time{}
-	mustMove(t, s, b.ID, StateDenied, nil)
+	mustMove(t, s, b.ID, domain.StateDenied, nil)
 	third, _ := s.Unfinished(ctx)
 	if requestIDs(third) != fmt.Sprint([]string{a.ID}) || third[0].NoticeSent("tampered") {
 		t.Errorf("third listing: %+v", third)
@@ -386,12 +387,12 @@ func TestUnfinishedUnderConcurrentWrites(t *testing.T) {
 	for w := range 3 {
 		writers.Go(func() {
 			for i := range 15 {
-				r := newRequest(UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", w)}, StateApproved)
+				r := newRequest(domain.UserRef{TeamID: "T1", UserID: fmt.Sprintf("U%d", w)}, domain.StateApproved)
 				if err := s.CreateRequest(ctx, r); err != nil {
 					t.Errorf("create: %v", err)
 					return
 				}
-				path := []State{StateCreating, StateProvisioning, StateReady, StateDeleting, StateDeleted}
+				path := []domain.State{domain.StateCreating, domain.StateProvisioning, domain.StateReady, domain.StateDeleting, domain.StateDeleted}
 				for _, to := range path[:i%len(path)+1] {
 					if _, err := s.Move(ctx, r.ID, to, "gpubot", "", nil); err != nil {
 						t.Errorf("move: %v", err)
@@ -446,7 +447,7 @@ func TestRequestsWithIDPrefix(t *testing.T) {
 	ctx := context.Background()
 	var ids []string
 	for _, id := range []string{"3f2a9c1e-0001", "3f2a9c1e-0002", "3f2b0000-0003", "40000000-0004"} {
-		r := newRequest(alice, StateApproved)
+		r := newRequest(alice, domain.StateApproved)
 		r.ID = id
 		ids = append(ids, mustCreate(t, s, r).ID)
 	}
@@ -480,11 +481,11 @@ func TestRequestsWithIDPrefix(t *testing.T) {
 func TestUnfinishedOf(t *testing.T) {
 	s := openTestStore(t, Options{})
 	ctx := context.Background()
-	mine := mustCreate(t, s, newRequest(alice, StateApproved))
-	over := mustCreate(t, s, newRequest(alice, StateApproved))
-	mustMove(t, s, over.ID, StateCancelled, nil)
-	mustCreate(t, s, newRequest(UserRef{TeamID: "T1", UserID: "UBOB"}, StateApproved))
-	later := mustCreate(t, s, newRequest(alice, StateAwaitingApproval))
+	mine := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	over := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+	mustMove(t, s, over.ID, domain.StateCancelled, nil)
+	mustCreate(t, s, newRequest(domain.UserRef{TeamID: "T1", UserID: "UBOB"}, domain.StateApproved))
+	later := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
 	for range 2 { // a second call answers from what the first decoded
 		got, err := s.UnfinishedOf(ctx, alice)
 		if err != nil {

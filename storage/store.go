@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -55,13 +56,16 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Store is gpubot's database. It is safe for concurrent use.
+var _ domain.Store = (*Store)(nil)
+
+// Store is gpubot's database on one bbolt file. It is safe for concurrent use.
 type Store struct {
 	db     *bolt.DB
 	writer *committer
 	path   string
 	opts   Options
 	live   liveCache
+	claims claims
 }
 
 // Open opens (creating if needed) the bbolt file at path and brings its
@@ -170,7 +174,7 @@ func migrate(tx *bolt.Tx, steps []migration) error {
 		return &sentinelError{
 			message: fmt.Sprintf("the database was written by a newer gpubot (schema %d); "+
 				"this one understands up to %d: upgrade gpubot", current, known),
-			sentinel: ErrNewerSchema,
+			sentinel: domain.ErrNewerSchema,
 		}
 	}
 	for _, step := range steps[current:] {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -175,7 +176,7 @@ func TestFreshFileGetsCurrentSchema(t *testing.T) {
 	if got := schemaVersionOf(t, s); got != SchemaVersion() || got != 2 {
 		t.Errorf("schema %d, want %d", got, SchemaVersion())
 	}
-	mustCreate(t, s, newRequest(alice, StateApproved))
+	mustCreate(t, s, newRequest(alice, domain.StateApproved))
 }
 
 func schemaVersionOf(t *testing.T, s *Store) int {
@@ -197,8 +198,8 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	setSchema(t, path, 7)
 
 	_, err = Open(path, Options{})
-	if !errors.Is(err, ErrNewerSchema) {
-		t.Fatalf("got %v, want ErrNewerSchema", err)
+	if !errors.Is(err, domain.ErrNewerSchema) {
+		t.Fatalf("got %v, want domain.ErrNewerSchema", err)
 	}
 	if want := "written by a newer gpubot (schema 7); this one understands up to 2: upgrade gpubot"; !strings.Contains(err.Error(), want) {
 		t.Errorf("message %q does not say %q", err, want)
@@ -234,7 +235,7 @@ func TestMigrationsRunInOrderInOneTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept := mustCreate(t, s, newRequest(alice, StateApproved))
+	kept := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	_ = s.Close()
 
 	var ran []int
@@ -298,19 +299,19 @@ func TestOpenRejectsAFileThatIsNotADatabase(t *testing.T) {
 
 func TestCancelledContextStartsNoTransaction(t *testing.T) {
 	s := openTestStore(t, Options{})
-	r := mustCreate(t, s, newRequest(alice, StateApproved))
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := s.Request(ctx, r.ID); !errors.Is(err, context.Canceled) {
 		t.Errorf("read: %v", err)
 	}
-	if _, err := s.Move(ctx, r.ID, StateCreating, "gpubot", "", nil); !errors.Is(err, context.Canceled) {
+	if _, err := s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("move: %v", err)
 	}
 	if _, err := s.MarkSeen(ctx, "x", time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("mark seen: %v", err)
 	}
-	if got, _ := s.Request(context.Background(), r.ID); got.State != StateApproved {
+	if got, _ := s.Request(context.Background(), r.ID); got.State != domain.StateApproved {
 		t.Errorf("a cancelled move happened: %s", got.State)
 	}
 }

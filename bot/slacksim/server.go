@@ -57,6 +57,9 @@ type Options struct {
 	// PublishesPerMinute is the workspace's views.publish limit; default 100 (Tier 4).
 	PublishesPerMinute int
 	Logger             *slog.Logger // default: discard
+	// Seed makes the choice of a connection for each envelope repeatable;
+	// 0 picks a random seed.
+	Seed uint64
 }
 
 // Server is a Slack workspace with one bot installed, served on 127.0.0.1.
@@ -111,7 +114,7 @@ func New(opts Options) *Server {
 		timers:     map[*timerEntry]struct{}{},
 		directory:  newDirectory(),
 		store:      newStore(),
-		socket:     newSocket(),
+		socket:     newSocket(opts.Seed),
 		homeTabs:   newHomeTabs(),
 		faults:     map[string][]*fault{},
 		callCounts: map[string]int{},

@@ -318,6 +318,7 @@ func (s *Server) viewsPublishLocked(req *apiRequest) (map[string]any, *apiError)
 		s.notifyLocked()
 	}
 	s.homeHistory[userID] = append(s.homeHistory[userID], home.snapshot())
+	s.notifyLocked() // waiters on HomePublishes
 	return map[string]any{"view": s.viewJSON(home, nil)}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/metrics"
 	"github.com/gpubot/gpubot/storage"
 )
@@ -34,7 +35,7 @@ type Options struct {
 type App struct {
 	cfg      config.Config
 	log      *slog.Logger
-	store    *storage.Store
+	store    domain.Store
 	handlers *handlers.Handlers
 	metrics  *metrics.Metrics
 	bot      *bot.Bot
@@ -116,7 +117,7 @@ func (a *App) Handlers() *handlers.Handlers { return a.handlers }
 func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 
 // Store gives tests and the console gpubot's store.
-func (a *App) Store() *storage.Store { return a.store }
+func (a *App) Store() domain.Store { return a.store }
 
 // Run serves Slack until ctx ends (see bot.Run), keeping the requests-by-state gauges
 // current meanwhile, then closes the store.
@@ -143,7 +144,7 @@ func (a *App) gaugeRequests(ctx context.Context) {
 	for {
 		reqs, err := a.store.Unfinished(ctx)
 		if err == nil {
-			counts := map[storage.State]int{}
+			counts := map[domain.State]int{}
 			for _, r := range reqs {
 				counts[r.State]++
 			}
@@ -151,7 +152,7 @@ func (a *App) gaugeRequests(ctx context.Context) {
 			for state, n := range counts {
 				a.metrics.Requests.WithLabelValues(string(state)).Set(float64(n))
 			}
-			a.metrics.ApprovalsWaiting.Set(float64(counts[storage.StateAwaitingApproval]))
+			a.metrics.ApprovalsWaiting.Set(float64(counts[domain.StateAwaitingApproval]))
 		}
 		select {
 		case <-ctx.Done():

@@ -254,8 +254,7 @@ func (c *console) do(ctx context.Context, line string) error {
 	case word == "click":
 		return c.click(ctx, rest)
 	case word == "home":
-		_, err := c.sim.OpenHome(ctx, c.user.id)
-		return err
+		return c.openHome(ctx)
 	case word == "shortcut":
 		_, err := c.sim.Shortcut(ctx, c.user.id, handlers.ShortcutCreate)
 		return err
@@ -297,6 +296,19 @@ func (c *console) click(ctx context.Context, label string) error {
 		}
 	}
 	return fmt.Errorf("no button %q that %s can see", label, c.user.name)
+}
+
+// openHome opens the current person's Home tab and waits until gpubot has published
+// it, so a script's next line can press its buttons.
+func (c *console) openHome(ctx context.Context) error {
+	before := len(c.sim.HomePublishes(c.user.id))
+	if _, err := c.sim.OpenHome(ctx, c.user.id); err != nil {
+		return err
+	}
+	if err := c.sim.WaitUntil(ctx, func() bool { return len(c.sim.HomePublishes(c.user.id)) > before }); err != nil {
+		return fmt.Errorf("gpubot did not publish your Home tab within %s", waitMax)
+	}
+	return nil
 }
 
 // buttonLabelled is the first button labelled label among blocks: on a Home tab, the

@@ -1,12 +1,19 @@
 // Package testkit holds the few helpers gpubot's tests share: a clock a test moves by
-// hand, and a buffer that several goroutines may write to (a logger's destination).
+// hand, a buffer that several goroutines may write to (a logger's destination), and
+// fresh SSH key lines.
 // Only tests import it.
 package testkit
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"strings"
 	"sync"
+	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Clock is a clock a test moves forward, so lifetimes of hours pass in an instant.
@@ -60,4 +67,19 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// KeyLine is a fresh ed25519 public key in authorized_keys form, with comment,
+// as a user pastes it from their .pub file.
+func KeyLine(t testing.TB, comment string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatalf("ed25519 key: %v", err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatalf("ssh public key: %v", err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment
 }

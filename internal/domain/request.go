@@ -1,4 +1,4 @@
-package storage
+package domain
 
 import (
 	"maps"
@@ -83,10 +83,21 @@ func (r Request) NoticeSent(name string) bool {
 	return ok
 }
 
-// clone returns a copy that shares no map with r, so an edit callback can
+// Clone returns a copy that shares no map with r, so an edit callback can
 // change the copy freely.
-func (r Request) clone() Request {
+func (r Request) Clone() Request {
 	r.Notices = maps.Clone(r.Notices)
 	r.Approvals = slices.Clone(r.Approvals)
 	return r
+}
+
+// Approval is one approver's yes on a request that needs several.
+type Approval struct {
+	UserID string    `json:"user_id"`
+	At     time.Time `json:"at"`
+}
+
+// ApprovedBy reports whether user's approval is recorded on the request.
+func (r Request) ApprovedBy(user string) bool {
+	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.UserID == user })
 }

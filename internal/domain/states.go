@@ -1,4 +1,4 @@
-package storage
+package domain
 
 // State is where a request is in its life. The values are stored in the
 // database and shown in logs, so they never change once released.
