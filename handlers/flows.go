@@ -113,7 +113,7 @@ func (h *Handlers) announce(ctx context.Context, r domain.Request) (domain.Reque
 		if err != nil {
 			return r, fmt.Errorf("save thread: %w", err)
 		}
-		h.homesChanged(r)
+		h.homesChanged(ctx, r)
 	}
 	if r.State == domain.StateAwaitingApproval && r.ApprovalTS == "" {
 		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", h.card(r))

@@ -227,7 +227,7 @@ func (h *Handlers) say(ctx context.Context, r domain.Request, m Message) {
 // refreshRoot edits the thread root to show the request's current state. The Home
 // tabs that show the request follow it too.
 func (h *Handlers) refreshRoot(ctx context.Context, r domain.Request) {
-	h.homesChanged(r)
+	h.homesChanged(ctx, r)
 	if r.ThreadTS == "" {
 		return
 	}

@@ -48,13 +48,13 @@ func (h *Handlers) HomeOpened(ctx context.Context, user domain.UserRef) {
 		h.log.Error("record home opened", "user", user.UserID, "err", err)
 		return
 	}
-	h.refreshHome(user)
+	h.refreshHome(ctx, user)
 }
 
 // homesChanged republishes the Home tab of everyone who sees request r there: its
 // owner, the admins (the fleet) and, for a request that goes through approval, the
 // approvers.
-func (h *Handlers) homesChanged(r domain.Request) {
+func (h *Handlers) homesChanged(ctx context.Context, r domain.Request) {
 	if h.cfg.Home == nil {
 		return
 	}
@@ -64,15 +64,22 @@ func (h *Handlers) homesChanged(r domain.Request) {
 	}
 	slices.Sort(users)
 	for _, user := range slices.Compact(users) {
-		h.refreshHome(domain.UserRef{TeamID: r.TeamID, UserID: user})
+		h.refreshHome(ctx, domain.UserRef{TeamID: r.TeamID, UserID: user})
 	}
 }
 
-// refreshHome publishes user's Home tab soon: at once, or when HomeEvery has passed
-// since the last publish. While one is waiting, more changes add nothing: it reads the
-// store when it runs, so it shows the newest state.
-func (h *Handlers) refreshHome(user domain.UserRef) {
+// refreshHome publishes user's Home tab soon, if they ever opened it: at once, or when
+// HomeEvery has passed since the last publish. While one is waiting, more changes add
+// nothing: it reads the store when it runs, so it shows the newest state.
+func (h *Handlers) refreshHome(ctx context.Context, user domain.UserRef) {
 	if h.cfg.Home == nil {
+		return
+	}
+	opened, err := h.store.HomeOpened(ctx, user)
+	if err != nil || !opened {
+		if err != nil {
+			h.log.Error("read whether home was opened", "user", user.UserID, "err", err)
+		}
 		return
 	}
 	wait, start := h.homes.schedule(user.String(), time.Now(), h.cfg.HomeEvery)
@@ -93,15 +100,8 @@ func (h *Handlers) refreshHome(user domain.UserRef) {
 	})
 }
 
-// publishHome publishes user's Home tab as the store has it, if they ever opened it.
+// publishHome publishes user's Home tab as the store has it.
 func (h *Handlers) publishHome(ctx context.Context, user domain.UserRef) {
-	opened, err := h.store.HomeOpened(ctx, user)
-	if err != nil || !opened {
-		if err != nil {
-			h.log.Error("read whether home was opened", "user", user.UserID, "err", err)
-		}
-		return
-	}
 	d, err := h.readHome(ctx, user)
 	if err != nil {
 		h.log.Error("read home", "user", user.UserID, "err", err)

@@ -260,7 +260,7 @@ func TestHomePublishesAreThrottledAndTheNewestWins(t *testing.T) {
 		if err := e.store.CreateRequest(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
-		e.h.refreshHome(alice)
+		e.h.refreshHome(ctx, alice)
 	}
 	e.idle()
 	elapsed := time.Since(start)
@@ -272,4 +272,24 @@ func TestHomePublishesAreThrottledAndTheNewestWins(t *testing.T) {
 		t.Errorf("the last publish does not show the last change")
 	}
 	t.Logf("%d changes in %s made %d publishes", changes, elapsed, len(got))
+}
+
+// A change before someone ever opened the tab holds nothing back: their first opening
+// is published at once, however long HomeEvery is.
+func TestFirstOpeningIsNotHeldBackByEarlierChanges(t *testing.T) {
+	e, homes := newHomeEnv(t, time.Hour)
+	ctx := context.Background()
+	e.h.refreshHome(ctx, alice) // as setting the key does
+	e.idle()
+	e.h.homes.mu.Lock()
+	_, throttled := e.h.homes.last[alice.String()]
+	e.h.homes.mu.Unlock()
+	if throttled {
+		t.Fatal("a change of someone who never opened the tab counts against their first publish")
+	}
+	e.h.HomeOpened(ctx, alice)
+	e.idle()
+	if got := homes.published(testOwner); len(got) != 1 {
+		t.Errorf("%d publishes after the first opening, want 1", len(got))
+	}
 }

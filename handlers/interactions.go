@@ -223,7 +223,7 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user domain
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: keyNotSaved(err)}))
 	}
-	h.refreshHome(user)
+	h.refreshHome(ctx, user)
 	return saved
 }
 
