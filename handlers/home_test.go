@@ -293,3 +293,38 @@ func TestFirstOpeningIsNotHeldBackByEarlierChanges(t *testing.T) {
 		t.Errorf("%d publishes after the first opening, want 1", len(got))
 	}
 }
+
+// Extend on the Home tab offers what one click may add: the default lifetime, or what
+// the maximum leaves, counted on the expiry of a ready machine and on the lifetime of
+// one not ready yet; none when nothing is left.
+func TestHomeExtendOffersWhatTheMaximumAllows(t *testing.T) {
+	e := newEnv(t) // default lifetime 8h, maximum 72h
+	page := homePage{now: e.clock.Now(), extendStep: e.h.extendStep}
+	provisioning := func(lifetime time.Duration) domain.Request {
+		r := goldenRequest(domain.StateProvisioning)
+		r.Lifetime = lifetime
+		return r
+	}
+	ready := goldenRequest(domain.StateReady)
+	ready.ExpiresAt = e.clock.Now().Add(70 * time.Hour)
+	for _, tc := range []struct {
+		name string
+		r    domain.Request
+		want string
+	}{
+		{"provisioning, 4h", provisioning(4 * time.Hour), "Extend 8h"},
+		{"provisioning, 70h", provisioning(70 * time.Hour), "Extend 2h"},
+		{"provisioning, 72h", provisioning(72 * time.Hour), ""},
+		{"ready, 70h left", ready, "Extend 2h"},
+	} {
+		got := ""
+		for _, b := range page.machineButtons(tc.r) {
+			if button := b.(*slack.ButtonBlockElement); button.ActionID == ActionExtend {
+				got = button.Text.Text
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: Extend button %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

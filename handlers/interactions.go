@@ -144,7 +144,12 @@ func (h *Handlers) extendByButton(ctx context.Context, user domain.UserRef, id s
 // extendStep is what one click on Extend adds: the default lifetime, within the maximum.
 func (h *Handlers) extendStep(r domain.Request) time.Duration {
 	step := h.cfg.Policy.DefaultLifetime
-	if room := h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now()); room < step {
+	// As extend counts it: a machine not ready yet has a lifetime and no expiry.
+	room := h.cfg.Policy.MaxLifetime - r.Lifetime
+	if r.State == domain.StateReady {
+		room = h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now())
+	}
+	if room < step {
 		step = room.Truncate(time.Minute)
 	}
 	return step
