@@ -330,3 +330,20 @@ func (h *harness) homeButtons(user string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Slack answering views.publish with 429 delays the tab by its Retry-After; it still
+// arrives, once.
+func TestHomePublishWaitsOutARateLimit(t *testing.T) {
+	h := start(t)
+	h.slack.RateLimitNext("views.publish", 1, time.Second)
+	h.openHome(alice)
+	var outcomes []string
+	for _, c := range h.slack.Calls() {
+		if c.Method == "views.publish" {
+			outcomes = append(outcomes, c.Error)
+		}
+	}
+	if fmt.Sprint(outcomes) != "[ratelimited ]" || len(h.slack.HomePublishes(alice)) != 1 {
+		t.Errorf("views.publish answered %q and %d views published; want one 429, then the one view", outcomes, len(h.slack.HomePublishes(alice)))
+	}
+}
