@@ -14,6 +14,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // The Home tab's own buttons and the global shortcut. Its other buttons carry the
@@ -195,7 +196,7 @@ func (h *Handlers) readHome(ctx context.Context, user domain.UserRef) (homeData,
 // homePage turns homeData into the Home view.
 type homePage struct {
 	now             time.Time
-	prices          Prices
+	prices          spend.Prices
 	approvalChannel string
 	extendStep      func(domain.Request) time.Duration // what Extend adds to a machine
 }
@@ -431,7 +432,7 @@ func (p homePage) fleetSummary(fleet []domain.Request) string {
 	}
 	text := fmt.Sprintf("%s live, %d ready", countText(len(fleet), "request", "requests"), ready)
 	if len(p.prices) > 0 {
-		text += fmt.Sprintf(" · $%.2f so far on the ready ones", total)
+		text += " · " + spend.USD(total) + " so far on the ready ones"
 	}
 	return text + "."
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 func goldenHomePage() homePage {
 	return homePage{
-		now: goldenNow, prices: Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}, approvalChannel: "CAPPROVALS",
+		now: goldenNow, prices: spend.Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}, approvalChannel: "CAPPROVALS",
 		extendStep: func(domain.Request) time.Duration { return 8 * time.Hour },
 	}
 }

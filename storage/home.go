@@ -46,7 +46,7 @@ func (s *Store) HomeOpened(ctx context.Context, u domain.UserRef) (bool, error) 
 	return opened, nil
 }
 
-// createHomeBucket is schema 2: the users who opened the Home tab.
+// createHomeBucket is schema 3: the users who opened the Home tab.
 func createHomeBucket(tx *bolt.Tx) error {
 	if _, err := tx.CreateBucketIfNotExists([]byte(bucketHomeOpened)); err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketHomeOpened, err)

@@ -54,7 +54,7 @@ func TestHomeOpenedIsRememberedPerUser(t *testing.T) {
 func TestFileFromBeforeHomeTabIsUpgraded(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "gpubot.db")
-	old, err := openWith(path, Options{}, migrations()[:1])
+	old, err := openWith(path, Options{}, migrations()[:2]) // schema 2, the last without the Home tab
 	if err != nil {
 		t.Fatal(err)
 	}
