@@ -81,7 +81,7 @@ func TestRequesterLivesOnTheHomeTab(t *testing.T) {
 	h.eventually("the create form", func() bool { v, ok := h.slack.OpenView(alice); return ok && v.CallbackID == handlers.ViewCreate })
 	h.submit(alice, map[string]string{handlers.BlockType: fal.Type1xH100, handlers.BlockReason: "from the Home tab"})
 	h.waitFor(dm, "<@UALICE> your 1x H100 is ready")
-	h.waitHome(alice, "from the Home tab", "Ready: `ssh ubuntu@", "left · $")
+	h.waitHome(alice, "from the Home tab", "Ready: `ssh ubuntu@", "left · $", "Your spend in ", "(so far)")
 
 	if _, err := h.slack.Shortcut(h.ctx(), alice, handlers.ShortcutCreate); err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestAdminSeesTheFleetOnTheHomeTab(t *testing.T) {
 	h.openHome(admin)
 	h.command(alice, general, "create 1x alice's run")
 	h.command(mallory, general, "create 1x mallory's run")
-	h.waitHome(admin, "Every machine", "2 requests live, 2 ready", "<@UALICE>", "<@UMALLORY>", "so far")
+	h.waitHome(admin, "Every machine", "2 requests live, 2 ready", "<@UALICE>", "<@UMALLORY>", "so far", "Everyone's spend in ")
 	const stray = "inst_stray"
 	h.fal.AddInstance(fal.Instance{ID: stray, InstanceType: fal.Type1xH100, Status: fal.StatusReady})
 	h.eventually("the stray instance reported", func() bool { return h.count(h.slack.DMChannel(admin), stray) > 0 })

@@ -155,6 +155,30 @@ type homeData struct {
 	isAdmin    bool
 	fleet      []domain.Request // every live request
 	orphans    map[string]domain.OrphanSighting
+	// mySpend and allSpend are this month's spend so far of the person and, for an
+	// admin, of everyone; nil without prices.
+	mySpend, allSpend *monthTotals
+}
+
+// monthTotals is a month's spend beside the month before's.
+type monthTotals struct {
+	month        spend.Month
+	this, before spend.Totals
+}
+
+// readSpend reads this month's spend of owners (everyone's, with none), beside last month's.
+func (h *Handlers) readSpend(ctx context.Context, owners ...domain.UserRef) (*monthTotals, error) {
+	month := spend.MonthOf(h.now())
+	this, before, err := h.monthSummaries(ctx, month, owners...)
+	if err != nil {
+		return nil, err
+	}
+	return &monthTotals{month: month, this: this.Total, before: before.Total}, nil
+}
+
+// spendSection shows a month's spend so far, titled.
+func spendSection(title string, t *monthTotals) slack.Block {
+	return section(fmt.Sprintf("*%s in %s (so far)*\n%s%s", title, t.month.Name(), totalsLine(t.this), changeText(t.month, t.this, t.before)))
 }
 
 // readHome reads what user's Home tab shows.
@@ -169,6 +193,12 @@ func (h *Handlers) readHome(ctx context.Context, user domain.UserRef) (homeData,
 	}
 	if d.mine, err = h.store.UnfinishedOf(ctx, user); err != nil {
 		return d, fmt.Errorf("read own requests: %w", err)
+	}
+	priced := len(h.cfg.Prices) > 0
+	if priced {
+		if d.mySpend, err = h.readSpend(ctx, user); err != nil {
+			return d, fmt.Errorf("read own spend: %w", err)
+		}
 	}
 	if !d.isApprover && !d.isAdmin {
 		return d, nil
@@ -188,6 +218,11 @@ func (h *Handlers) readHome(ctx context.Context, user domain.UserRef) (homeData,
 		d.fleet = live
 		if d.orphans, err = h.store.Orphans(ctx); err != nil {
 			return d, fmt.Errorf("read untracked instances: %w", err)
+		}
+		if priced {
+			if d.allSpend, err = h.readSpend(ctx); err != nil {
+				return d, fmt.Errorf("read everyone's spend: %w", err)
+			}
 		}
 	}
 	return d, nil
@@ -295,6 +330,9 @@ func (p homePage) minePart(d homeData) homePart {
 		more: func(n int) string {
 			return fmt.Sprintf("…and %s; `/gpu list` shows them all.", countText(n, "more request", "more requests"))
 		},
+	}
+	if d.mySpend != nil {
+		part.fixed = append(part.fixed, spendSection("Your spend", d.mySpend))
 	}
 	for _, r := range newestFirst(d.mine) {
 		part.items = append(part.items, homeItem{blocks: p.machineBlocks(r), count: 1})
@@ -404,6 +442,9 @@ func (p homePage) fleetPart(d homeData) homePart {
 		more: func(n int) string {
 			return fmt.Sprintf("…and %s; `/gpu list all` shows them all.", countText(n, "more machine", "more machines"))
 		},
+	}
+	if d.allSpend != nil {
+		part.fixed = append(part.fixed, spendSection("Everyone's spend", d.allSpend))
 	}
 	if len(d.orphans) > 0 {
 		part.fixed = append(part.fixed, section(orphansText(d.orphans)))

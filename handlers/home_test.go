@@ -63,7 +63,8 @@ func TestGoldenHomeViews(t *testing.T) {
 	halfway.UserID, halfway.ID = "UCAROL", "00000005-7b4d-4e2a-9c1e-7b4d4e2a9c1e"
 	views := map[string]homeData{
 		"home_empty": {user: "UALICE"},
-		"home_requester": {user: "UALICE", key: goldenKey(t), mine: []domain.Request{
+		"home_requester": {user: "UALICE", key: goldenKey(t), mySpend: &monthTotals{month: spend.MonthOf(goldenNow),
+			this: spend.Totals{Machines: 3, Hours: 12.5, Cost: 250}, before: spend.Totals{Machines: 2, Hours: 10, Cost: 200}}, mine: []domain.Request{
 			deleting,
 			goldenRequestOf(domain.StateReady, "UALICE", 1),
 			goldenRequestOf(domain.StateAwaitingApproval, "UALICE", 3),
@@ -78,7 +79,8 @@ func TestGoldenHomeViews(t *testing.T) {
 				goldenRequestOf(domain.StateProvisioning, "UCAROL", 2),
 				goldenRequestOf(domain.StateAwaitingApproval, "UDAVE", 3),
 			},
-			orphans: map[string]domain.OrphanSighting{"inst_stray": {Count: 3, First: goldenNow.Add(-2 * time.Hour), Last: goldenNow, Reported: true}},
+			orphans:  map[string]domain.OrphanSighting{"inst_stray": {Count: 3, First: goldenNow.Add(-2 * time.Hour), Last: goldenNow, Reported: true}},
+			allSpend: &monthTotals{month: spend.MonthOf(goldenNow), this: spend.Totals{Machines: 41, Hours: 812, Cost: 12840.5, Unpriced: 1}},
 		},
 	}
 	for name, d := range views {
