@@ -84,6 +84,7 @@ type Bot struct {
 
 	connected atomic.Bool
 	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
+	inFlight  atomic.Int64   // envelopes taken and not yet acked
 }
 
 // New builds the bot on link, handing envelopes to flows. It does not connect yet:
@@ -95,9 +96,11 @@ func New(link *Link, flows Flows, m *metrics.Metrics, opts Options) *Bot {
 	return &Bot{opts: opts, log: opts.Logger, link: link, socket: socketmode.New(link.client), handlers: flows, metrics: m}
 }
 
-// Run connects to Slack and serves until ctx ends, with the flows running beside it,
-// then stops taking envelopes and lets the work in flight finish within the shutdown
-// grace.
+// Run connects to Slack and serves until ctx ends, with the flows running beside it.
+// Then it stops the flows' background work, keeps the link up until every envelope
+// already taken is acked (Slack fails a command or click whose connection closes
+// before its ack, and does not send it again), closes the link, and lets the work in
+// flight finish within the shutdown grace.
 func (b *Bot) Run(ctx context.Context) error {
 	defer func() {
 		b.envelopes.Wait() // each is bounded: it only reads, commits and acks
@@ -108,11 +111,18 @@ func (b *Bot) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	linkCtx, closeLink := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeLink()
+	go func() {
+		<-ctx.Done()
+		b.drain()
+		closeLink()
+	}()
 	errc := make(chan error, 3)
 	go func() { errc <- b.serveHTTP(ctx) }()
-	go func() { errc <- b.runSocket(ctx) }()
+	go func() { errc <- b.runSocket(linkCtx) }()
 	go func() { errc <- b.handlers.Run(ctx) }()
-	go b.readEvents(ctx)
+	go b.readEvents(linkCtx)
 	var first error
 	for range 3 {
 		if err := <-errc; err != nil && first == nil {
@@ -122,11 +132,35 @@ func (b *Bot) Run(ctx context.Context) error {
 			cancel() // one part ended on its own: stop the rest
 		}
 	}
-	if ctx.Err() != nil && first == nil {
+	if first == nil {
 		b.log.Info("gpubot stopping")
 	}
 	return first
 }
+
+// drain waits, within the shutdown grace, until no envelope taken has waited for its
+// ack for a quiet moment: slack-go queues an ack before it writes it, so the link
+// stays up a little after the last one. Envelopes that arrive meanwhile are taken
+// and acked too.
+func (b *Bot) drain() {
+	deadline := time.Now().Add(b.opts.ShutdownGrace)
+	var quietSince time.Time
+	for now := time.Now(); now.Before(deadline); now = time.Now() {
+		switch {
+		case b.inFlight.Load() > 0:
+			quietSince = time.Time{}
+		case quietSince.IsZero():
+			quietSince = now
+		case now.Sub(quietSince) >= quietBeforeClose:
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// quietBeforeClose is how long the link stays up at shutdown after the last ack was
+// queued: writing a queued ack takes microseconds.
+const quietBeforeClose = 50 * time.Millisecond
 
 // runSocket keeps the Socket Mode link up. slack-go reconnects by itself; RunContext
 // only returns for a token Slack refuses, which no retry can fix.
@@ -200,8 +234,10 @@ func socketError(data any) string {
 // handle runs one envelope in its own goroutine, counted so shutdown can wait for it.
 func (b *Bot) handle(fn func()) {
 	b.envelopes.Add(1)
+	b.inFlight.Add(1)
 	go func() {
 		defer b.envelopes.Done()
+		defer b.inFlight.Add(-1)
 		fn()
 	}()
 }

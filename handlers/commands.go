@@ -241,7 +241,7 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user d
 		return refusal(err)
 	}
 	h.reqLog(r).Info("request stored", "user", r.UserID, "type", r.InstanceType, "state", r.State)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 	return gotIt
 }
 

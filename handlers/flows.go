@@ -206,7 +206,7 @@ func (h *Handlers) announceDecision(ctx context.Context, r domain.Request, err e
 	}
 	h.showDecision(ctx, r)
 	if r.State == domain.StateApproved {
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 
@@ -245,7 +245,7 @@ func (h *Handlers) create(ctx context.Context, r domain.Request) {
 		return
 	}
 	h.refreshRoot(ctx, r)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // callCreate asks fal for the machine of a request in creating. It runs again after a
@@ -331,7 +331,7 @@ func (h *Handlers) keepInstance(ctx context.Context, r domain.Request, instanceI
 		return
 	}
 	h.reqLog(updated).Warn("instance created for a request that moved on", "instance", instanceID, "state", updated.State)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // createUnconfirmed keeps a create whose outcome is unknown in creating: a later pass
@@ -355,7 +355,7 @@ func (h *Handlers) createFailed(ctx context.Context, r domain.Request, err error
 		if _, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error { u.CreateCalls = 0; return nil }); err != nil {
 			h.reqLog(r).Error("record refused create", "err", err)
 		}
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 		return
 	}
 	if moveErr != nil {
@@ -422,7 +422,7 @@ func (h *Handlers) announceDelete(ctx context.Context, r domain.Request, err err
 	default:
 		h.respond(ctx, responseURL, channel, user, textMessage(fmt.Sprintf(":wastebasket: Deleting `%s`…", instanceText(r.InstanceID))))
 		h.refreshRoot(ctx, r)
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 

@@ -48,6 +48,9 @@ type Config struct {
 	// ProvisionTimeout is how long fal may take to make a machine ready, counted
 	// from the create call; then the owner and admins are told and it is deleted.
 	ProvisionTimeout time.Duration
+	// Leadership, when set, picks the one replica that does the background work;
+	// nil when this process is the only one.
+	Leadership Leadership
 	// PassDone, when set, hears of every background pass Run makes, with its error.
 	PassDone func(err error)
 
@@ -62,6 +65,14 @@ type Config struct {
 	Groups GroupReader
 	// Links gives a message's permalink, for the DM that tells a requester the decision.
 	Links Permalinker
+}
+
+// Leadership elects one replica among those sharing a store for the background work
+// (resume, tracking passes, reminders, expiries, orphan sweeps).
+type Leadership interface {
+	// Run calls lead each time this replica becomes the leader, with a context that
+	// ends when it stops leading and that fences its writes, until ctx ends.
+	Run(ctx context.Context, lead func(ctx context.Context)) error
 }
 
 // Defaults of the approval settings, as documented.
@@ -301,19 +312,40 @@ func cannotPost(err error) bool {
 // when one is queued or running already, has that worker look at the request again
 // once done. So a request has at most one piece of work at a time however often it is
 // kicked (a pass while fal hangs adds nothing), and a kick during the work (a delete
-// confirmed while fal creates the machine) is never lost.
-func (h *Handlers) kick(id string) {
+// confirmed while fal creates the machine) is never lost. A kick from the leader's
+// pass carries the leader's fence into the worker's writes.
+func (h *Handlers) kick(ctx context.Context, id string) {
 	h.mu.Lock()
 	_, busy := h.workers[id]
 	h.workers[id] = busy
 	h.mu.Unlock()
-	if !busy {
-		h.spawn("advance request", func(ctx context.Context) { h.runWorker(ctx, id) })
+	if busy {
+		return
 	}
+	fence, fenced := domain.FenceFrom(ctx)
+	h.spawn("advance request", func(ctx context.Context) {
+		if fenced {
+			ctx = domain.WithFence(ctx, fence)
+		}
+		h.runWorker(ctx, id)
+	})
 }
 
-// runWorker advances request id until nobody kicked it during the last step.
+// runWorker advances request id until nobody kicked it during the last step. The
+// store's claim keeps other replicas off the request meanwhile; when another holds
+// it, that one takes the step, and a pass looks again if it stalls.
 func (h *Handlers) runWorker(ctx context.Context, id string) {
+	release, ok, err := h.store.ClaimWork(ctx, id)
+	if err != nil || !ok {
+		if err != nil {
+			h.log.Warn("claim request to advance", "request_id", id, "err", err)
+		}
+		h.mu.Lock()
+		delete(h.workers, id)
+		h.mu.Unlock()
+		return
+	}
+	defer release()
 	for {
 		h.advance(ctx, id)
 		h.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -216,7 +217,7 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user domain
 	}
 	if err != nil {
 		h.log.Error("store key", "user", user.UserID, "err", err)
-		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: "I couldn't save it; please try again in a minute."}))
+		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: keyNotSaved(err)}))
 	}
 	return saved
 }
@@ -261,6 +262,14 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user dom
 	if err != nil {
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockType: clip(userMessage(err), 1900)}))
 	}
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 	return closed
+}
+
+// keyNotSaved is the key form's answer when the store refused the key.
+func keyNotSaved(err error) string {
+	if errors.Is(err, domain.ErrUnavailable) {
+		return "I can't reach gpubot's storage right now, so your key was not saved; please try again in a minute."
+	}
+	return "I couldn't save it; please try again in a minute."
 }

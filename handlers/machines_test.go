@@ -414,7 +414,7 @@ func TestPassThatSawAMachineReadyLeavesItsDeleteAlone(t *testing.T) {
 	if got := e.get(r.ID); got.State != domain.StateDeleting {
 		t.Fatalf("request is %s after a pass that saw it ready, want still deleting", got.State)
 	}
-	e.h.kick(r.ID)
+	e.h.kick(ctx, r.ID)
 	e.idle()
 	if got := e.get(r.ID); got.State != domain.StateDeleted {
 		t.Errorf("request is %s, want deleted", got.State)

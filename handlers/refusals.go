@@ -3,6 +3,8 @@ package handlers
 import (
 	"errors"
 	"fmt"
+
+	"github.com/gpubot/gpubot/internal/domain"
 )
 
 // UserError is a refusal shown to the person as is: bad input, or something they may not do.
@@ -27,11 +29,18 @@ func refusal(err error) *Reply {
 	return r
 }
 
+// storageUnreachable answers a command or click that found the store out of reach.
+// A store's writes are whole or not at all, so nothing happened and trying again is safe.
+const storageUnreachable = ":warning: gpubot can't reach its storage right now, so nothing was done. Please try again in a minute; if it keeps happening, tell an admin."
+
 // userMessage is what to tell the person of an error: a UserError's words, or an
 // apology for gpubot's own failure.
 func userMessage(err error) string {
 	if ue, ok := errors.AsType[*UserError](err); ok {
 		return ue.Message
+	}
+	if errors.Is(err, domain.ErrUnavailable) {
+		return storageUnreachable
 	}
 	return ":warning: Something went wrong on gpubot's side; please try again in a minute. If it keeps happening, tell an admin."
 }

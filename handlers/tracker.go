@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
@@ -29,22 +30,59 @@ const (
 	endNeverReady = "never ready"
 )
 
-// Run resumes every unfinished request, then follows instances every PollInterval
-// until ctx ends.
+// Run does the background work until ctx ends: it resumes every unfinished request,
+// then follows instances every PollInterval. With a Leadership, only the leading
+// replica does that work, while every replica keeps its user groups current for the
+// clicks it answers.
 func (h *Handlers) Run(ctx context.Context) error {
-	h.refreshGroups(ctx) // before the first click on a card, as far as it can be
-	if err := h.Resume(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting: nothing failed
+	if h.cfg.Leadership == nil {
+		h.refreshGroups(ctx) // before the first click on a card, as far as it can be
+		if err := h.Resume(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting: nothing failed
+			}
+			return err
 		}
-		return err
+		h.trackUntilDone(ctx)
+		return nil
 	}
+	var groups sync.WaitGroup
+	groups.Go(func() { h.keepGroups(ctx) })
+	defer groups.Wait()
+	return h.cfg.Leadership.Run(ctx, h.lead)
+}
+
+// lead is the leader's share: resume, then track, until leadership or gpubot ends.
+// The store may be out of reach when leadership begins, so resuming is tried again
+// every interval.
+func (h *Handlers) lead(ctx context.Context) {
+	ticker := time.NewTicker(h.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		err := h.Resume(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() == nil {
+			h.log.Warn("resuming unfinished requests failed; trying again next interval", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+	h.trackUntilDone(ctx)
+}
+
+// trackUntilDone makes a tracking pass every PollInterval until ctx ends.
+func (h *Handlers) trackUntilDone(ctx context.Context) {
 	ticker := time.NewTicker(h.cfg.PollInterval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-ticker.C:
 			err := h.Tick(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -57,6 +95,20 @@ func (h *Handlers) Run(ctx context.Context) error {
 	}
 }
 
+// keepGroups reads user groups again when due, on a replica that may not lead.
+func (h *Handlers) keepGroups(ctx context.Context) {
+	ticker := time.NewTicker(h.cfg.PollInterval)
+	defer ticker.Stop()
+	for {
+		h.refreshGroups(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
 // Resume picks up every unfinished request where it stood when gpubot stopped: posts
 // what was not posted, sends creates again with their idempotency key, finishes deletes.
 // Approval cards need nothing: their state is in the store.
@@ -65,7 +117,7 @@ func (h *Handlers) Resume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	h.advanceStalled(reqs, 0)
+	h.advanceStalled(ctx, reqs, 0)
 	return nil
 }
 
@@ -78,7 +130,7 @@ const stalledAfter = time.Minute
 // advanceStalled kicks every request left unfinished in a step for at least minAge,
 // and every delete that has not gone through yet (a failed delete is tried again on
 // every pass). A request whose work is still queued or running is not given more.
-func (h *Handlers) advanceStalled(reqs []domain.Request, minAge time.Duration) {
+func (h *Handlers) advanceStalled(ctx context.Context, reqs []domain.Request, minAge time.Duration) {
 	now := h.now()
 	for _, r := range reqs {
 		stalled := r.ThreadTS == "" || r.State == domain.StateApproved || r.State == domain.StateCreating ||
@@ -88,7 +140,7 @@ func (h *Handlers) advanceStalled(reqs []domain.Request, minAge time.Duration) {
 			continue
 		}
 		h.reqLog(r).Debug("taking up unfinished request", "state", r.State)
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 
@@ -103,7 +155,7 @@ func (h *Handlers) Tick(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read unfinished requests: %w", err)
 	}
-	h.advanceStalled(reqs, stalledAfter)
+	h.advanceStalled(ctx, reqs, stalledAfter)
 	h.enforceProvisionDeadline(ctx, reqs)
 	h.keepApprovals(ctx, reqs)
 	return errors.Join(h.keepLifetimes(ctx), h.track(ctx, reqs))
@@ -321,7 +373,7 @@ func (h *Handlers) expire(ctx context.Context, r domain.Request) {
 	}
 	h.reqLog(r).Info("lifetime over; deleting", "instance", r.InstanceID)
 	h.refreshRoot(ctx, r)
-	h.kick(r.ID)
+	h.kick(ctx, r.ID)
 }
 
 // enforceProvisionDeadline gives up on machines fal has not made ready within
@@ -348,7 +400,7 @@ func (h *Handlers) enforceProvisionDeadline(ctx context.Context, reqs []domain.R
 		h.refreshRoot(ctx, r)
 		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> %s", r.UserID, words)))
 		h.alertAdmins(ctx, neverReadyAlert(r, h.cfg.ProvisionTimeout))
-		h.kick(r.ID)
+		h.kick(ctx, r.ID)
 	}
 }
 

@@ -65,6 +65,7 @@ type Store struct {
 	path   string
 	opts   Options
 	live   liveCache
+	claims claims
 }
 
 // Open opens (creating if needed) the bbolt file at path and brings its

@@ -55,6 +55,9 @@ type Options struct {
 	Now                func() time.Time
 	Observer           func(Event)  // called in order, from one goroutine, for every visible change; must not block
 	Logger             *slog.Logger // default: discard
+	// Seed makes the choice of a connection for each envelope repeatable;
+	// 0 picks a random seed.
+	Seed uint64
 }
 
 // Server is a Slack workspace with one bot installed, served on 127.0.0.1.
@@ -108,7 +111,7 @@ func New(opts Options) *Server {
 		timers:     map[*timerEntry]struct{}{},
 		directory:  newDirectory(),
 		store:      newStore(),
-		socket:     newSocket(),
+		socket:     newSocket(opts.Seed),
 		faults:     map[string][]*fault{},
 		callCounts: map[string]int{},
 	}

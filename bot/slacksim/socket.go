@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -64,7 +65,7 @@ type Failure struct {
 // socket is the Socket Mode side: connections, envelopes and acks.
 type socket struct {
 	conns            []*socketConn
-	nextConn         int
+	rng              *rand.Rand // picks a connection for each envelope
 	tickets          map[string]time.Time
 	waiting          []outFrame   // envelopes sent while no connection could take them
 	waitingCount     atomic.Int64 // len(waiting), for writers to check without the lock
@@ -77,8 +78,14 @@ type socket struct {
 	failures         []Failure
 }
 
-func newSocket() socket {
-	return socket{tickets: map[string]time.Time{}, envelopes: map[string]*envelope{}}
+func newSocket(seed uint64) socket {
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return socket{
+		rng:     rand.New(rand.NewPCG(seed, seed>>1|1)),
+		tickets: map[string]time.Time{}, envelopes: map[string]*envelope{},
+	}
 }
 
 type outFrame struct {
@@ -321,8 +328,8 @@ func (s *Server) liveConnsLocked() []*socketConn {
 	return slices.Clone(s.conns)
 }
 
-// sendFrameLocked hands a frame to the next connection that takes envelopes, round
-// robin, or keeps it until one does.
+// sendFrameLocked hands a frame to a connection that takes envelopes, chosen at
+// random as Slack does, or keeps it until one does.
 func (s *Server) sendFrameLocked(frame outFrame) error {
 	if s.offerLocked(frame) {
 		return nil
@@ -336,12 +343,7 @@ func (s *Server) sendFrameLocked(frame outFrame) error {
 }
 
 func (s *Server) offerLocked(frame outFrame) bool {
-	for range s.conns {
-		c := s.conns[s.nextConn%len(s.conns)]
-		s.nextConn++
-		if c.draining {
-			continue
-		}
+	for _, c := range s.openConnsInRandomOrderLocked() {
 		select {
 		case c.out <- frame:
 			return true
@@ -351,17 +353,27 @@ func (s *Server) offerLocked(frame outFrame) bool {
 	return false
 }
 
-// pickConnLocked chooses the connection for a user's envelope, round robin among
+// pickConnLocked chooses the connection for a user's envelope, at random among
 // those taking envelopes; nil when none is.
 func (s *Server) pickConnLocked() *socketConn {
-	for range s.conns {
-		c := s.conns[s.nextConn%len(s.conns)]
-		s.nextConn++
-		if !c.draining {
-			return c
-		}
+	if open := s.openConnsInRandomOrderLocked(); len(open) > 0 {
+		return open[0]
 	}
 	return nil
+}
+
+// openConnsInRandomOrderLocked lists the connections taking envelopes, shuffled:
+// Slack sends each envelope to any one of an app's connections, and a retried
+// event may land on another connection than its first try.
+func (s *Server) openConnsInRandomOrderLocked() []*socketConn {
+	open := make([]*socketConn, 0, len(s.conns))
+	for _, c := range s.conns {
+		if !c.draining {
+			open = append(open, c)
+		}
+	}
+	s.rng.Shuffle(len(open), func(i, j int) { open[i], open[j] = open[j], open[i] })
+	return open
 }
 
 func (s *Server) flushWaitingLocked() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -441,5 +442,83 @@ func TestEventsWaitingForAConnectionAreBounded(t *testing.T) {
 	mustNoError(t, s.WaitUntil(ctx, func() bool { return s.waitingCount.Load() == maxWaitingFrames }), "events waiting")
 	if _, err := s.SendEvent(ctx, json.RawMessage(`{"type":"app_mention","text":"one more","channel":"CGPU"}`)); err == nil {
 		t.Fatal("the waiting room has no bound")
+	}
+}
+
+// twoBots connects two slack-go clients, as two gpubot replicas would, each
+// recording what reaches it; handle acks (or not) for both.
+func twoBots(t *testing.T, s *Server, handle func(*socketmode.Client, socketmode.Event)) [2]*capture {
+	t.Helper()
+	var seen [2]*capture
+	for i := range seen {
+		seen[i] = &capture{}
+		startBot(t, s, func(client *socketmode.Client, evt socketmode.Event) {
+			if evt.Request != nil && evt.Request.EnvelopeID != "" {
+				seen[i].add(evt)
+			}
+			handle(client, evt)
+		})
+	}
+	ctx := testCtx(t, 10*time.Second)
+	for s.Connections() < 2 {
+		if ctx.Err() != nil {
+			t.Fatalf("connections = %d, want 2", s.Connections())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return seen
+}
+
+func TestEachEnvelopeGoesToOneConnectionAtRandom(t *testing.T) {
+	s := newSim(t, Options{Seed: 7})
+	seen := twoBots(t, s, ackAll)
+	const commands = 30
+	for i := range commands {
+		_, err := s.SlashCommand(testCtx(t, 5*time.Second), alice, gpuChannel, "/gpu", fmt.Sprintf("list %d", i))
+		mustNoError(t, err, "slash command")
+	}
+	first, second := len(seen[0].all()), len(seen[1].all())
+	if first+second != commands || first == 0 || second == 0 {
+		t.Errorf("connections got %d and %d envelopes, want %d in all, each to one of them, spread over both", first, second, commands)
+	}
+}
+
+func TestARetriedEventMayLandOnAnotherConnection(t *testing.T) {
+	s := newSim(t, Options{Seed: 7, RedeliverAfter: 20 * time.Millisecond})
+	// Both replicas miss every first try, as a replica that dies before its ack.
+	seen := twoBots(t, s, func(client *socketmode.Client, evt socketmode.Event) {
+		if evt.Type == socketmode.EventTypeEventsAPI && evt.Request.RetryAttempt > 0 {
+			_ = client.Ack(*evt.Request)
+		}
+	})
+	const events = 20
+	for i := range events {
+		event := fmt.Sprintf(`{"type":"app_mention","user":"UALICE","text":"<@UBOT> %d","ts":"1.%06d","channel":"CGPU","event_ts":"1.%06d"}`, i, i, i)
+		_, err := s.SendEvent(testCtx(t, 5*time.Second), json.RawMessage(event))
+		mustNoError(t, err, "send event")
+	}
+	firstTryOn := map[string]int{}
+	moved := 0
+	for conn, c := range seen {
+		for _, evt := range c.all() {
+			if evt.Request.RetryAttempt == 0 {
+				firstTryOn[evt.Request.EnvelopeID] = conn
+			}
+		}
+	}
+	for conn, c := range seen {
+		for _, evt := range c.all() {
+			if evt.Request.RetryAttempt > 0 {
+				if evt.Request.RetryReason != "timeout" {
+					t.Errorf("retry reason %q, want timeout", evt.Request.RetryReason)
+				}
+				if firstTryOn[evt.Request.EnvelopeID] != conn {
+					moved++
+				}
+			}
+		}
+	}
+	if len(firstTryOn) != events || moved == 0 {
+		t.Errorf("%d events tried first, %d retries on another connection; want %d and some", len(firstTryOn), moved, events)
 	}
 }

@@ -50,6 +50,12 @@ type Store interface {
 	// MarkNotice records notice name on a request; first is false when it was
 	// recorded already, so a notice is posted at most once.
 	MarkNotice(ctx context.Context, id, name string) (first bool, err error)
+	// ClaimWork takes request id's next step (a call to fal, a post) for the
+	// caller: while the claim is held no one else, in this process or another
+	// replica, gets it (ok is false). release gives it back. A process that
+	// dies holding a claim loses it when its hold on the store ends (the
+	// session's TTL on a shared store), so the work passes on.
+	ClaimWork(ctx context.Context, id string) (release func(), ok bool, err error)
 	// AddApproval records one approver's yes; the one that completes needed
 	// moves the request to approved in the same write.
 	AddApproval(ctx context.Context, id, approver string, needed int, opts ...WriteOption) (Request, error)

@@ -95,13 +95,17 @@ func (c *Cluster) Stop(i int) {
 	}
 }
 
-// Restart starts member i again on its ports and data.
-func (c *Cluster) Restart(i int) {
-	c.t.Helper()
+// Restart starts member i again on its ports and data. It returns an error
+// rather than failing the test, so a goroutine other than the test's may call it.
+func (c *Cluster) Restart(i int) error {
 	if err := c.start(c.members[i]); err != nil {
-		c.t.Fatalf("restart etcd member %d: %v", i, err)
+		return fmt.Errorf("restart etcd member %d: %w", i, err)
 	}
+	return nil
 }
+
+// Members is how many members the cluster has.
+func (c *Cluster) Members() int { return len(c.members) }
 
 func (c *Cluster) stopAll() {
 	for i := range c.members {

@@ -29,7 +29,9 @@ func TestThreeMembersKeepWritingWithOneStopped(t *testing.T) {
 	if _, err := cli.Put(ctx, "k", "with two"); err != nil {
 		t.Fatalf("write with one member stopped: %v", err)
 	}
-	c.Restart(0)
+	if err := c.Restart(0); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.WaitHealthy(ctx, cli); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,57 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/internal/domain"
+)
+
+// unreachableStore is the real store with its connection cut: every call fails as a
+// store shared over the network fails while it is out of reach. Only the answer
+// handlers give is tested here; the etcd store's own behaviour is tested against a
+// stopped etcd.
+type unreachableStore struct{ domain.Store }
+
+func cut(op string) error { return fmt.Errorf("%s: %w", op, domain.ErrUnavailable) }
+
+func (unreachableStore) CreateRequest(context.Context, *domain.Request, ...domain.WriteOption) error {
+	return cut("create request")
+}
+func (unreachableStore) Key(context.Context, domain.UserRef) (domain.StoredKey, error) {
+	return domain.StoredKey{}, cut("read key")
+}
+func (unreachableStore) EnvelopeAnswer(context.Context, string) ([]byte, bool, error) {
+	return nil, false, cut("read envelope")
+}
+func (unreachableStore) RequestsWithIDPrefix(context.Context, string, int) ([]domain.Request, error) {
+	return nil, cut("find request")
+}
+func (unreachableStore) UnfinishedOf(context.Context, domain.UserRef) ([]domain.Request, error) {
+	return nil, cut("list requests")
+}
+
+func TestCommandsSayTheStoreIsOutOfReachAndDoNothing(t *testing.T) {
+	e := newEnv(t)
+	r := e.readyMachine()
+	h := New(e.config, unreachableStore{e.store}, e.fal, e.slack, slog.New(slog.NewTextHandler(io.Discard, nil)), e.clock.Now)
+	t.Cleanup(func() { h.Shutdown(0) })
+	for _, text := range []string{"create 1x", "list", "extend " + r.ID[:8] + " 1h", "delete " + r.ID[:8]} {
+		reply := h.Command(context.Background(), "E-"+text, slack.SlashCommand{TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", Text: text})
+		if reply == nil || reply.Text != storageUnreachable {
+			t.Errorf("/gpu %s answered %+v, want %q", text, reply, storageUnreachable)
+		}
+	}
+	h.work.Wait()
+	if got := e.get(r.ID); got.Version != r.Version || got.State != domain.StateReady {
+		t.Errorf("the machine's request changed while the store was out of reach: %+v", got)
+	}
+	if listed := e.listed(); len(listed) != 1 {
+		t.Errorf("fal lists %v, want only the one machine from before", listed)
+	}
+}
