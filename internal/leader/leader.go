@@ -38,6 +38,10 @@ var (
 	errNotHeld      = errors.New("its candidate key vanished while it waited")
 )
 
+// ElectionKey is where gpubot's replicas hold their election, under the
+// store's ETCD_PREFIX: every replica must use the same one.
+func ElectionKey(prefix string) string { return prefix + "leader" }
+
 // Elector is one replica's part in the election.
 type Elector struct {
 	cli      *clientv3.Client
@@ -48,8 +52,8 @@ type Elector struct {
 	onChange func(leading bool)
 }
 
-// New prepares a replica's candidacy in the election at key (e.g.
-// ETCD_PREFIX + "leader"). ttl (LEADER_TTL, whole seconds) is how long the
+// New prepares a replica's candidacy in the election at key
+// (ElectionKey(ETCD_PREFIX)). ttl (LEADER_TTL, whole seconds) is how long the
 // lead outlives a replica that died without resigning; name (a host name)
 // is the candidacy's value, which logs and etcdctl show. onChange, if not
 // nil, hears every gain and loss of the lead, for the gpubot_leader gauge.
@@ -68,7 +72,8 @@ func New(cli *clientv3.Client, key string, ttl time.Duration, name string, log *
 // new lease; it never gives up. When ctx ends it withdraws at once: a leader
 // resigns after lead returned, so another replica takes over without
 // waiting for the TTL. It returns nil then, or why the resignation failed
-// (etcd unreachable: the lease ends by itself within the TTL).
+// (etcd unreachable: the lease ends by itself within the TTL). An Elector
+// runs once at a time.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	retry := backoff{first: firstRetry, max: max(e.ttl, firstRetry), next: firstRetry}
 	for {

@@ -19,8 +19,10 @@ import (
 	"github.com/gpubot/gpubot/internal/testkit"
 )
 
+var electionKey = ElectionKey(testPrefix)
+
 const (
-	electionKey = "/test/leader"
+	testPrefix = "/test/"
 	// testTTL is the LEADER_TTL of most tests: etcd's shortest lease.
 	testTTL = 2 * time.Second
 	// settle bounds what takes no configured time (etcd starting, a client
