@@ -27,7 +27,8 @@ const (
 	// A dial gives up after etcdDialTimeout; a connection that stops
 	// answering pings for etcdKeepAliveTime+etcdKeepAliveTimeout is dropped
 	// for another member's, well before the TCP stack would notice. etcd
-	// refuses pings more often than every 5s.
+	// refuses pings more often than every 5s, and on a connection without
+	// streams at all (a replica always has some: its lease's keepalives).
 	etcdDialTimeout      = 5 * time.Second
 	etcdKeepAliveTime    = 10 * time.Second
 	etcdKeepAliveTimeout = 5 * time.Second
@@ -114,7 +115,6 @@ func (e Etcd) ClientConfig() (clientv3.Config, error) {
 		DialTimeout:          etcdDialTimeout,
 		DialKeepAliveTime:    etcdKeepAliveTime,
 		DialKeepAliveTimeout: etcdKeepAliveTimeout,
-		PermitWithoutStream:  true,
 	}, nil
 }
 

@@ -374,6 +374,9 @@ func TestClientConfigWithoutTLS(t *testing.T) {
 		t.Errorf("ClientConfig sets no dial timeout or keepalive (%s, %s, %s): a dead member would hang calls",
 			got.DialTimeout, got.DialKeepAliveTime, got.DialKeepAliveTimeout)
 	}
+	if got.PermitWithoutStream {
+		t.Error("ClientConfig pings idle connections, which etcd counts against the client and answers with too_many_pings")
+	}
 }
 
 func TestClientConfigHttpsWithoutCAUsesTheSystemCAs(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/etcdtest"
 	"github.com/gpubot/gpubot/internal/testkit"
@@ -204,9 +205,15 @@ func leaderName(t *testing.T, cli *clientv3.Client) string {
 	return string(got.Kvs[0].Value)
 }
 
+// newClient is a replica's client, configured as gpubot configures it.
 func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	clientConfig, err := config.Etcd{Endpoints: endpoints}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientConfig.Logger = zap.NewNop() // the tests cut it off from etcd on purpose
+	cli, err := clientv3.New(clientConfig)
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}
@@ -218,8 +225,8 @@ func TestOneOfTwoReplicasLeads(t *testing.T) {
 	t.Parallel()
 	etcd := etcdtest.Start(t, 1)
 	observer := etcd.Client(t)
-	a := startReplica(t, etcd.Client(t), observer, "a", testTTL, nil)
-	b := startReplica(t, etcd.Client(t), observer, "b", testTTL, nil)
+	a := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "a", testTTL, nil)
+	b := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "b", testTTL, nil)
 
 	leader, tm := firstToLead(t, settle, a, b)
 	waitCandidates(t, observer, 2) // the other waits in the election now
@@ -246,9 +253,9 @@ func TestStoppingTheLeaderHandsOverAtOnce(t *testing.T) {
 	const ttl = 6 * time.Second
 	etcd := etcdtest.Start(t, 1)
 	observer := etcd.Client(t)
-	a := startReplica(t, etcd.Client(t), observer, "a", ttl, nil)
+	a := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "a", ttl, nil)
 	aTerm := nextTerm(t, a, settle)
-	b := startReplica(t, etcd.Client(t), observer, "b", ttl, nil)
+	b := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "b", ttl, nil)
 	waitCandidates(t, observer, 2)
 
 	stopped := time.Now()
@@ -292,7 +299,7 @@ func TestDeadLeaderIsReplacedWithinTheTTL(t *testing.T) {
 	aClient := newClient(t, etcd.Endpoints()...)
 	a := startReplica(t, aClient, observer, "a", testTTL, nil)
 	aTerm := nextTerm(t, a, settle)
-	b := startReplica(t, etcd.Client(t), observer, "b", testTTL, nil)
+	b := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "b", testTTL, nil)
 	waitCandidates(t, observer, 2)
 
 	// The process dies: its keepalives stop, and it resigns nothing.
@@ -350,7 +357,7 @@ func TestLeaderPausedPastItsLeaseWritesNothing(t *testing.T) {
 	}
 
 	network.Pause()
-	b := startReplica(t, etcd.Client(t), observer, "b", testTTL, nil)
+	b := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "b", testTTL, nil)
 	bTerm := nextTerm(t, b, 2*testTTL+settle)
 	if !fencedPut(t, observer, bTerm.fence, "/test/by", "b") {
 		t.Fatal("the new leader's fence does not write")
@@ -382,9 +389,9 @@ func TestCandidateWhoseKeyVanishedDoesNotLead(t *testing.T) {
 	t.Parallel()
 	etcd := etcdtest.Start(t, 1)
 	observer := etcd.Client(t)
-	a := startReplica(t, etcd.Client(t), observer, "a", testTTL, nil)
+	a := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "a", testTTL, nil)
 	aTerm := nextTerm(t, a, settle)
-	b := startReplica(t, etcd.Client(t), observer, "b", testTTL, nil)
+	b := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "b", testTTL, nil)
 	waitCandidates(t, observer, 2)
 
 	ctx, cancel := context.WithTimeout(context.Background(), settle)
@@ -570,7 +577,7 @@ func TestLeadThatReturnsGivesUpTheLead(t *testing.T) {
 	etcd := etcdtest.Start(t, 1)
 	observer := etcd.Client(t)
 	var leads atomic.Int32
-	a := startReplica(t, etcd.Client(t), observer, "a", testTTL, func(tm *term) {
+	a := startReplica(t, newClient(t, etcd.Endpoints()...), observer, "a", testTTL, func(tm *term) {
 		if leads.Add(1) == 1 {
 			return // gives up at once
 		}
