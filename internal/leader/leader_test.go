@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/etcdtest"
@@ -21,6 +22,9 @@ import (
 )
 
 var electionKey = ElectionKey(testPrefix)
+
+// The handlers take the elector as their Leadership.
+var _ handlers.Leadership = (*Elector)(nil)
 
 const (
 	testPrefix = "/test/"
