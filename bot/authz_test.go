@@ -22,8 +22,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"status":   {"requester": true, "approver": true, "admin": true},
 		"list all": {"approver": true, "admin": true},
 		"withdraw": {"requester": true},
+		// Whose spend one sees: one's own, and everyone's for approvers and admins.
+		"see spend":  {"requester": true, "approver": true, "admin": true},
+		"report csv": {"admin": true},
 	}
-	for _, action := range []string{"approve", "deny", "delete", "extend", "status", "list all", "withdraw"} {
+	for _, action := range []string{"approve", "deny", "delete", "extend", "status", "list all", "withdraw", "see spend", "report csv"} {
 		for _, r := range roles {
 			t.Run(action+" by "+r.name, func(t *testing.T) {
 				want := allowed[action][r.name]
@@ -115,6 +118,17 @@ func tryAction(t *testing.T, h *harness, action, user string) bool {
 		return strings.Contains(h.command(user, general, "status "+id), "ssh ubuntu@")
 	case "list all":
 		return strings.Contains(h.command(user, general, "list all"), "Everyone's machines")
+	case "see spend":
+		mark := h.mark()
+		h.command(user, general, "report")
+		report := h.waitForSince(mark, general, "GPU spend in").AllText()
+		return strings.Contains(report, "<@UALICE>") || strings.Contains(report, "`"+id[:8]+"`")
+	case "report csv":
+		mark := h.mark()
+		if got := h.command(user, general, "report csv"); strings.Contains(got, "Only admins") {
+			return false
+		}
+		return strings.Contains(h.waitForSince(mark, general, "CSV of GPU machines").AllText(), id)
 	}
 	t.Fatalf("unknown action %q", action)
 	return false

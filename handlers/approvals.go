@@ -112,8 +112,12 @@ func (h *Handlers) askedText(r domain.Request) string {
 	if n := approvalsNeeded(r); n > 1 {
 		who = fmt.Sprintf("the OK of %d approvers", n)
 	}
-	return fmt.Sprintf("%s machines need %s: I've asked in <#%s>. If nobody decides by %s, the request expires. Changed your mind? Withdraw it with the button above or `/gpu cancel %s`.",
-		ShortType(r.InstanceType), who, h.cfg.ApprovalChannel, slackDate(h.approvalDeadline(r)), shortID(r.ID))
+	needs := ShortType(r.InstanceType) + " machines need " + who
+	if r.OverBudget != "" {
+		needs = fmt.Sprintf("This request would go over budget (%s), so it needs %s", r.OverBudget, who)
+	}
+	return fmt.Sprintf("%s: I've asked in <#%s>. If nobody decides by %s, the request expires. Changed your mind? Withdraw it with the button above or `/gpu cancel %s`.",
+		needs, h.cfg.ApprovalChannel, slackDate(h.approvalDeadline(r)), shortID(r.ID))
 }
 
 // approvalDeadline is when a request still waiting for approval expires: the timer is

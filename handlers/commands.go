@@ -144,6 +144,10 @@ func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.Slash
 		return h.askDelete(ctx, user, cmd.ID)
 	case VerbCancel:
 		return h.withdraw(ctx, envelopeID, user, cmd.ID)
+	case VerbBudget:
+		return h.budget(ctx, user)
+	case VerbReport, VerbReportCSV:
+		return h.report(ctx, user, c.ChannelID, cmd)
 	case VerbExtend:
 		r, err := h.resolve(ctx, user, cmd.ID)
 		if err != nil {
@@ -227,6 +231,11 @@ func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user domain
 // fal) follows in the background. A redelivered command finds its envelope already
 // recorded, creates nothing and gets the first "Got it" again.
 func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user domain.UserRef, channel string, cmd Command) *Reply {
+	release, err := h.admit(ctx, user)
+	if err != nil {
+		return refusal(err)
+	}
+	defer release()
 	r, err := h.newRequest(ctx, user, channel, cmd)
 	if err != nil {
 		return refusal(err)
@@ -246,6 +255,9 @@ func (h *Handlers) requestMachine(ctx context.Context, envelopeID string, user d
 }
 
 func gotItText(r domain.Request) string {
+	if r.OverBudget != "" {
+		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers, because it would go over budget (%s). Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r), r.OverBudget)
+	}
 	if r.State == domain.StateAwaitingApproval {
 		return fmt.Sprintf("Got it: request `%s` for %s goes to the approvers. Follow it in the thread I'm starting here (or in a DM, if I may not post in this channel).", shortID(r.ID), describeMachine(r))
 	}
@@ -265,9 +277,22 @@ func (h *Handlers) newRequest(ctx context.Context, user domain.UserRef, channel 
 	if err != nil {
 		return domain.Request{}, fmt.Errorf("read key: %w", err)
 	}
-	state, needed := domain.StateApproved, 0
-	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) {
+	if err := h.checkCap(ctx, user); err != nil {
+		return domain.Request{}, err
+	}
+	over, err := h.overBudget(ctx, user, cmd.InstanceType, lifetime)
+	if err != nil {
+		return domain.Request{}, err
+	}
+	if len(over) > 0 && h.cfg.Enforcement == EnforceRefuse {
+		return domain.Request{}, overBudgetRefusal(user.UserID, "request", over)
+	}
+	state, needed, overNote := domain.StateApproved, 0, ""
+	if h.cfg.Policy.NeedsApproval(cmd.InstanceType) || len(over) > 0 {
 		state, needed = domain.StateAwaitingApproval, h.cfg.Policy.ApprovalsNeeded(cmd.InstanceType)
+	}
+	if len(over) > 0 {
+		overNote = overBudgetText(user.UserID, over)
 	}
 	return domain.Request{
 		ID:             uuid.NewString(),
@@ -284,6 +309,7 @@ func (h *Handlers) newRequest(ctx context.Context, user domain.UserRef, channel 
 		State:          state,
 		// The count is fixed now: the approvers decide on what the card asks.
 		ApprovalsNeeded: needed,
+		OverBudget:      overNote,
 	}, nil
 }
 

@@ -508,10 +508,8 @@ func (h *Handlers) closingReply(r domain.Request) string {
 	if r.EndReason == endNeverReady {
 		line = "Deleted: fal did not make it ready in time."
 	}
-	if !r.ReadyAt.IsZero() {
-		if cost := h.cfg.Prices.Cost(r.InstanceType, r.EndedAt.Sub(r.ReadyAt)); cost != "" {
-			line += " Cost: about " + cost + "."
-		}
+	if cost := h.cfg.Prices.MachineCost(r, h.now()); cost != "" {
+		line += " Cost: about " + cost + "."
 	}
 	return fmt.Sprintf("<@%s> %s", r.UserID, line)
 }
@@ -542,10 +540,8 @@ func (h *Handlers) deleteFailed(ctx context.Context, r domain.Request, err error
 }
 
 // extend pushes a machine's expiry out by d, never further than MaxLifetime from now.
-// The state and the limit are checked in the transaction that changes the expiry, so an
-// extension never lands on a machine being deleted, and the expiry pass (which checks
-// the expiry in its own move) never deletes a machine whose extension was accepted.
-// once makes it the one effect of its envelope.
+// An extension that would take the owner over budget is refused (BUDGET_ENFORCEMENT=
+// refuse) or goes to the approvers (approve). once makes it the one effect of its envelope.
 func (h *Handlers) extend(ctx context.Context, user domain.UserRef, r domain.Request, d time.Duration, once domain.WriteOption) error {
 	if err := h.cfg.Policy.MayManage(user.UserID, r.UserID); err != nil {
 		return err
@@ -553,8 +549,50 @@ func (h *Handlers) extend(ctx context.Context, user domain.UserRef, r domain.Req
 	if d <= 0 {
 		return refusef("Give a positive duration, e.g. `/gpu extend %s 2h`.", shortID(r.ID))
 	}
+	if extendable(r) {
+		release, err := h.admit(ctx, r.Owner())
+		if err != nil {
+			return err
+		}
+		defer release()
+		over, err := h.overBudget(ctx, r.Owner(), r.InstanceType, d)
+		if err != nil {
+			return err
+		}
+		if len(over) > 0 && h.cfg.Enforcement == EnforceRefuse {
+			return overBudgetRefusal(r.UserID, "extension", over)
+		}
+		if len(over) > 0 {
+			return h.askExtension(ctx, user, r, d, over, once)
+		}
+	}
+	return h.applyExtension(ctx, user.UserID, r, d, once, nil, "")
+}
+
+// extendable says whether a request is in a state an extension can change.
+func extendable(r domain.Request) bool {
+	switch r.State {
+	case domain.StateApproved, domain.StateCreating, domain.StateProvisioning, domain.StateReady:
+		return true
+	}
+	return false
+}
+
+// applyExtension commits an extension of d asked by user. The state and the limit are
+// checked in the transaction that changes the expiry, so an extension never lands on a
+// machine being deleted, and the expiry pass (which checks the expiry in its own move)
+// never deletes a machine whose extension was accepted. also, when set, changes the
+// request in the same transaction (an approved extension is no longer waiting);
+// approvedBy names who approved it, for the thread.
+func (h *Handlers) applyExtension(ctx context.Context, user string, r domain.Request, d time.Duration, once domain.WriteOption,
+	also func(*domain.Request) error, approvedBy string) error {
 	now, max := h.now(), h.cfg.Policy.MaxLifetime
 	r, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
+		if also != nil {
+			if err := also(u); err != nil {
+				return err
+			}
+		}
 		switch {
 		case u.State.Terminal() || u.State == domain.StateDeleting:
 			return refusef("Request `%s` is already %s; there is nothing to extend.", shortID(u.ID), stateName(*u))
@@ -580,12 +618,16 @@ func (h *Handlers) extend(ctx context.Context, user domain.UserRef, r domain.Req
 	if err != nil {
 		return err
 	}
-	if auditErr := h.store.Audit(ctx, domain.AuditEvent{Actor: user.UserID, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
+	if auditErr := h.store.Audit(ctx, domain.AuditEvent{Actor: user, Action: "extended", RequestID: r.ID, Detail: FormatDuration(d)}); auditErr != nil {
 		h.reqLog(r).Error("audit extension", "err", auditErr)
+	}
+	approval := ""
+	if approvedBy != "" {
+		approval = ", approved by <@" + approvedBy + ">"
 	}
 	h.spawn("announce extension", func(ctx context.Context) {
 		h.refreshRoot(ctx, r)
-		h.say(ctx, r, textMessage(fmt.Sprintf("Extended by %s by <@%s>%s.", FormatDuration(d), user.UserID, newExpiryText(r))))
+		h.say(ctx, r, textMessage(fmt.Sprintf("Extended by %s by <@%s>%s%s.", FormatDuration(d), user, approval, newExpiryText(r))))
 	})
 	return nil
 }

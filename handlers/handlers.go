@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Slack is what the flows need from Slack.
@@ -40,7 +41,7 @@ type Config struct {
 	Policy          Policy
 	ApprovalChannel string
 	NotifyChannel   string
-	Prices          Prices
+	Prices          spend.Prices
 	ReminderBefore  time.Duration
 	PollInterval    time.Duration
 	// UnknownGrace is how long fal may report "unknown" before the owner is told.
@@ -65,6 +66,16 @@ type Config struct {
 	Groups GroupReader
 	// Links gives a message's permalink, for the DM that tells a requester the decision.
 	Links Permalinker
+
+	// Budgets are the monthly budgets; Enforcement what a request over one gets
+	// (EnforceApprove, the default, or EnforceRefuse).
+	Budgets     spend.Budgets
+	Enforcement string
+	// MaxMachines is how many machines one person may hold at once; 0 for no cap.
+	MaxMachines int
+	// ReportChannel gets the spend digest every ReportEvery; "" for none.
+	ReportChannel string
+	ReportEvery   spend.Schedule
 }
 
 // Leadership elects one replica among those sharing a store for the background work

@@ -101,6 +101,13 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 		h.spawn("keep", func(ctx context.Context) {
 			h.respond(ctx, responseURL, channel, user.UserID, textMessage("OK, keeping it."))
 		})
+	case ActionExtendApprove, ActionExtendDeny:
+		approve := action.ActionID == ActionExtendApprove
+		r, err := h.decideExtension(ctx, user.UserID, id, approve, once)
+		if _, again := redelivered(err); again {
+			return
+		}
+		h.spawn("decide extension", func(ctx context.Context) { h.announceExtensionDecision(ctx, r, approve, err, user.UserID, channel) })
 	case ActionExtend:
 		err := h.extendByButton(ctx, user, id, once)
 		if _, again := redelivered(err); again || err == nil {

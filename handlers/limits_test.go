@@ -8,8 +8,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Slack's limits on what a message may hold (docs.slack.dev, Block Kit reference).
@@ -66,7 +68,7 @@ func worstRequest(state domain.State) domain.Request {
 }
 
 func TestEveryMessageStaysWithinSlackLimits(t *testing.T) {
-	prices := Prices{"gpu_8x_h100_sxm5": 20}
+	prices := spend.Prices{"gpu_8x_h100_sxm5": 20}
 	var history []domain.AuditEvent
 	for range maxHistory + 1 {
 		history = append(history, domain.AuditEvent{At: goldenNow, Actor: "UBOB", Action: "denied", Detail: strings.Repeat("&", maxDenyReason)})
@@ -120,6 +122,45 @@ func TestEveryFormInputIsBounded(t *testing.T) {
 			if b.Element != nil && b.Element.Type == "plain_text_input" && (b.Element.MaxLength < 1 || b.Element.MaxLength > slackMaxInput) {
 				t.Errorf("%s form: input %q has max_length %d, want 1…%d", name, b.BlockID, b.Element.MaxLength, slackMaxInput)
 			}
+		}
+	}
+}
+
+// The spend messages of a busy month, with every reason as long as it can be, stay
+// within Slack's limits: lists are cut short with a count, and the CSV rows are spread
+// over several messages.
+func TestSpendMessagesStayWithinSlackLimits(t *testing.T) {
+	prices := spend.Prices{"gpu_8x_h100_sxm5": 20, "gpu_1x_h100_sxm5": 2.5}
+	march := spend.Month{Year: 2026, Month: time.March}
+	now := time.Date(2026, 3, 20, 9, 0, 0, 0, time.UTC)
+	var reqs []domain.Request
+	for i := range 3000 {
+		r := worstRequest(domain.StateReady)
+		r.ID, r.UserID = fmt.Sprintf("%08d-0000-4000-8000-000000000000", i), fmt.Sprintf("U%09d", i)
+		r.ReadyAt, r.ExpiresAt = now.Add(-time.Duration(i)*time.Minute), now.Add(time.Hour)
+		reqs = append(reqs, r)
+		waiting := worstRequest(domain.StateAwaitingApproval)
+		waiting.ID = fmt.Sprintf("%08d-1111-4000-8000-000000000000", i)
+		reqs = append(reqs, waiting)
+	}
+	s := spend.Summarize(reqs, prices, march.Window(), now, spend.SoFar)
+	messages := map[string]Message{
+		"team report": teamReportMessage(march, s, s, now),
+		"own report":  ownReportMessage(march, s, s, now),
+		"budget": budgetMessage("U000000001", monthSpend{month: march, soFar: s, live: reqs},
+			[]spend.Standing{{Limit: spend.Limit{Budget: 10}, Spent: 1e9}}, prices, now, true),
+		"digest": digestMessage(digestFacts{period: march.Window(), now: now, spent: s, live: reqs, prices: prices}),
+	}
+	csv := csvMessages(march, s)
+	if len(csv) != maxCSVMessages+1 || !strings.Contains(csv[maxCSVMessages].Text, "more rows that do not fit") {
+		t.Errorf("%d CSV messages for 3,000 rows; want %d and a last one saying how many rows did not fit", len(csv), maxCSVMessages+1)
+	}
+	for i, m := range csv {
+		messages[fmt.Sprintf("csv %d", i)] = m
+	}
+	for name, m := range messages {
+		for _, problem := range limitProblems(m) {
+			t.Errorf("%s: %s", name, problem)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Action and view ids: the contract between the messages gpubot posts and the clicks it handles.
@@ -133,7 +134,9 @@ const helpText = "*gpubot gives you fal GPU machines.* First register your SSH p
 	"`/gpu create`  the same in a form" + "\n" +
 	"`/gpu list` · `/gpu list all`  your machines · everyone's" + "\n" +
 	"`/gpu status <id>` · `/gpu delete <id>` · `/gpu extend <id> 2h`" + "\n" +
-	"`/gpu cancel <id>`  withdraw a request still waiting for approval"
+	"`/gpu cancel <id>`  withdraw a request still waiting for approval" + "\n" +
+	"`/gpu budget`  your spend this month, your budget and what is left" + "\n" +
+	"`/gpu report` · `/gpu report 2026-03`  a month's spend (everyone's for approvers and admins) · `/gpu report csv` the rows, for admins"
 
 func keySavedMessage(k domain.PublicKey) Message {
 	return textMessage(fmt.Sprintf(":key: Saved your %s key `%s`. Machines you ask for from now on will accept it. Next: `/gpu create 1x`.", k.Type, k.Fingerprint))
@@ -321,6 +324,9 @@ func approvalCard(r domain.Request, facts cardFacts) Message {
 	blocks := []slack.Block{
 		section(fmt.Sprintf("*GPU request `%s` needs approval*", shortID(r.ID))),
 		slack.NewSectionBlock(nil, fields, nil),
+	}
+	if r.OverBudget != "" {
+		blocks = append(blocks, section(overBudgetLine(r.OverBudget)))
 	}
 	if r.State == domain.StateAwaitingApproval {
 		blocks = append(blocks, contextLine(waitingLine(r, facts)))
@@ -529,7 +535,7 @@ func howItEnded(r domain.Request) string {
 	return how + fmt.Sprintf("; it ran for %s.", FormatDuration(r.EndedAt.Sub(r.ReadyAt)))
 }
 
-func listMessage(reqs []domain.Request, now time.Time, prices Prices, everyone bool) Message {
+func listMessage(reqs []domain.Request, now time.Time, prices spend.Prices, everyone bool) Message {
 	if len(reqs) == 0 {
 		if everyone {
 			return textMessage("Nobody has a machine right now.")
@@ -547,7 +553,7 @@ func listMessage(reqs []domain.Request, now time.Time, prices Prices, everyone b
 	return chunked(title, lines)
 }
 
-func listLine(r domain.Request, now time.Time, prices Prices, everyone bool) string {
+func listLine(r domain.Request, now time.Time, prices spend.Prices, everyone bool) string {
 	line := fmt.Sprintf("`%s` %s · %s", shortID(r.ID), ShortType(r.InstanceType), stateName(r))
 	if everyone {
 		line += fmt.Sprintf(" · <@%s>", r.UserID)
@@ -558,7 +564,7 @@ func listLine(r domain.Request, now time.Time, prices Prices, everyone bool) str
 	line += " · requested " + FormatDuration(now.Sub(r.CreatedAt)) + " ago"
 	if r.State == domain.StateReady {
 		line += " · " + FormatDuration(r.ExpiresAt.Sub(now)) + " left"
-		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+		if cost := prices.MachineCost(r, now); cost != "" {
 			line += " · " + cost + " so far"
 		}
 	}
@@ -574,7 +580,7 @@ func stateName(r domain.Request) string {
 	return strings.ReplaceAll(string(r.State), "_", " ")
 }
 
-func statusMessage(r domain.Request, history []domain.AuditEvent, now time.Time, prices Prices, approvalChannel string) Message {
+func statusMessage(r domain.Request, history []domain.AuditEvent, now time.Time, prices spend.Prices, approvalChannel string) Message {
 	fields := []*slack.TextBlockObject{
 		mrkdwn("*Owner*\n<@" + r.UserID + ">"),
 		mrkdwn("*Machine*\n" + describeMachine(r)),
@@ -586,7 +592,7 @@ func statusMessage(r domain.Request, history []domain.AuditEvent, now time.Time,
 	}
 	if r.State == domain.StateReady {
 		fields = append(fields, mrkdwn("*Time left*\n"+FormatDuration(r.ExpiresAt.Sub(now))))
-		if cost := prices.Cost(r.InstanceType, now.Sub(r.ReadyAt)); cost != "" {
+		if cost := prices.MachineCost(r, now); cost != "" {
 			fields = append(fields, mrkdwn("*Cost so far*\n"+cost))
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -76,7 +77,7 @@ func goldenRequest(state domain.State) domain.Request {
 
 func TestGoldenMessages(t *testing.T) {
 	p := NewPolicy([]string{"UBOB"}, []string{"UADMIN"}, []string{fal.Type8xH100}, 8*time.Hour, 72*time.Hour)
-	prices := Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
+	prices := spend.Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
 	for _, state := range []domain.State{domain.StateAwaitingApproval, domain.StateProvisioning, domain.StateReady, domain.StateDenied, domain.StateExpired, domain.StateDeleted} {
 		golden(t, "root_"+string(state), rootMessage(goldenRequest(state), "CAPPROVALS"))
 	}
@@ -133,7 +134,7 @@ func TestListStaysWithinSlackLimits(t *testing.T) {
 	for i := range reqs {
 		reqs[i] = goldenRequest(domain.StateReady)
 	}
-	m := listMessage(reqs, goldenNow, Prices{}, true)
+	m := listMessage(reqs, goldenNow, spend.Prices{}, true)
 	if len(m.Blocks) > 50 {
 		t.Fatalf("%d blocks, Slack allows 50", len(m.Blocks))
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/duration"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Verb names what a `/gpu` command asks for.
@@ -30,6 +31,9 @@ const (
 	VerbDelete      Verb = "delete"
 	VerbExtend      Verb = "extend"
 	VerbCancel      Verb = "cancel"
+	VerbBudget      Verb = "budget"
+	VerbReport      Verb = "report"
+	VerbReportCSV   Verb = "report csv"
 )
 
 // Command is the parsed text of a `/gpu` command. Only the fields its Verb uses are set.
@@ -41,6 +45,7 @@ type Command struct {
 	Lifetime     time.Duration // create (optional, 0 = default) and extend
 	Reason       string        // create, optional
 	ID           string        // status, delete, extend, cancel
+	Month        spend.Month   // report, report csv; zero for this month
 }
 
 var sectorPattern = regexp.MustCompile(`^sector_?(\d+)$`)
@@ -68,6 +73,13 @@ func ParseCommand(slackText string) (Command, error) {
 		return parseWithID(verb, args)
 	case "extend":
 		return parseExtend(args)
+	case "budget":
+		if len(args) > 0 {
+			return Command{}, refusef("`/gpu budget` shows your spend this month and your budget; nothing goes after it. For another month, `/gpu report 2026-03`.")
+		}
+		return Command{Verb: VerbBudget}, nil
+	case "report":
+		return parseReport(args)
 	}
 	return Command{}, refusef("I don't know `/gpu %s`. Try `/gpu create 1x`, `/gpu list` or `/gpu help` for everything I can do.", echo(fields[0]))
 }
@@ -138,6 +150,27 @@ func parseWithID(verb string, args []string) (Command, error) {
 		return Command{}, refusef("Give one machine id: `/gpu %s <id>`. `/gpu list` shows the ids of your machines.", v)
 	}
 	return Command{Verb: v, ID: args[0]}, nil
+}
+
+// parseReport reads `report [csv] [YYYY-MM]`.
+func parseReport(args []string) (Command, error) {
+	cmd := Command{Verb: VerbReport}
+	if len(args) > 0 && strings.EqualFold(args[0], "csv") {
+		cmd.Verb, args = VerbReportCSV, args[1:]
+	}
+	usage := "`/gpu report` shows this month's spend, `/gpu report 2026-03` another month's, and `/gpu report csv 2026-03` the rows for a spreadsheet (admins)."
+	switch len(args) {
+	case 0:
+		return cmd, nil
+	case 1:
+		m, err := spend.ParseMonth(args[0])
+		if err != nil {
+			return Command{}, refusef("`%s` is not a month I understand: write it YYYY-MM. %s", echo(args[0]), usage)
+		}
+		cmd.Month = m
+		return cmd, nil
+	}
+	return Command{}, refusef("Too many words after `/gpu report`. %s", usage)
 }
 
 func parseExtend(args []string) (Command, error) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gpubot/gpubot/fal"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 func TestPolicy(t *testing.T) {
@@ -100,7 +101,7 @@ func TestPolicyWithUserGroups(t *testing.T) {
 }
 
 func TestPricesCostAndEstimate(t *testing.T) {
-	prices := Prices{fal.Type8xH100: 20}
+	prices := spend.Prices{fal.Type8xH100: 20}
 	if got := prices.Cost(fal.Type8xH100, 90*time.Minute); got != "$30.00" {
 		t.Errorf("Cost = %q", got)
 	}

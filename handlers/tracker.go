@@ -145,7 +145,7 @@ func (h *Handlers) advanceStalled(ctx context.Context, reqs []domain.Request, mi
 }
 
 // Tick is one tracking pass: user groups read again when due, retried steps,
-// provisioning deadlines, approval reminders and timeouts, reminders and expiries, then one List call for every tracked instance (a Get only for one the list
+// provisioning deadlines, approval reminders and timeouts, the spend digest when a period has ended, reminders and expiries, then one List call for every tracked instance (a Get only for one the list
 // no longer shows). Each step runs whatever the others did, so a fal outage stops
 // neither reminders nor the retries of what Slack refused; the errors are joined.
 // With nothing to track it calls fal for nothing.
@@ -158,6 +158,8 @@ func (h *Handlers) Tick(ctx context.Context) error {
 	h.advanceStalled(ctx, reqs, stalledAfter)
 	h.enforceProvisionDeadline(ctx, reqs)
 	h.keepApprovals(ctx, reqs)
+	h.postExtensionCards(ctx, reqs)
+	h.postDigest(ctx)
 	return errors.Join(h.keepLifetimes(ctx), h.track(ctx, reqs))
 }
 

@@ -89,7 +89,7 @@ func (h *Handlers) refreshGroups(ctx context.Context) {
 	if h.groupReader == nil {
 		return
 	}
-	for _, group := range h.cfg.Policy.userGroups() {
+	for _, group := range h.groupsToRead() {
 		now := h.now()
 		if !h.groups.due(group, now, h.cfg.UsergroupRefresh) {
 			continue
@@ -112,6 +112,18 @@ func (h *Handlers) refreshGroups(ctx context.Context) {
 	}
 }
 
+// groupsToRead lists every user group the settings name, each once: the approvers'
+// and admins' (the policy's), then those with a budget.
+func (h *Handlers) groupsToRead() []string {
+	groups := h.cfg.Policy.userGroups()
+	for _, g := range h.cfg.Budgets.Groups() {
+		if !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	return groups
+}
+
 // refusedBySlack says whether Slack answered a call with an error that asking again
 // will not fix, and which.
 func refusedBySlack(err error) (code string, refused bool) {
@@ -126,12 +138,12 @@ func refusedBySlack(err error) (code string, refused bool) {
 // groupRefusedText tells the admins what to fix when Slack will not list a group. It
 // names the group by id: a mention would notify everyone in it.
 func groupRefusedText(group, code string) string {
-	fix := "check the group's ID in APPROVERS and ADMINS (Slack admin → User groups; the ID starts with S)"
+	fix := "check the group's ID in APPROVERS, ADMINS and MONTHLY_BUDGETS (Slack admin → User groups; the ID starts with S)"
 	switch code {
 	case "missing_scope":
 		fix = "add the `usergroups:read` bot scope (manifest.yml asks for it) and reinstall the app"
 	case "no_such_subteam", "subteam_not_found":
-		fix = "Slack knows no group with that ID: fix APPROVERS or ADMINS with the group's ID (Slack admin → User groups; it starts with S)"
+		fix = "Slack knows no group with that ID: fix APPROVERS, ADMINS or MONTHLY_BUDGETS with the group's ID (Slack admin → User groups; it starts with S)"
 	}
 	return fmt.Sprintf("Slack refused to tell me who is in user group `%s` (%s). Until that is fixed, nobody counts as a member of it: its people cannot approve or act as admins through it. To fix it, %s. (I say this at most once a day.)", group, code, fix)
 }

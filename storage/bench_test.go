@@ -160,3 +160,49 @@ func BenchmarkMarkSeen(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRanDuring reads one month out of 100,000 finished machines spread over a
+// year (about 8,600 in the month): everyone's, for a report, and one person's of 300,
+// for `/gpu budget` on a command's ack path, which decodes only that person's records.
+func BenchmarkRanDuring(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "gpubot.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	const total, batch = 100_000, 20_000
+	for start := 0; start < total; start += batch {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i := start; i < min(start+batch, total); i++ {
+				r := benchRequest(i, true, base.Add(time.Duration(i)*5*time.Minute))
+				if err := writeRequest(tx, nil, &r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatalf("build store: %v", err)
+		}
+	}
+	from := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	to := from.AddDate(0, 1, 0)
+	ctx := context.Background()
+	b.Run("everyone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if reqs, err := s.RanDuring(ctx, from, to); err != nil || len(reqs) < 8_000 {
+				b.Fatalf("%d requests, %v", len(reqs), err)
+			}
+		}
+	})
+	b.Run("one person", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if reqs, err := s.RanDuring(ctx, from, to, domain.UserRef{TeamID: "T1", UserID: "U007"}); err != nil || len(reqs) < 20 {
+				b.Fatalf("%d requests, %v", len(reqs), err)
+			}
+		}
+	})
+}

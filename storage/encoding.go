@@ -9,13 +9,15 @@ import (
 
 // Bucket and meta key names. They are part of the file format.
 const (
-	bucketMeta           = "meta"
-	bucketKeys           = "keys"
-	bucketRequests       = "requests"
-	bucketByInstance     = "requests_by_instance"
-	bucketByUser         = "requests_by_user"
-	bucketUnfinished     = "requests_unfinished"
-	bucketExpiring       = "requests_expiring"
+	bucketMeta       = "meta"
+	bucketKeys       = "keys"
+	bucketRequests   = "requests"
+	bucketByInstance = "requests_by_instance"
+	bucketByUser     = "requests_by_user"
+	bucketUnfinished = "requests_unfinished"
+	bucketExpiring   = "requests_expiring"
+	// bucketByEnd indexes the finished requests whose machine ran, by when they ended.
+	bucketByEnd          = "requests_by_end"
 	bucketSeen           = "seen"
 	bucketSeenByExpiry   = "seen_by_expiry"
 	bucketAudit          = "audit"
@@ -85,6 +87,17 @@ func splitUnfinishedValue(v []byte) (version int64, id []byte, ok bool) {
 
 func expiringKey(r *domain.Request) []byte {
 	return append(appendTime(nil, r.ExpiresAt), r.ID...)
+}
+
+// byEndKey sorts finished machines by when they ended.
+func byEndKey(r *domain.Request) []byte {
+	return append(appendTime(nil, r.EndedAt), r.ID...)
+}
+
+// byEndValue is when the machine became ready, then its owner: a reader skips the
+// machines outside a window, or of other people, without decoding their records.
+func byEndValue(r *domain.Request) []byte {
+	return append(appendTime(nil, r.ReadyAt), userPrefix(r.Owner())...)
 }
 
 func auditByRequestKey(requestID string, seq uint64) []byte {

@@ -103,7 +103,7 @@ func checkConsistent(s *Store) error {
 
 func checkRequestIndexes(tx *bolt.Tx) error {
 	want := map[string]map[string]string{} // bucket -> key -> value
-	for _, name := range []string{bucketByInstance, bucketByUser, bucketUnfinished, bucketExpiring} {
+	for _, name := range []string{bucketByInstance, bucketByUser, bucketUnfinished, bucketExpiring, bucketByEnd} {
 		want[name] = map[string]string{}
 	}
 	err := bucket(tx, bucketRequests).ForEach(func(k, v []byte) error {

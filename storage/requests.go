@@ -155,6 +155,68 @@ func (s *Store) ExpiringBefore(ctx context.Context, t time.Time) ([]domain.Reque
 	return out, nil
 }
 
+// ranAndEnded says whether r is finished and its machine ran: what the by-end index holds.
+func ranAndEnded(r *domain.Request) bool {
+	return r.State.Terminal() && !r.ReadyAt.IsZero()
+}
+
+// RanDuring returns every request whose machine was ready at some moment in
+// [from, to): ReadyAt before to, and either not finished yet or EndedAt after from.
+// With owners given, only theirs. Requests never ready are left out; each request is
+// listed once, in no set order. The live requests come from the same cache as
+// Unfinished; of the finished ones it reads only the index entries of those that
+// ended after from, and decodes only the records it returns, so a month's figures
+// cost what that month holds, not the whole history.
+func (s *Store) RanDuring(ctx context.Context, from, to time.Time, owners ...domain.UserRef) ([]domain.Request, error) {
+	wanted := map[string]bool{}
+	for _, u := range owners {
+		wanted[string(userPrefix(u))] = true
+	}
+	isWanted := func(owner []byte) bool { return len(wanted) == 0 || wanted[string(owner)] }
+	out, err := s.unfinished(ctx, func(r *domain.Request) bool {
+		return !r.ReadyAt.IsZero() && r.ReadyAt.Before(to) && isWanted(userPrefix(r.Owner()))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests that ran from %s: %w", from.Format(time.RFC3339), err)
+	}
+	at := make(map[string]int, len(out))
+	for i, r := range out {
+		at[r.ID] = i
+	}
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		records := bucket(tx, bucketRequests)
+		limit := appendTime(nil, to)
+		c := bucket(tx, bucketByEnd).Cursor()
+		for k, v := c.Seek(appendTime(nil, from.Add(1))); k != nil; k, v = c.Next() {
+			if len(v) < timeKeyLen || len(k) < timeKeyLen {
+				return fmt.Errorf("malformed by-end index entry %x", k)
+			}
+			if bytes.Compare(v[:timeKeyLen], limit) >= 0 || !isWanted(v[timeKeyLen:]) {
+				continue
+			}
+			raw := records.Get(k[timeKeyLen:])
+			if raw == nil {
+				return fmt.Errorf("by-end index names missing request %s", k[timeKeyLen:])
+			}
+			r, err := decodeRequest(raw)
+			if err != nil {
+				return err
+			}
+			// A request that ended since the live ones were listed is listed as it ended.
+			if i, listed := at[r.ID]; listed {
+				out[i] = r
+				continue
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("requests that ran from %s to %s: %w", from.Format(time.RFC3339), to.Format(time.RFC3339), err)
+	}
+	return out, nil
+}
+
 // scanIndex loads the requests named by the entries of an index bucket whose
 // keys start with prefix, in key order, while more(key).
 func scanIndex(tx *bolt.Tx, index string, prefix []byte, more func(key []byte) bool) ([]domain.Request, error) {
@@ -396,6 +458,9 @@ func indexEntries(r *domain.Request) []indexEntry {
 	}
 	if r.State == domain.StateReady && !r.ExpiresAt.IsZero() {
 		entries = append(entries, indexEntry{bucket: bucketExpiring, key: expiringKey(r), value: id})
+	}
+	if ranAndEnded(r) {
+		entries = append(entries, indexEntry{bucket: bucketByEnd, key: byEndKey(r), value: byEndValue(r)})
 	}
 	return entries
 }

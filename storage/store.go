@@ -5,10 +5,12 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -143,6 +145,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{from: 0, apply: createBucketsV1},
+		{from: 1, apply: indexByEndV2},
 	}
 }
 
@@ -156,6 +159,51 @@ func createBucketsV1(tx *bolt.Tx) error {
 	} {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// indexByEndV2 adds the index of finished machines by when they ended, for the
+// requests already stored.
+func indexByEndV2(tx *bolt.Tx) error {
+	index, err := tx.CreateBucketIfNotExists([]byte(bucketByEnd))
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketByEnd, err)
+	}
+	type entry struct{ key, value []byte }
+	var entries []entry
+	err = bucket(tx, bucketRequests).ForEach(func(_, raw []byte) error {
+		// Only the fields the index needs: decoding whole records made this step
+		// take seconds on a large file.
+		var r domain.Request
+		var fields struct {
+			ID      string       `json:"id"`
+			TeamID  string       `json:"team_id"`
+			UserID  string       `json:"user_id"`
+			State   domain.State `json:"state"`
+			ReadyAt time.Time    `json:"ready_at"`
+			EndedAt time.Time    `json:"ended_at"`
+		}
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			return fmt.Errorf("decode request: %w", err)
+		}
+		r.ID, r.TeamID, r.UserID, r.State, r.ReadyAt, r.EndedAt = fields.ID, fields.TeamID, fields.UserID, fields.State, fields.ReadyAt, fields.EndedAt
+		if ranAndEnded(&r) {
+			entries = append(entries, entry{byEndKey(&r), byEndValue(&r)})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// In key order, which bbolt writes fastest, and into full pages: the index grows
+	// at its end from now on.
+	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.key, b.key) })
+	index.FillPercent = 1
+	for _, e := range entries {
+		if err := index.Put(e.key, e.value); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -173,7 +173,7 @@ func TestFreshFileGetsCurrentSchema(t *testing.T) {
 		t.Fatalf("open: %v", err)
 	}
 	defer s.Close()
-	if got := schemaVersionOf(t, s); got != SchemaVersion() || got != 1 {
+	if got := schemaVersionOf(t, s); got != SchemaVersion() || got != 2 {
 		t.Errorf("schema %d, want %d", got, SchemaVersion())
 	}
 	mustCreate(t, s, newRequest(alice, domain.StateApproved))
@@ -201,7 +201,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if !errors.Is(err, domain.ErrNewerSchema) {
 		t.Fatalf("got %v, want domain.ErrNewerSchema", err)
 	}
-	if want := "written by a newer gpubot (schema 7); this one understands up to 1: upgrade gpubot"; !strings.Contains(err.Error(), want) {
+	if want := "written by a newer gpubot (schema 7); this one understands up to 2: upgrade gpubot"; !strings.Contains(err.Error(), want) {
 		t.Errorf("message %q does not say %q", err, want)
 	}
 	// The refusal released the file.
@@ -249,13 +249,14 @@ func TestMigrationsRunInOrderInOneTransaction(t *testing.T) {
 			return nil
 		}}
 	}
-	v3 := append(migrations(), step(1, false), step(2, false))
-	s, err = openWith(path, Options{}, v3)
+	n := SchemaVersion()
+	plus2 := append(migrations(), step(n, false), step(n+1, false))
+	s, err = openWith(path, Options{}, plus2)
 	if err != nil {
-		t.Fatalf("migrate to 3: %v", err)
+		t.Fatalf("migrate to %d: %v", n+2, err)
 	}
-	if fmt.Sprint(ran) != "[1 2]" || schemaVersionOf(t, s) != 3 {
-		t.Errorf("ran %v, schema %d; want [1 2] and 3", ran, schemaVersionOf(t, s))
+	if fmt.Sprint(ran) != fmt.Sprint([]int{n, n + 1}) || schemaVersionOf(t, s) != n+2 {
+		t.Errorf("ran %v, schema %d; want [%d %d] and %d", ran, schemaVersionOf(t, s), n, n+1, n+2)
 	}
 	if r, err := s.Request(context.Background(), kept.ID); err != nil || r.ID != kept.ID {
 		t.Errorf("data lost in migration: %v", err)
@@ -263,21 +264,21 @@ func TestMigrationsRunInOrderInOneTransaction(t *testing.T) {
 	_ = s.Close()
 
 	ran = nil
-	_, err = openWith(path, Options{}, append(v3, step(3, false), step(4, true)))
-	if err == nil || !strings.Contains(err.Error(), "migrate schema 4 to 5: disk full") {
-		t.Fatalf("failing migration: got %v", err)
+	_, err = openWith(path, Options{}, append(plus2, step(n+2, false), step(n+3, true)))
+	if want := fmt.Sprintf("migrate schema %d to %d: disk full", n+3, n+4); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("failing migration: got %v, want %q", err, want)
 	}
-	s, err = openWith(path, Options{}, v3)
+	s, err = openWith(path, Options{}, plus2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if v := schemaVersionOf(t, s); v != 3 {
-		t.Errorf("a failed migration left schema %d, want 3", v)
+	if v := schemaVersionOf(t, s); v != n+2 {
+		t.Errorf("a failed migration left schema %d, want %d", v, n+2)
 	}
 	if err := s.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("added_by_3")) != nil {
-			return errors.New("step 3 of the failed run was kept")
+		if tx.Bucket(fmt.Appendf(nil, "added_by_%d", n+2)) != nil {
+			return errors.New("the first step of the failed run was kept")
 		}
 		return nil
 	}); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/metrics"
+	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
 )
 
@@ -73,7 +74,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 			WithApprovalsNeeded(cfg.ApprovalsNeeded),
 		ApprovalChannel:  cfg.ApprovalChannel,
 		NotifyChannel:    cfg.NotifyChannel,
-		Prices:           handlers.Prices(cfg.HourlyPrices),
+		Prices:           spend.Prices(cfg.HourlyPrices),
 		ReminderBefore:   cfg.ReminderBefore,
 		PollInterval:     cfg.PollInterval,
 		ProvisionTimeout: cfg.ProvisionTimeout,
@@ -83,6 +84,11 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		Groups:           link.Groups(),
 		Links:            link.Permalinks(),
 		PassDone:         countPass(m),
+		Budgets:          spend.NewBudgets(cfg.MonthlyBudgets),
+		Enforcement:      cfg.Enforcement,
+		MaxMachines:      cfg.MaxMachines,
+		ReportChannel:    cfg.ReportChannel,
+		ReportEvery:      cfg.ReportEvery,
 	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
 	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
 	a.bot = bot.New(link, h, m, bot.Options{

@@ -15,7 +15,9 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/gpubot/gpubot/fal"
 	durations "github.com/gpubot/gpubot/internal/duration"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Config is the validated configuration. Load is the only way to get one from
@@ -43,6 +45,11 @@ type Config struct {
 	ReminderBefore   time.Duration      // REMINDER_BEFORE, > 0: how long before expiry the owner is reminded
 	ProvisionTimeout time.Duration      // PROVISION_TIMEOUT, > 0: how long fal may take to make a machine ready
 	HourlyPrices     map[string]float64 // HOURLY_PRICES, USD per hour by instance type; empty means no costs are shown
+	MonthlyBudgets   map[string]float64 // MONTHLY_BUDGETS, USD per month by "default", user ID or user group ID; empty for none
+	Enforcement      string             // BUDGET_ENFORCEMENT: EnforceApprove or EnforceRefuse
+	MaxMachines      int                // MAX_MACHINES_PER_USER, >= 0; 0 for no cap
+	ReportChannel    string             // REPORT_CHANNEL, a channel ID or "" (no digest)
+	ReportEvery      spend.Schedule     // REPORT_EVERY; Off() when it is "off"
 	PollInterval     time.Duration      // POLL_INTERVAL, >= 10ms
 	HTTPAddr         string             // HTTP_ADDR, host:port, or "" when it is "off"
 	LogLevel         string             // LOG_LEVEL: debug, info, warn or error
@@ -130,6 +137,28 @@ func (c Config) Warnings() []string {
 		warnings = append(warnings,
 			"ETCD_PASSWORD is sent in the clear: ETCD_ENDPOINTS are http:// URLs; serve etcd over TLS and use https:// endpoints")
 	}
+	return append(warnings, c.spendWarnings()...)
+}
+
+// spendWarnings are the budget and digest settings that cannot do what they say.
+func (c Config) spendWarnings() []string {
+	var warnings []string
+	if len(c.MonthlyBudgets) > 0 {
+		var unpriced []string
+		for _, instanceType := range fal.InstanceTypes() {
+			if _, ok := c.HourlyPrices[instanceType]; !ok {
+				unpriced = append(unpriced, instanceType)
+			}
+		}
+		if len(unpriced) > 0 {
+			warnings = append(warnings, fmt.Sprintf(
+				"MONTHLY_BUDGETS is set but HOURLY_PRICES has no price for %s, so requests for it have no cost and no budget can be enforced on them; set their prices in HOURLY_PRICES",
+				strings.Join(unpriced, ", ")))
+		}
+	}
+	if c.ReportChannel != "" && c.ReportEvery.Off() {
+		warnings = append(warnings, "REPORT_CHANNEL is set but REPORT_EVERY is off, so no digest is posted; set REPORT_EVERY to daily, weekly or a duration")
+	}
 	return warnings
 }
 
@@ -137,7 +166,7 @@ func (c Config) Warnings() []string {
 // start-up log. Apart from the secrets, the output read
 // back as an environment gives the same Config.
 func (c Config) String() string {
-	lines := make([]string, 0, 32)
+	lines := make([]string, 0, 36)
 	for _, s := range c.settingsList() {
 		lines = append(lines, s.key+"="+s.value)
 	}
@@ -183,6 +212,11 @@ func (c Config) settingsList() []setting {
 		{"REMINDER_BEFORE", durations.Format(c.ReminderBefore)},
 		{"PROVISION_TIMEOUT", durations.Format(c.ProvisionTimeout)},
 		{"HOURLY_PRICES", formatPrices(c.HourlyPrices)},
+		{"MONTHLY_BUDGETS", formatPrices(c.MonthlyBudgets)},
+		{"BUDGET_ENFORCEMENT", c.Enforcement},
+		{"MAX_MACHINES_PER_USER", strconv.Itoa(c.MaxMachines)},
+		{"REPORT_CHANNEL", c.ReportChannel},
+		{"REPORT_EVERY", formatSchedule(c.ReportEvery)},
 		{"POLL_INTERVAL", durations.Format(c.PollInterval)},
 		{"HTTP_ADDR", formatListenAddr(c.HTTPAddr)},
 		{"LOG_LEVEL", c.LogLevel},
@@ -222,6 +256,18 @@ func formatReminder(period time.Duration) string {
 		return reminderOff
 	}
 	return durations.Format(period)
+}
+
+func formatSchedule(s spend.Schedule) string {
+	switch {
+	case s.Off():
+		return reportOff
+	case s == spend.Daily:
+		return "daily"
+	case s == spend.Weekly:
+		return "weekly"
+	}
+	return durations.Format(s.Every)
 }
 
 func formatListenAddr(addr string) string {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 // Secrets in these tests carry a marker that no message or hint contains, so
@@ -40,30 +42,35 @@ func minimalEnv() map[string]string {
 // fullEnv sets every variable to something other than its default.
 func fullEnv() map[string]string {
 	return map[string]string{
-		"SLACK_BOT_TOKEN":   testBotToken,
-		"SLACK_APP_TOKEN":   testAppToken,
-		"SLACK_API_URL":     "http://127.0.0.1:9999/api/",
-		"FAL_ADMIN_API_KEY": testFalKey,
-		"FAL_API_URL":       "http://127.0.0.1:9998/v1",
-		"DB_PATH":           "/data/gpubot.db",
-		"APPROVAL_CHANNEL":  "C0APPROVE",
-		"NOTIFY_CHANNEL":    "G0NOTIFY",
-		"APPROVERS":         "U0ALICE,W0BOB,S0GPUAPPROVE",
-		"ADMINS":            "U0ADMIN,S0GPUADMIN",
-		"APPROVAL_REQUIRED": "gpu_1x_h100_sxm5,gpu_8x_h100_sxm5",
-		"APPROVALS_NEEDED":  "gpu_8x_h100_sxm5=2",
-		"APPROVAL_TIMEOUT":  "12h",
-		"APPROVAL_REMINDER": "90m",
-		"USERGROUP_REFRESH": "1m",
-		"DEFAULT_LIFETIME":  "4h",
-		"MAX_LIFETIME":      "24h",
-		"REMINDER_BEFORE":   "15m",
-		"PROVISION_TIMEOUT": "45m",
-		"HOURLY_PRICES":     "gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
-		"POLL_INTERVAL":     "100ms",
-		"HTTP_ADDR":         "127.0.0.1:0",
-		"LOG_LEVEL":         "debug",
-		"LEADER_TTL":        "5s",
+		"SLACK_BOT_TOKEN":       testBotToken,
+		"SLACK_APP_TOKEN":       testAppToken,
+		"SLACK_API_URL":         "http://127.0.0.1:9999/api/",
+		"FAL_ADMIN_API_KEY":     testFalKey,
+		"FAL_API_URL":           "http://127.0.0.1:9998/v1",
+		"DB_PATH":               "/data/gpubot.db",
+		"APPROVAL_CHANNEL":      "C0APPROVE",
+		"NOTIFY_CHANNEL":        "G0NOTIFY",
+		"APPROVERS":             "U0ALICE,W0BOB,S0GPUAPPROVE",
+		"ADMINS":                "U0ADMIN,S0GPUADMIN",
+		"APPROVAL_REQUIRED":     "gpu_1x_h100_sxm5,gpu_8x_h100_sxm5",
+		"APPROVALS_NEEDED":      "gpu_8x_h100_sxm5=2",
+		"APPROVAL_TIMEOUT":      "12h",
+		"APPROVAL_REMINDER":     "90m",
+		"USERGROUP_REFRESH":     "1m",
+		"DEFAULT_LIFETIME":      "4h",
+		"MAX_LIFETIME":          "24h",
+		"REMINDER_BEFORE":       "15m",
+		"PROVISION_TIMEOUT":     "45m",
+		"HOURLY_PRICES":         "gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
+		"MONTHLY_BUDGETS":       "default=500,U0ALICE=2000,S0MLTEAM=10000.5",
+		"BUDGET_ENFORCEMENT":    "refuse",
+		"MAX_MACHINES_PER_USER": "3",
+		"REPORT_CHANNEL":        "C0SPEND",
+		"REPORT_EVERY":          "daily",
+		"POLL_INTERVAL":         "100ms",
+		"HTTP_ADDR":             "127.0.0.1:0",
+		"LOG_LEVEL":             "debug",
+		"LEADER_TTL":            "5s",
 	}
 }
 
@@ -115,6 +122,8 @@ func TestLoadAppliesDocumentedDefaults(t *testing.T) {
 		MaxLifetime:      72 * time.Hour,
 		ReminderBefore:   30 * time.Minute,
 		ProvisionTimeout: time.Hour,
+		Enforcement:      EnforceApprove,
+		ReportEvery:      spend.Weekly,
 		PollInterval:     10 * time.Second,
 		HTTPAddr:         ":8080",
 		LogLevel:         "info",
@@ -150,6 +159,11 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		ReminderBefore:   15 * time.Minute,
 		ProvisionTimeout: 45 * time.Minute,
 		HourlyPrices:     map[string]float64{"gpu_1x_h100_sxm5": 2.5, "gpu_8x_h100_sxm5": 20},
+		MonthlyBudgets:   map[string]float64{"default": 500, "U0ALICE": 2000, "S0MLTEAM": 10000.5},
+		Enforcement:      EnforceRefuse,
+		MaxMachines:      3,
+		ReportChannel:    "C0SPEND",
+		ReportEvery:      spend.Daily,
 		PollInterval:     100 * time.Millisecond,
 		HTTPAddr:         "127.0.0.1:0",
 		LogLevel:         "debug",
@@ -340,6 +354,26 @@ func TestLoadRejectsEachBadSetting(t *testing.T) {
 			"HOURLY_PRICES: gpu_1x_h100_sxm5 is priced twice; the format is gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20 (USD per hour)"},
 		{"price not finite", map[string]string{"HOURLY_PRICES": "gpu_1x_h100_sxm5=Inf"},
 			`HOURLY_PRICES: "Inf" is not a number; the format is gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20 (USD per hour)`},
+		{"budget problems together", map[string]string{"MONTHLY_BUDGETS": "default=500,alice=100,U0BOB:20,S0ML=lots,U0CAROL=-5,U0DAN=1,U0DAN=2"},
+			`MONTHLY_BUDGETS: "alice" is neither default nor a user or user group ID; "U0BOB:20" has no =USD; "lots" is not a number; U0CAROL has -5, a negative budget; U0DAN is given twice; the format is default=500,U0ALICE=2000,S0MLTEAM=10000 (USD per calendar month; user IDs like U0123ABCD, user group IDs like S0123ABCD)`},
+		{"budget not finite", map[string]string{"MONTHLY_BUDGETS": "default=NaN"},
+			`MONTHLY_BUDGETS: "NaN" is not a number; the format is default=500,U0ALICE=2000,S0MLTEAM=10000 (USD per calendar month; user IDs like U0123ABCD, user group IDs like S0123ABCD)`},
+		{"unknown enforcement", map[string]string{"BUDGET_ENFORCEMENT": "warn"},
+			`BUDGET_ENFORCEMENT: "warn" is not a mode; use approve (a request over budget needs an approver) or refuse`},
+		{"budgets to approve without a channel", map[string]string{"MONTHLY_BUDGETS": "default=500", "APPROVAL_REQUIRED": "none", "APPROVAL_CHANNEL": ""},
+			"APPROVAL_CHANNEL: required because MONTHLY_BUDGETS sends requests over budget to the approvers (BUDGET_ENFORCEMENT=approve); set it to the approvers' channel ID (C…), or set BUDGET_ENFORCEMENT=refuse"},
+		{"negative machine cap", map[string]string{"MAX_MACHINES_PER_USER": "-1"},
+			`MAX_MACHINES_PER_USER: "-1" is not a whole number of machines; use e.g. 3, or 0 for no cap`},
+		{"machine cap not a number", map[string]string{"MAX_MACHINES_PER_USER": "two"},
+			`MAX_MACHINES_PER_USER: "two" is not a whole number of machines; use e.g. 3, or 0 for no cap`},
+		{"report channel given by name", map[string]string{"REPORT_CHANNEL": "#gpu-spend"},
+			`REPORT_CHANNEL: "#gpu-spend" is not a channel ID; use the ID (like C0123ABCD) from the bottom of the channel's About tab, not its name`},
+		{"report schedule unknown", map[string]string{"REPORT_EVERY": "monthly"},
+			`REPORT_EVERY: "monthly" is not a schedule; use daily, weekly, off, or a duration such as 12h`},
+		{"report period too short", map[string]string{"REPORT_EVERY": "100ms"},
+			"REPORT_EVERY: 100ms is too short; use at least 1s, or daily, weekly or off"},
+		{"report period past what any duration may be", map[string]string{"REPORT_EVERY": "2562047h"},
+			`REPORT_EVERY: "2562047h" is too long: the longest accepted is 365d`},
 		{"http address without colon", map[string]string{"HTTP_ADDR": "8080"},
 			`HTTP_ADDR: "8080" lacks the colon before the port; use :8080`},
 		{"http address without port", map[string]string{"HTTP_ADDR": "localhost"},
@@ -427,6 +461,11 @@ func TestStringListsEverySettingWithSecretsRedacted(t *testing.T) {
 		"REMINDER_BEFORE=15m",
 		"PROVISION_TIMEOUT=45m",
 		"HOURLY_PRICES=gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
+		"MONTHLY_BUDGETS=S0MLTEAM=10000.5,U0ALICE=2000,default=500",
+		"BUDGET_ENFORCEMENT=refuse",
+		"MAX_MACHINES_PER_USER=3",
+		"REPORT_CHANNEL=C0SPEND",
+		"REPORT_EVERY=daily",
 		"POLL_INTERVAL=100ms",
 		"HTTP_ADDR=127.0.0.1:0",
 		"LOG_LEVEL=debug",
@@ -451,9 +490,10 @@ func TestStringShowsSwitchedOffFeatures(t *testing.T) {
 func TestStringReadsBackAsTheSameConfig(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{
-		"full":         fullEnv(),
-		"minimal":      minimalEnv(),
-		"switched off": with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none", "HTTP_ADDR": "off", "DEFAULT_LIFETIME": "1h30m", "APPROVAL_REMINDER": "off"}),
+		"full":               fullEnv(),
+		"minimal":            minimalEnv(),
+		"switched off":       with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none", "HTTP_ADDR": "off", "DEFAULT_LIFETIME": "1h30m", "APPROVAL_REMINDER": "off", "REPORT_EVERY": "off"}),
+		"digest by the hour": with(minimalEnv(), map[string]string{"REPORT_EVERY": "12h", "MONTHLY_BUDGETS": "U0ALICE=0"}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -499,8 +539,8 @@ func TestLogValueRedactsSecretsInJSONLogs(t *testing.T) {
 			t.Errorf("logged %s = %q, want %q", key, record.Config[key], value)
 		}
 	}
-	if len(record.Config) != 31 {
-		t.Errorf("logged %d settings, want all 31: %v", len(record.Config), record.Config)
+	if len(record.Config) != 36 {
+		t.Errorf("logged %d settings, want all 36: %v", len(record.Config), record.Config)
 	}
 }
 
@@ -574,6 +614,26 @@ func TestWarnings(t *testing.T) {
 	}
 }
 
+// Budgets without prices cannot be enforced: the operator hears so at start.
+func TestWarningsOfBudgetsWithoutPrices(t *testing.T) {
+	t.Parallel()
+	got := mustLoad(t, with(minimalEnv(), map[string]string{
+		"APPROVERS": "U0BOB", "MONTHLY_BUDGETS": "default=500", "HOURLY_PRICES": "gpu_8x_h100_sxm5=20",
+		"REPORT_CHANNEL": "C0SPEND", "REPORT_EVERY": "off",
+	})).Warnings()
+	want := []string{
+		"MONTHLY_BUDGETS is set but HOURLY_PRICES has no price for gpu_1x_h100_sxm5, so requests for it have no cost and no budget can be enforced on them; set their prices in HOURLY_PRICES",
+		"REPORT_CHANNEL is set but REPORT_EVERY is off, so no digest is posted; set REPORT_EVERY to daily, weekly or a duration",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Warnings():\n got %q\nwant %q", got, want)
+	}
+	none := mustLoad(t, with(minimalEnv(), map[string]string{"APPROVERS": "U0BOB", "MONTHLY_BUDGETS": "default=500"})).Warnings()
+	if len(none) != 1 || !strings.Contains(none[0], "no price for gpu_1x_h100_sxm5, gpu_8x_h100_sxm5") {
+		t.Errorf("budgets with no prices at all: %q", none)
+	}
+}
+
 func TestUsageListsEveryVariable(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
@@ -581,8 +641,8 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatalf("Usage: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 32 || !strings.HasPrefix(lines[0], "VARIABLE") {
-		t.Fatalf("Usage wrote %d lines, want a header and 31 variables:\n%s", len(lines), out.String())
+	if len(lines) != 37 || !strings.HasPrefix(lines[0], "VARIABLE") {
+		t.Fatalf("Usage wrote %d lines, want a header and 36 variables:\n%s", len(lines), out.String())
 	}
 	for _, key := range []string{
 		"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_API_URL", "FAL_ADMIN_API_KEY", "FAL_API_URL", "DB_PATH",
@@ -590,6 +650,7 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		"MAX_LIFETIME", "REMINDER_BEFORE", "PROVISION_TIMEOUT", "HOURLY_PRICES", "POLL_INTERVAL", "HTTP_ADDR", "LOG_LEVEL",
 		"APPROVALS_NEEDED", "APPROVAL_TIMEOUT", "APPROVAL_REMINDER", "USERGROUP_REFRESH",
 		"ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_USERNAME", "ETCD_PASSWORD", "ETCD_CA_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE", "LEADER_TTL",
+		"MONTHLY_BUDGETS", "BUDGET_ENFORCEMENT", "MAX_MACHINES_PER_USER", "REPORT_CHANNEL", "REPORT_EVERY",
 	} {
 		if !strings.Contains(out.String(), "\n"+key+" ") {
 			t.Errorf("Usage lacks %s:\n%s", key, out.String())
@@ -601,6 +662,9 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		`APPROVAL_REQUIRED +gpu_8x_h100_sxm5 +comma-separated instance types`,
 		`APPROVAL_REMINDER +2h +how often`,
 		`USERGROUP_REFRESH +5m +how often`,
+		`BUDGET_ENFORCEMENT +approve +what a request`,
+		`MAX_MACHINES_PER_USER +0 +machines one person`,
+		`REPORT_EVERY +weekly +how often the spend digest`,
 	} {
 		if !matchesLine(out.String(), row) {
 			t.Errorf("Usage lacks a row like %q:\n%s", row, out.String())
@@ -678,4 +742,21 @@ func matchesLine(text, pattern string) bool {
 		}
 	}
 	return false
+}
+
+// TestReadmeListsEverySetting keeps README.md's settings table whole: every variable
+// gpubot reads has its row there, as `gpubot help` has its line.
+func TestReadmeListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := reflect.TypeFor[settings]()
+	for i := range spec.NumField() {
+		key := spec.Field(i).Tag.Get("envconfig")
+		if !strings.Contains(string(readme), "\n| `"+key+"` |") {
+			t.Errorf("README.md's settings table has no row for %s", key)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpubot/gpubot/fal"
 	durations "github.com/gpubot/gpubot/internal/duration"
+	"github.com/gpubot/gpubot/internal/spend"
 )
 
 const (
@@ -26,6 +27,12 @@ const (
 	reminderOff         = "off"
 	minUsergroupRefresh = time.Second
 	maxApprovalsNeeded  = 10
+	reportOff           = "off"
+	minReportEvery      = time.Second
+	// EnforceApprove and EnforceRefuse are BUDGET_ENFORCEMENT's values: a request over
+	// budget needs approval, or is refused.
+	EnforceApprove = "approve"
+	EnforceRefuse  = "refuse"
 )
 
 // settings is the environment as envconfig sees it: one field per variable,
@@ -55,12 +62,17 @@ type settings struct {
 	ApprovalsNeeded  approvalsNeeded  `envconfig:"APPROVALS_NEEDED" desc:"distinct approvals a type needs, e.g. gpu_8x_h100_sxm5=2; 1 for every type not named"`
 	ApprovalTimeout  duration         `envconfig:"APPROVAL_TIMEOUT" default:"24h" desc:"how long a request may wait for approval before it expires"`
 	ApprovalReminder reminderPeriod   `envconfig:"APPROVAL_REMINDER" default:"2h" desc:"how often the approvers are reminded of a waiting request, in its card's thread; off for never"`
-	UsergroupRefresh duration         `envconfig:"USERGROUP_REFRESH" default:"5m" desc:"how often the members of user groups in APPROVERS and ADMINS are read again, at least 1s"`
+	UsergroupRefresh duration         `envconfig:"USERGROUP_REFRESH" default:"5m" desc:"how often the members of user groups in APPROVERS, ADMINS and MONTHLY_BUDGETS are read again, at least 1s"`
 	DefaultLifetime  duration         `envconfig:"DEFAULT_LIFETIME" default:"8h" desc:"lifetime of an instance when the request names none, counted from ready, e.g. 8h, 90m or 2d"`
 	MaxLifetime      duration         `envconfig:"MAX_LIFETIME" default:"72h" desc:"longest lifetime a request or extension may reach, e.g. 72h or 3d (at most 365d)"`
 	ReminderBefore   duration         `envconfig:"REMINDER_BEFORE" default:"30m" desc:"how long before expiry the owner is reminded"`
 	ProvisionTimeout duration         `envconfig:"PROVISION_TIMEOUT" default:"1h" desc:"how long fal may take to make a machine ready; then gpubot deletes it and tells the owner and admins"`
 	HourlyPrices     hourlyPrices     `envconfig:"HOURLY_PRICES" desc:"USD per hour, e.g. gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20; empty shows no costs"`
+	MonthlyBudgets   monthlyBudgets   `envconfig:"MONTHLY_BUDGETS" desc:"USD per calendar month (UTC), e.g. default=500,U0ALICE=2000,S0MLTEAM=10000: default for each user without their own, a user ID, or a user group ID whose members' spend adds up; empty for no budgets"`
+	Enforcement      enforcement      `envconfig:"BUDGET_ENFORCEMENT" default:"approve" desc:"what a request or extension over budget gets: approve (it needs an approver) or refuse"`
+	MaxMachines      machineCap       `envconfig:"MAX_MACHINES_PER_USER" default:"0" desc:"machines one person may hold at once (waiting, being made or ready); 0 for no cap"`
+	ReportChannel    channelID        `envconfig:"REPORT_CHANNEL" desc:"channel ID (C…) for the spend digest; empty for none"`
+	ReportEvery      reportEvery      `envconfig:"REPORT_EVERY" default:"weekly" desc:"how often the spend digest is posted: daily (09:00 UTC), weekly (Mondays 09:00 UTC), off, or a duration such as 12h (periods counted from the Unix epoch)"`
 	PollInterval     duration         `envconfig:"POLL_INTERVAL" default:"10s" desc:"how often instance status is checked, at least 10ms"`
 	HTTPAddr         listenAddr       `envconfig:"HTTP_ADDR" default:":8080" desc:"host:port serving /healthz, /readyz and /metrics; off to disable"`
 	LogLevel         logLevel         `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
@@ -94,6 +106,9 @@ func (s settings) crossCheck(failed map[string]bool, set func(key string) bool) 
 		report("POLL_INTERVAL", "%s is too short; use at least %s (e.g. 10s)", durations.Format(pollInterval), minPollInterval)
 	}
 	s.crossCheckApprovals(report)
+	if len(s.MonthlyBudgets) > 0 && s.Enforcement == EnforceApprove && len(s.ApprovalRequired) == 0 && s.ApprovalChannel == "" {
+		report("APPROVAL_CHANNEL", "required because MONTHLY_BUDGETS sends requests over budget to the approvers (BUDGET_ENFORCEMENT=approve); set it to the approvers' channel ID (C…), or set BUDGET_ENFORCEMENT=refuse")
+	}
 	if len(s.ApprovalRequired) > 0 && s.ApprovalChannel == "" {
 		report("APPROVAL_CHANNEL", "required because APPROVAL_REQUIRED lists %s; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none",
 			strings.Join(s.ApprovalRequired, ", "))
@@ -164,6 +179,11 @@ func (s settings) config() Config {
 		ReminderBefore:   time.Duration(s.ReminderBefore),
 		ProvisionTimeout: time.Duration(s.ProvisionTimeout),
 		HourlyPrices:     s.HourlyPrices,
+		MonthlyBudgets:   maps.Clone(s.MonthlyBudgets),
+		Enforcement:      string(s.Enforcement),
+		MaxMachines:      int(s.MaxMachines),
+		ReportChannel:    string(s.ReportChannel),
+		ReportEvery:      spend.Schedule(s.ReportEvery),
 		PollInterval:     time.Duration(s.PollInterval),
 		HTTPAddr:         string(s.HTTPAddr),
 		LogLevel:         string(s.LogLevel),
@@ -427,6 +447,91 @@ func parsePrice(pair string) (instanceType string, price float64, err error) {
 		return "", 0, fmt.Errorf("%s costs %s, a negative price", instanceType, number)
 	}
 	return instanceType, price, nil
+}
+
+// monthlyBudgets are USD per calendar month by "default", user ID or user group ID.
+type monthlyBudgets map[string]float64
+
+func (b *monthlyBudgets) Decode(value string) error {
+	budgets := make(map[string]float64)
+	var problems []string
+	for _, pair := range splitList(value) {
+		key, number, found := strings.Cut(pair, "=")
+		key, number = strings.TrimSpace(key), strings.TrimSpace(number)
+		usd, err := strconv.ParseFloat(number, 64)
+		_, twice := budgets[key]
+		switch {
+		case !found:
+			problems = append(problems, fmt.Sprintf("%q has no =USD", pair))
+		case key != spend.DefaultBudget && !personIDPattern.MatchString(key):
+			problems = append(problems, fmt.Sprintf("%q is neither default nor a user or user group ID", key))
+		case err != nil || math.IsInf(usd, 0) || math.IsNaN(usd):
+			problems = append(problems, fmt.Sprintf("%q is not a number", number))
+		case usd < 0:
+			problems = append(problems, fmt.Sprintf("%s has %s, a negative budget", key, number))
+		case twice:
+			problems = append(problems, fmt.Sprintf("%s is given twice", key))
+		default:
+			budgets[key] = usd
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s; the format is default=500,U0ALICE=2000,S0MLTEAM=10000 (USD per calendar month; user IDs like U0123ABCD, user group IDs like S0123ABCD)", strings.Join(problems, "; "))
+	}
+	*b = budgets
+	return nil
+}
+
+// enforcement is what a request over budget gets.
+type enforcement string
+
+func (e *enforcement) Decode(value string) error {
+	mode := strings.ToLower(value)
+	if mode != EnforceApprove && mode != EnforceRefuse {
+		return fmt.Errorf("%q is not a mode; use approve (a request over budget needs an approver) or refuse", value)
+	}
+	*e = enforcement(mode)
+	return nil
+}
+
+// machineCap is how many machines one person may hold at once; 0 for no cap.
+type machineCap int
+
+func (c *machineCap) Decode(value string) error {
+	n, err := strconv.Atoi(value)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a whole number of machines; use e.g. 3, or 0 for no cap", value)
+	}
+	*c = machineCap(n)
+	return nil
+}
+
+// reportEvery is the digest's schedule: daily, weekly, off, or a period length.
+type reportEvery spend.Schedule
+
+func (r *reportEvery) Decode(value string) error {
+	switch strings.ToLower(value) {
+	case "daily":
+		*r = reportEvery(spend.Daily)
+		return nil
+	case "weekly":
+		*r = reportEvery(spend.Weekly)
+		return nil
+	case reportOff:
+		*r = reportEvery{}
+		return nil
+	}
+	parsed, err := durations.Parse(value)
+	switch {
+	case errors.Is(err, durations.ErrTooLong):
+		return fmt.Errorf("%q is %w", value, err)
+	case err != nil:
+		return fmt.Errorf("%q is not a schedule; use daily, weekly, off, or a duration such as 12h", value)
+	case parsed < minReportEvery:
+		return fmt.Errorf("%s is too short; use at least %s, or daily, weekly or off", durations.Format(parsed), durations.Format(minReportEvery))
+	}
+	*r = reportEvery(spend.Every(parsed))
+	return nil
 }
 
 // Scalars.

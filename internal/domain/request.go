@@ -35,6 +35,17 @@ type Request struct {
 	// Approvals are the approvers who said yes so far, in order; the last one
 	// completes the count.
 	Approvals []Approval `json:"approvals,omitempty"`
+	// OverBudget says why a request needs approval that its type alone would not:
+	// the budgets it would pass, with the figures when it was made ("" when none).
+	OverBudget string `json:"over_budget,omitempty"`
+	// ExtensionAsked is an extension over budget waiting for an approver (0 when
+	// none), asked by ExtensionAskedBy at ExtensionAskedAt; the card asking is at ExtensionCardTS in
+	// ApprovalChannel, and ExtensionNote holds the figures it shows.
+	ExtensionAsked   time.Duration `json:"extension_asked,omitempty"`
+	ExtensionAskedBy string        `json:"extension_asked_by,omitempty"`
+	ExtensionAskedAt time.Time     `json:"extension_asked_at,omitzero"`
+	ExtensionCardTS  string        `json:"extension_card_ts,omitempty"`
+	ExtensionNote    string        `json:"extension_note,omitempty"`
 
 	IdempotencyKey string `json:"idempotency_key"`
 	InstanceID     string `json:"instance_id,omitempty"`

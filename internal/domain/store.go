@@ -36,6 +36,13 @@ type Store interface {
 	Unfinished(ctx context.Context) ([]Request, error)
 	// UnfinishedOf lists u's requests that have not ended, oldest first.
 	UnfinishedOf(ctx context.Context, u UserRef) ([]Request, error)
+	// RanDuring lists every request whose machine was ready at some moment in
+	// [from, to): ReadyAt before to, and either not ended yet or EndedAt after
+	// from; with owners given, only theirs. A request never ready is left out;
+	// each is listed once (as it ended, if it ended while being read), in no set
+	// order. Its cost follows what ran in the window, not the history: reports,
+	// budgets and the digest read a month with it.
+	RanDuring(ctx context.Context, from, to time.Time, owners ...UserRef) ([]Request, error)
 
 	// Move changes a request's state along the state table (else a
 	// *MoveError holding the request as it is), applies edit to it and audits
