@@ -17,9 +17,11 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/slackevents"
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/gpubot/gpubot/handlers"
+	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/metrics"
 )
 
@@ -53,10 +55,15 @@ func (l *Link) Groups() handlers.GroupReader { return l.webAPI }
 // Permalinks gives links to messages, for the DM that tells a requester a decision.
 func (l *Link) Permalinks() handlers.Permalinker { return l.webAPI }
 
+// Homes publishes people's Home tabs.
+func (l *Link) Homes() handlers.HomePublisher { return l.webAPI }
+
 // Flows is what the bot hands envelopes to, and what runs beside it until it stops.
 type Flows interface {
 	Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *handlers.Reply
 	Interaction(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage
+	// HomeOpened answers someone opening the app's Home tab.
+	HomeOpened(ctx context.Context, user domain.UserRef)
 	// Foreground counts an envelope as waiting for its ack until acked is called.
 	Foreground() (acked func())
 	Run(ctx context.Context) error
@@ -210,7 +217,7 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 		}
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
-			b.handle(func() { b.ack(*evt.Request, time.Now(), nil) })
+			b.handle(func() { b.onEvent(ctx, *evt.Request, evt.Data) })
 		}
 	case socketmode.EventTypeErrorWriteFailed, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
 		b.log.Warn("Socket Mode error", "event", evt.Type, "err", socketError(evt.Data))
@@ -278,6 +285,22 @@ func (b *Bot) onInteraction(ctx context.Context, req socketmode.Request, cb slac
 		return
 	}
 	b.ack(req, start, nil)
+}
+
+// onEvent acks an Events API envelope at once (Slack retries what is not acked within
+// 3 seconds), then answers the one event gpubot subscribes to: someone opening the
+// Home tab. A retried opening publishes the tab again, which is harmless.
+func (b *Bot) onEvent(ctx context.Context, req socketmode.Request, data any) {
+	b.ack(req, time.Now(), nil)
+	outer, ok := data.(slackevents.EventsAPIEvent)
+	if !ok {
+		return
+	}
+	opened, ok := outer.InnerEvent.Data.(*slackevents.AppHomeOpenedEvent)
+	if !ok || opened.Tab != "home" || opened.User == "" {
+		return
+	}
+	b.handlers.HomeOpened(ctx, domain.UserRef{TeamID: outer.TeamID, UserID: opened.User})
 }
 
 // ackTimeout bounds queueing an ack: past Slack's 3 seconds nobody is waiting for it,

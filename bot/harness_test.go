@@ -135,7 +135,8 @@ func start(t testing.TB, options ...func(*setup)) *harness {
 func (h *harness) startBot() {
 	h.t.Helper()
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: h.cfg.SlogLevel()}))
-	b, err := app.New(h.cfg, app.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second})
+	// Home tabs follow every change at once, so tests see them without waiting.
+	b, err := app.New(h.cfg, app.Options{Version: "test", Logger: logger, Now: h.clock.Now, ShutdownGrace: 2 * time.Second, HomeEvery: time.Millisecond})
 	if err != nil {
 		h.t.Fatalf("app.New: %v", err)
 	}

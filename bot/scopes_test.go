@@ -17,6 +17,7 @@ var scopeOf = map[string]string{
 	"chat.postEphemeral":    "chat:write",
 	"conversations.open":    "im:write",
 	"views.open":            "",
+	"views.publish":         "",
 	"response_url":          "",
 	"usergroups.users.list": "usergroups:read",
 	"chat.getPermalink":     "",

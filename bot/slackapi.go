@@ -174,6 +174,14 @@ func (s *slackAPI) Respond(ctx context.Context, responseURL string, m handlers.M
 	})
 }
 
+// PublishHome publishes a person's Home tab (views.publish).
+func (s *slackAPI) PublishHome(ctx context.Context, user string, view slack.HomeTabViewRequest) error {
+	return s.call("views.publish", func() error {
+		_, err := s.api.PublishViewContext(ctx, slack.PublishViewContextRequest{UserID: user, View: view})
+		return err
+	})
+}
+
 // GroupMembers lists the members of a user group (usergroups.users.list).
 func (s *slackAPI) GroupMembers(ctx context.Context, group string) ([]string, error) {
 	var users []string

@@ -188,6 +188,7 @@ func (h *Handlers) remindApprovers(ctx context.Context, r domain.Request, now ti
 		return
 	}
 	h.reqLog(r).Info("approvers reminded", "waiting", now.Sub(r.CreatedAt))
+	h.homesChanged(ctx, r)
 }
 
 // skipReminded is who a reminder need not mention: the requester, and the approvers

@@ -189,6 +189,7 @@ func (h *Handlers) setKey(ctx context.Context, envelopeID string, user domain.Us
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return refusal(err)
 	}
+	h.refreshHome(ctx, user)
 	return saved
 }
 
@@ -223,6 +224,7 @@ func (h *Handlers) removeKey(ctx context.Context, envelopeID string, user domain
 	if err != nil {
 		return refusal(err)
 	}
+	h.refreshHome(ctx, user)
 	return removed
 }
 

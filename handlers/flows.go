@@ -113,6 +113,7 @@ func (h *Handlers) announce(ctx context.Context, r domain.Request) (domain.Reque
 		if err != nil {
 			return r, fmt.Errorf("save thread: %w", err)
 		}
+		h.homesChanged(ctx, r)
 	}
 	if r.State == domain.StateAwaitingApproval && r.ApprovalTS == "" {
 		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", h.card(r))
@@ -141,17 +142,20 @@ func (h *Handlers) announce(ctx context.Context, r domain.Request) (domain.Reque
 
 func (h *Handlers) postRoot(ctx context.Context, r domain.Request) (channel, ts string, err error) {
 	root := rootMessage(r, h.cfg.ApprovalChannel)
-	ts, err = h.slack.PostMessage(ctx, r.CommandChannel, "", root)
-	if err == nil {
-		return r.CommandChannel, ts, nil
+	if r.CommandChannel != "" {
+		ts, err = h.slack.PostMessage(ctx, r.CommandChannel, "", root)
+		if err == nil {
+			return r.CommandChannel, ts, nil
+		}
+		if !cannotPost(err) {
+			return "", "", fmt.Errorf("post thread root: %w", err)
+		}
 	}
-	if !cannotPost(err) {
-		return "", "", fmt.Errorf("post thread root: %w", err)
-	}
-	// The bot is not in that channel (or may not post there): the thread lives in a DM.
+	// The bot is not in that channel (or may not post there), or the request came
+	// from the Home tab or the shortcut, outside any channel: the thread lives in a DM.
 	dm, dmErr := h.slack.OpenDM(ctx, r.UserID)
 	if dmErr != nil {
-		return "", "", fmt.Errorf("open DM after %v: %w", err, dmErr)
+		return "", "", fmt.Errorf("open DM for the thread root: %w", errors.Join(err, dmErr))
 	}
 	ts, err = h.slack.PostMessage(ctx, dm, "", root)
 	if err != nil {

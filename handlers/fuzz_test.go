@@ -108,6 +108,10 @@ func FuzzInteraction(f *testing.F) {
 	click := func(user, action, value string) string {
 		return `{"type":"block_actions","user":{"id":"` + user + `","team_id":"T1"},"team":{"id":"T1"},"channel":{"id":"C1"},"trigger_id":"t1","response_url":"http://127.0.0.1:1/r","actions":[{"action_id":"` + action + `","block_id":"b","value":"` + value + `","type":"button"}]}`
 	}
+	// A click on the Home tab has no channel or response_url, only the view.
+	homeClick := func(user, action, value string) string {
+		return `{"type":"block_actions","user":{"id":"` + user + `","team_id":"T1"},"team":{"id":"T1"},"container":{"type":"view","view_id":"V1"},"view":{"id":"V1","type":"home"},"trigger_id":"t1","actions":[{"action_id":"` + action + `","block_id":"b","value":"` + value + `","type":"button"}]}`
+	}
 	submit := func(user, callback, meta, block, value string) string {
 		return `{"type":"view_submission","user":{"id":"` + user + `","team_id":"T1"},"view":{"callback_id":"` + callback + `","private_metadata":"` + meta + `","state":{"values":{"` + block + `":{"` + block + `":{"type":"plain_text_input","value":"` + value + `"}}}}}}`
 	}
@@ -133,6 +137,13 @@ func FuzzInteraction(f *testing.F) {
 		`{"type":"block_actions","actions":[]}`,
 		`{"type":"block_actions","user":{"id":"UBOB"},"actions":[{"action_id":"gpubot_approve"},{"action_id":"gpubot_deny"}]}`,
 		`{"type":"view_submission","view":{"state":null}}`,
+		homeClick("UBOB", ActionApprove, fuzzWaiting),
+		homeClick("UMALLORY", ActionDeleteConfirm, fuzzReady),
+		homeClick("UALICE", ActionExtend, fuzzReady),
+		homeClick("UALICE", ActionHomeCreate, "create"),
+		homeClick("UALICE", ActionHomeKey, "set"),
+		`{"type":"shortcut","callback_id":"gpubot_create","trigger_id":"t1","user":{"id":"UALICE","team_id":"T1"}}`,
+		`{"type":"shortcut","callback_id":"gpubot_other","trigger_id":"t1","user":{"id":"UALICE"}}`,
 		`{"type":"shortcut"}`, `{}`, `null`, `[]`,
 	} {
 		f.Add([]byte(seed))

@@ -66,6 +66,10 @@ type Config struct {
 	Groups GroupReader
 	// Links gives a message's permalink, for the DM that tells a requester the decision.
 	Links Permalinker
+	// Home publishes people's Home tabs; nil for none.
+	Home HomePublisher
+	// HomeEvery is how often at most one person's Home tab is published.
+	HomeEvery time.Duration
 
 	// Budgets are the monthly budgets; Enforcement what a request over one gets
 	// (EnforceApprove, the default, or EnforceRefuse).
@@ -118,6 +122,8 @@ type Handlers struct {
 	workers         map[string]bool
 	watchingOrphans bool // an untracked instance is being watched: list fal every pass
 	lastOrphanSweep time.Time
+
+	homes homeThrottle
 }
 
 // New builds the handlers. now is the clock (time.Now outside tests).
@@ -136,6 +142,9 @@ func New(cfg Config, store domain.Store, f Fal, s Slack, log *slog.Logger, now f
 	}
 	if cfg.UsergroupRefresh == 0 {
 		cfg.UsergroupRefresh = DefaultUsergroupRefresh
+	}
+	if cfg.HomeEvery == 0 {
+		cfg.HomeEvery = DefaultHomeEvery
 	}
 	groups := newGroupCache()
 	cfg.Policy.groups = groups
@@ -226,8 +235,10 @@ func (h *Handlers) say(ctx context.Context, r domain.Request, m Message) {
 	}
 }
 
-// refreshRoot edits the thread root to show the request's current state.
+// refreshRoot edits the thread root to show the request's current state. The Home
+// tabs that show the request follow it too.
 func (h *Handlers) refreshRoot(ctx context.Context, r domain.Request) {
+	h.homesChanged(ctx, r)
 	if r.ThreadTS == "" {
 		return
 	}

@@ -31,6 +31,8 @@ func (h *Handlers) Interaction(ctx context.Context, envelopeID string, cb slack.
 		return nil
 	case slack.InteractionTypeViewSubmission:
 		return h.submitView(ctx, envelopeID, cb)
+	case slack.InteractionTypeShortcut:
+		h.shortcut(cb)
 	}
 	return nil
 }
@@ -96,6 +98,8 @@ func (h *Handlers) click(ctx context.Context, envelopeID string, cb slack.Intera
 			h.tell(ctx, channel, user.UserID, textMessage(fmt.Sprintf("Withdrew request `%s`.", shortID(r.ID))))
 			h.announceCancel(ctx, r)
 		})
+	case ActionHomeCreate, ActionHomeKey:
+		h.homeClick(action.ActionID, cb.TriggerID, user.UserID)
 	case ActionDeleteCancel:
 		responseURL := cb.ResponseURL
 		h.spawn("keep", func(ctx context.Context) {
@@ -147,7 +151,12 @@ func (h *Handlers) extendByButton(ctx context.Context, user domain.UserRef, id s
 // extendStep is what one click on Extend adds: the default lifetime, within the maximum.
 func (h *Handlers) extendStep(r domain.Request) time.Duration {
 	step := h.cfg.Policy.DefaultLifetime
-	if room := h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now()); room < step {
+	// As extend counts it: a machine not ready yet has a lifetime and no expiry.
+	room := h.cfg.Policy.MaxLifetime - r.Lifetime
+	if r.State == domain.StateReady {
+		room = h.cfg.Policy.MaxLifetime - r.ExpiresAt.Sub(h.now())
+	}
+	if room < step {
 		step = room.Truncate(time.Minute)
 	}
 	return step
@@ -226,6 +235,7 @@ func (h *Handlers) submitKey(ctx context.Context, envelopeID string, user domain
 		h.log.Error("store key", "user", user.UserID, "err", err)
 		return viewJSON(slack.NewErrorsViewSubmissionResponse(map[string]string{BlockKey: keyNotSaved(err)}))
 	}
+	h.refreshHome(ctx, user)
 	return saved
 }
 

@@ -107,12 +107,17 @@ func (p Policy) userGroups() []string {
 }
 
 // AdminUsers lists every admin by user id: those named, and the members of named groups.
-func (p Policy) AdminUsers() []string {
+func (p Policy) AdminUsers() []string { return p.usersOf(p.admins) }
+
+// ApproverUsers lists every approver by user id: those named, and the members of named groups.
+func (p Policy) ApproverUsers() []string { return p.usersOf(p.approvers) }
+
+func (p Policy) usersOf(who people) []string {
 	set := map[string]bool{}
-	for u := range p.admins.users {
+	for u := range who.users {
 		set[u] = true
 	}
-	for _, g := range p.admins.groups {
+	for _, g := range who.groups {
 		for _, u := range p.groups.members(g) {
 			set[u] = true
 		}

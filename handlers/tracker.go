@@ -348,6 +348,7 @@ func (h *Handlers) keepLifetimes(ctx context.Context) error {
 		first, err := h.store.MarkNotice(ctx, r.ID, noticeReminder)
 		if err == nil && first {
 			h.say(ctx, r, reminderMessage(r, h.extendStep(r)))
+			h.homesChanged(ctx, r)
 		}
 	}
 	return nil

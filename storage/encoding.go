@@ -22,6 +22,7 @@ const (
 	bucketSeenByExpiry   = "seen_by_expiry"
 	bucketAudit          = "audit"
 	bucketAuditByRequest = "audit_by_request"
+	bucketHomeOpened     = "home_opened" // team and user id -> when they first opened the Home tab
 
 	metaSchemaKey    = "schema"
 	metaSeenCountKey = "seen_count"

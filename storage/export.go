@@ -20,6 +20,13 @@ type Record struct {
 	Seen     *SeenEntry
 	Orphans  map[string]domain.OrphanSighting
 	AuditSeq *uint64 // the last audit sequence number handed out
+	Home     *HomeMark
+}
+
+// HomeMark is one user's first opening of the Home tab.
+type HomeMark struct {
+	User domain.UserRef
+	At   time.Time
 }
 
 // UserKey is one user's registered SSH key.
@@ -38,14 +45,14 @@ type SeenEntry struct {
 
 // Export hands every item the store holds to visit, from one consistent
 // snapshot: the SSH keys, the requests (in id order), the audit trail (in
-// order), the audit sequence, the seen keys not yet expired, and the orphan
-// sightings. It is what copying the store elsewhere reads; visit may stop it
+// order), the audit sequence, the seen keys not yet expired, the orphan
+// sightings, and who opened the Home tab. It is what copying the store elsewhere reads; visit may stop it
 // by returning an error.
 func (s *Store) Export(ctx context.Context, visit func(Record) error) error {
 	now := s.now()
 	return s.view(ctx, func(tx *bolt.Tx) error {
 		for _, step := range []func(*bolt.Tx, time.Time, func(Record) error) error{
-			exportKeys, exportRequests, exportAudit, exportSeen, exportOrphans,
+			exportKeys, exportRequests, exportAudit, exportSeen, exportOrphans, exportHomes,
 		} {
 			if err := step(tx, now, visit); err != nil {
 				return fmt.Errorf("export: %w", err)
@@ -117,6 +124,19 @@ func exportOrphans(tx *bolt.Tx, _ time.Time, visit func(Record) error) error {
 		return err
 	}
 	return visit(Record{Orphans: sightings})
+}
+
+func exportHomes(tx *bolt.Tx, _ time.Time, visit func(Record) error) error {
+	return bucket(tx, bucketHomeOpened).ForEach(func(k, v []byte) error {
+		u, err := decodeUserPrefix(k)
+		if err != nil {
+			return err
+		}
+		if len(v) < timeKeyLen {
+			return fmt.Errorf("home mark of %s has no time", u)
+		}
+		return visit(Record{Home: &HomeMark{User: u, At: decodeTime(v[:timeKeyLen])}})
+	})
 }
 
 // decodeUserPrefix reads back what userPrefix wrote.

@@ -33,6 +33,9 @@ func TestExportGivesEverythingTheStoreHolds(t *testing.T) {
 	if _, err := s.MarkSeen(ctx, "alert:short", time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.MarkHomeOpened(ctx, odd); err != nil {
+		t.Fatal(err)
+	}
 	clock.Advance(2 * time.Minute)
 	if _, err := s.SightOrphans(ctx, []string{"inst-x"}); err != nil {
 		t.Fatal(err)
@@ -44,6 +47,7 @@ func TestExportGivesEverythingTheStoreHolds(t *testing.T) {
 	seen := map[string]string{}
 	var orphans map[string]domain.OrphanSighting
 	var seq uint64
+	var homes []HomeMark
 	err = s.Export(ctx, func(r Record) error {
 		switch {
 		case r.Request != nil:
@@ -58,6 +62,8 @@ func TestExportGivesEverythingTheStoreHolds(t *testing.T) {
 			orphans = r.Orphans
 		case r.AuditSeq != nil:
 			seq = *r.AuditSeq
+		case r.Home != nil:
+			homes = append(homes, *r.Home)
 		}
 		return nil
 	})
@@ -80,6 +86,9 @@ func TestExportGivesEverythingTheStoreHolds(t *testing.T) {
 	}
 	if len(seen) != 1 || seen["envelope:Ev1"] != "answer" {
 		t.Errorf("seen keys exported: %q; want the envelope with its answer, not the expired throttle", seen)
+	}
+	if len(homes) != 1 || homes[0].User != odd || !homes[0].At.Equal(clock.Now().Add(-2*time.Minute)) {
+		t.Errorf("home marks exported: %+v, want %s's", homes, odd)
 	}
 	wantOrphans, _ := s.SightOrphans(ctx, []string{"inst-x"})
 	if orphans["inst-x"].Count != 1 || wantOrphans["inst-x"].Count != 2 {

@@ -61,6 +61,17 @@ func (s *Store) SightOrphans(ctx context.Context, ids []string) (map[string]doma
 	return out, wrapOrphans(err)
 }
 
+// Orphans returns the instances remembered as untracked, as SightOrphans left them,
+// without counting a listing.
+func (s *Store) Orphans(ctx context.Context) (map[string]domain.OrphanSighting, error) {
+	var out map[string]domain.OrphanSighting
+	err := s.view(ctx, func(tx *bolt.Tx) (err error) {
+		out, err = readOrphans(tx)
+		return err
+	})
+	return out, wrapOrphans(err)
+}
+
 // MarkOrphanReported records that the admins are being told of instance id and
 // reports whether this call is the first ever to do so.
 func (s *Store) MarkOrphanReported(ctx context.Context, id string) (first bool, err error) {

@@ -150,6 +150,7 @@ func migrations() []migration {
 	return []migration{
 		{from: 0, apply: createBucketsV1},
 		{from: 1, apply: indexByEndV2},
+		{from: 2, apply: createHomeBucket},
 	}
 }
 

@@ -173,7 +173,7 @@ func TestFreshFileGetsCurrentSchema(t *testing.T) {
 		t.Fatalf("open: %v", err)
 	}
 	defer s.Close()
-	if got := schemaVersionOf(t, s); got != SchemaVersion() || got != 2 {
+	if got := schemaVersionOf(t, s); got != SchemaVersion() || got != 3 {
 		t.Errorf("schema %d, want %d", got, SchemaVersion())
 	}
 	mustCreate(t, s, newRequest(alice, domain.StateApproved))
@@ -201,7 +201,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if !errors.Is(err, domain.ErrNewerSchema) {
 		t.Fatalf("got %v, want domain.ErrNewerSchema", err)
 	}
-	if want := "written by a newer gpubot (schema 7); this one understands up to 2: upgrade gpubot"; !strings.Contains(err.Error(), want) {
+	if want := "written by a newer gpubot (schema 7); this one understands up to 3: upgrade gpubot"; !strings.Contains(err.Error(), want) {
 		t.Errorf("message %q does not say %q", err, want)
 	}
 	// The refusal released the file.

@@ -19,9 +19,16 @@
 //
 // Like Slack, it sends a slash command's text with &, < and > as entities.
 //
+// The app's Home tab: OpenHome sends app_home_opened (an Events API envelope, retried
+// like any event); views.publish checks a Home view (100 blocks, no modal title or
+// buttons) and keeps every view published (HomeView, HomePublishes); ClickHome presses
+// a button on the tab (no channel or response_url, as Slack sends it). Shortcut sends
+// a global shortcut with a trigger_id, not retried.
+//
 // What it leaves out: Slack's per-method rate limits are not applied on their own
-// (a test asks for a 429 with RateLimitNext); only one-person DMs exist; message
-// attachments and files are stored as given but not validated.
+// (a test asks for a 429 with RateLimitNext), except views.publish's per-workspace
+// limit (Options.PublishesPerMinute, 100 by default); only one-person DMs exist;
+// message attachments and files are stored as given but not validated.
 //
 // Everything it keeps is bounded: the call log, the message log and the envelope
 // table keep the most recent entries (see the max* constants), and envelopes that

@@ -53,7 +53,9 @@ type Options struct {
 	RedeliverAfter     time.Duration // resend unacked Events API envelopes after this (up to 3 times); 0 = off
 	AckTimeout         time.Duration // after this an unacked envelope is late, as Slack's 3 s; default 3 s
 	Now                func() time.Time
-	Observer           func(Event)  // called in order, from one goroutine, for every visible change; must not block
+	Observer           func(Event) // called in order, from one goroutine, for every visible change; must not block
+	// PublishesPerMinute is the workspace's views.publish limit; default 100 (Tier 4).
+	PublishesPerMinute int
 	Logger             *slog.Logger // default: discard
 	// Seed makes the choice of a connection for each envelope repeatable;
 	// 0 picks a random seed.
@@ -83,6 +85,7 @@ type Server struct {
 	directory
 	store
 	socket
+	homeTabs
 	faults     map[string][]*fault
 	calls      []Call
 	callCounts map[string]int
@@ -112,6 +115,7 @@ func New(opts Options) *Server {
 		directory:  newDirectory(),
 		store:      newStore(),
 		socket:     newSocket(opts.Seed),
+		homeTabs:   newHomeTabs(),
 		faults:     map[string][]*fault{},
 		callCounts: map[string]int{},
 	}

@@ -77,6 +77,9 @@ func parseView(raw json.RawMessage, wantKind string) (viewContent, *apiError) {
 		return viewContent{}, slackError("invalid_arguments", problem(fmt.Sprintf("type must be %q", wantKind), "/view/type"))
 	}
 	var problems []string
+	if wantKind == "home" {
+		problems = append(problems, checkHomeHeader(header.Title, header.Submit, header.Close)...)
+	}
 	if wantKind == "modal" {
 		if header.Title == nil {
 			problems = append(problems, problem("missing required field: title", "/view"))
@@ -95,7 +98,11 @@ func parseView(raw json.RawMessage, wantKind string) (viewContent, *apiError) {
 	}
 	problems = append(problems, checkLength(header.CallbackID, 0, maxViewCallbackChars, "/view/callback_id")...)
 	problems = append(problems, checkLength(header.ExternalID, 0, maxIDChars, "/view/external_id")...)
-	blocks, err := parseBlocks(fields["blocks"], modalSurface)
+	where := modalSurface
+	if wantKind == "home" {
+		where = homeSurface
+	}
+	blocks, err := parseBlocks(fields["blocks"], where)
 	if err != nil {
 		problems = append(problems, err.messages...)
 	}
@@ -301,15 +308,17 @@ func (s *Server) viewsPublishLocked(req *apiRequest) (map[string]any, *apiError)
 		if err := s.replaceViewLocked(home, content); err != nil {
 			return nil, err
 		}
-		return map[string]any{"view": s.viewJSON(home, nil)}, nil
+	} else {
+		home, err = s.newViewLocked(userID, content, "", "")
+		if err != nil {
+			return nil, err
+		}
+		s.homeViews[userID] = home
+		s.emitLocked(Event{Kind: "view_update", View: home.snapshot()})
+		s.notifyLocked()
 	}
-	home, err = s.newViewLocked(userID, content, "", "")
-	if err != nil {
-		return nil, err
-	}
-	s.homeViews[userID] = home
-	s.emitLocked(Event{Kind: "view_update", View: home.snapshot()})
-	s.notifyLocked()
+	s.homeHistory[userID] = append(s.homeHistory[userID], home.snapshot())
+	s.notifyLocked() // waiters on HomePublishes
 	return map[string]any{"view": s.viewJSON(home, nil)}, nil
 }
 

@@ -72,7 +72,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	call := Call{Method: method, Params: req.params, At: s.now()}
-	if f := s.takeFaultLocked(method); f != nil {
+	f := s.takeFaultLocked(method)
+	if f == nil {
+		f = s.publishRateLocked(method)
+	}
+	if f != nil {
 		call.Error = f.callError()
 		s.recordCallLocked(call)
 		s.mu.Unlock()

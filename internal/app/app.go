@@ -27,6 +27,9 @@ type Options struct {
 	Now     func() time.Time // default time.Now
 	// ShutdownGrace bounds how long work in flight may take to finish at shutdown.
 	ShutdownGrace time.Duration
+	// HomeEvery is how often at most one person's Home tab is published; default
+	// handlers.DefaultHomeEvery.
+	HomeEvery time.Duration
 }
 
 // App is gpubot, assembled.
@@ -83,6 +86,8 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		UsergroupRefresh: cfg.UsergroupRefresh,
 		Groups:           link.Groups(),
 		Links:            link.Permalinks(),
+		Home:             link.Homes(),
+		HomeEvery:        opts.HomeEvery,
 		PassDone:         countPass(m),
 		Budgets:          spend.NewBudgets(cfg.MonthlyBudgets),
 		Enforcement:      cfg.Enforcement,

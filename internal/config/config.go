@@ -28,7 +28,9 @@ type Config struct {
 	SlackAPIURL      string             // SLACK_API_URL, always ends in "/api/"
 	FalAdminAPIKey   string             // FAL_ADMIN_API_KEY
 	FalAPIURL        string             // FAL_API_URL, without a trailing "/"
-	DBPath           string             // DB_PATH
+	DBPath           string             // DB_PATH; empty when state lives in etcd
+	Etcd             Etcd               // ETCD_*: the etcd replicas share; Etcd.Enabled() false means the bbolt file at DBPath
+	LeaderTTL        time.Duration      // LEADER_TTL, whole seconds, at least etcd's shortest lease
 	ApprovalChannel  string             // APPROVAL_CHANNEL, a channel ID; set whenever ApprovalRequired is non-empty
 	NotifyChannel    string             // NOTIFY_CHANNEL, a channel ID or "" (no notices)
 	Approvers        []string           // APPROVERS, user IDs and user group IDs (S…)
@@ -76,11 +78,16 @@ func (e *Error) Error() string {
 func Load(getenv func(string) string) (Config, error) {
 	var spec settings
 	problems, failed := decodeEnvironment(&spec, getenv)
-	problems = append(problems, spec.crossCheck(failed)...)
+	problems = append(problems, spec.crossCheck(failed, isSet(getenv))...)
 	if len(problems) > 0 {
 		return Config{}, &Error{Problems: problems}
 	}
 	return spec.config(), nil
+}
+
+// isSet tells a variable the operator set from one left to its default.
+func isSet(getenv func(string) string) func(key string) bool {
+	return func(key string) bool { return strings.TrimSpace(getenv(key)) != "" }
 }
 
 // Usage writes a table of every variable with its default and meaning, for
@@ -126,6 +133,10 @@ func (c Config) Warnings() []string {
 			"APPROVAL_REMINDER (%s) is not shorter than APPROVAL_TIMEOUT (%s), so requests expire before the approvers are reminded; shorten it, or set it to off",
 			durations.Format(c.ApprovalReminder), durations.Format(c.ApprovalTimeout)))
 	}
+	if c.Etcd.Password != "" && c.Etcd.scheme() == "http" {
+		warnings = append(warnings,
+			"ETCD_PASSWORD is sent in the clear: ETCD_ENDPOINTS are http:// URLs; serve etcd over TLS and use https:// endpoints")
+	}
 	return append(warnings, c.spendWarnings()...)
 }
 
@@ -155,7 +166,7 @@ func (c Config) spendWarnings() []string {
 // start-up log. Apart from the secrets, the output read
 // back as an environment gives the same Config.
 func (c Config) String() string {
-	lines := make([]string, 0, 28)
+	lines := make([]string, 0, 36)
 	for _, s := range c.settingsList() {
 		lines = append(lines, s.key+"="+s.value)
 	}
@@ -176,13 +187,17 @@ func (c Config) LogValue() slog.Value {
 type setting struct{ key, value string }
 
 func (c Config) settingsList() []setting {
-	return []setting{
+	list := []setting{
 		{"SLACK_BOT_TOKEN", redactSecret(c.SlackBotToken, slackBotTokenPrefix)},
 		{"SLACK_APP_TOKEN", redactSecret(c.SlackAppToken, slackAppTokenPrefix)},
 		{"SLACK_API_URL", redactURL(c.SlackAPIURL)},
 		{"FAL_ADMIN_API_KEY", redactSecret(c.FalAdminAPIKey, "")},
 		{"FAL_API_URL", redactURL(c.FalAPIURL)},
 		{"DB_PATH", c.DBPath},
+	}
+	list = append(list, c.Etcd.settingsList()...)
+	return append(list, []setting{
+		{"LEADER_TTL", durations.Format(c.LeaderTTL)},
 		{"APPROVAL_CHANNEL", c.ApprovalChannel},
 		{"NOTIFY_CHANNEL", c.NotifyChannel},
 		{"APPROVERS", strings.Join(c.Approvers, ",")},
@@ -205,7 +220,7 @@ func (c Config) settingsList() []setting {
 		{"POLL_INTERVAL", durations.Format(c.PollInterval)},
 		{"HTTP_ADDR", formatListenAddr(c.HTTPAddr)},
 		{"LOG_LEVEL", c.LogLevel},
-	}
+	}...)
 }
 
 // redactSecret keeps only the well-known prefix, which tells the reader which

@@ -70,6 +70,7 @@ func fullEnv() map[string]string {
 		"POLL_INTERVAL":         "100ms",
 		"HTTP_ADDR":             "127.0.0.1:0",
 		"LOG_LEVEL":             "debug",
+		"LEADER_TTL":            "5s",
 	}
 }
 
@@ -126,6 +127,8 @@ func TestLoadAppliesDocumentedDefaults(t *testing.T) {
 		PollInterval:     10 * time.Second,
 		HTTPAddr:         ":8080",
 		LogLevel:         "info",
+		Etcd:             Etcd{Prefix: "/gpubot/"},
+		LeaderTTL:        10 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load with only the required settings:\n got %#v\nwant %#v", got, want)
@@ -164,6 +167,8 @@ func TestLoadReadsEverySetting(t *testing.T) {
 		PollInterval:     100 * time.Millisecond,
 		HTTPAddr:         "127.0.0.1:0",
 		LogLevel:         "debug",
+		Etcd:             Etcd{Prefix: "/gpubot/"},
+		LeaderTTL:        5 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load with every setting:\n got %#v\nwant %#v", got, want)
@@ -434,6 +439,14 @@ func TestStringListsEverySettingWithSecretsRedacted(t *testing.T) {
 		"FAL_ADMIN_API_KEY=(redacted)",
 		"FAL_API_URL=https://user:xxxxx@api.fal.ai/v1",
 		"DB_PATH=/data/gpubot.db",
+		"ETCD_ENDPOINTS=",
+		"ETCD_PREFIX=/gpubot/",
+		"ETCD_USERNAME=",
+		"ETCD_PASSWORD=",
+		"ETCD_CA_FILE=",
+		"ETCD_CERT_FILE=",
+		"ETCD_KEY_FILE=",
+		"LEADER_TTL=5s",
 		"APPROVAL_CHANNEL=C0APPROVE",
 		"NOTIFY_CHANNEL=G0NOTIFY",
 		"APPROVERS=U0ALICE,W0BOB,S0GPUAPPROVE",
@@ -526,8 +539,8 @@ func TestLogValueRedactsSecretsInJSONLogs(t *testing.T) {
 			t.Errorf("logged %s = %q, want %q", key, record.Config[key], value)
 		}
 	}
-	if len(record.Config) != 28 {
-		t.Errorf("logged %d settings, want all 28: %v", len(record.Config), record.Config)
+	if len(record.Config) != 36 {
+		t.Errorf("logged %d settings, want all 36: %v", len(record.Config), record.Config)
 	}
 }
 
@@ -628,14 +641,15 @@ func TestUsageListsEveryVariable(t *testing.T) {
 		t.Fatalf("Usage: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 29 || !strings.HasPrefix(lines[0], "VARIABLE") {
-		t.Fatalf("Usage wrote %d lines, want a header and 28 variables:\n%s", len(lines), out.String())
+	if len(lines) != 37 || !strings.HasPrefix(lines[0], "VARIABLE") {
+		t.Fatalf("Usage wrote %d lines, want a header and 36 variables:\n%s", len(lines), out.String())
 	}
 	for _, key := range []string{
 		"SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_API_URL", "FAL_ADMIN_API_KEY", "FAL_API_URL", "DB_PATH",
 		"APPROVAL_CHANNEL", "NOTIFY_CHANNEL", "APPROVERS", "ADMINS", "APPROVAL_REQUIRED", "DEFAULT_LIFETIME",
 		"MAX_LIFETIME", "REMINDER_BEFORE", "PROVISION_TIMEOUT", "HOURLY_PRICES", "POLL_INTERVAL", "HTTP_ADDR", "LOG_LEVEL",
 		"APPROVALS_NEEDED", "APPROVAL_TIMEOUT", "APPROVAL_REMINDER", "USERGROUP_REFRESH",
+		"ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_USERNAME", "ETCD_PASSWORD", "ETCD_CA_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE", "LEADER_TTL",
 		"MONTHLY_BUDGETS", "BUDGET_ENFORCEMENT", "MAX_MACHINES_PER_USER", "REPORT_CHANNEL", "REPORT_EVERY",
 	} {
 		if !strings.Contains(out.String(), "\n"+key+" ") {
@@ -684,9 +698,10 @@ func TestDecodeEnvironmentAgreesWithEnvconfig(t *testing.T) {
 		"every variable set": fullEnv(),
 		"defaults":           minimalEnv(),
 		"switched off":       with(minimalEnv(), map[string]string{"APPROVAL_REQUIRED": "none", "HTTP_ADDR": "off"}),
+		"on etcd":            etcdEnv(),
 	} {
 		t.Run(name, func(t *testing.T) {
-			for key := range fullEnv() {
+			for key := range with(fullEnv(), etcdEnv()) {
 				t.Setenv(key, "")
 				os.Unsetenv(key)
 			}

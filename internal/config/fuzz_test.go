@@ -12,7 +12,8 @@ import (
 // a failure is one line per problem, each naming a variable, and no secret
 // shows up in an error, in String or in a log line. The fuzzer shapes the
 // text around each secret (prefixes like "xoxb-", quotes, whitespace) and a
-// few echoed settings; the secret itself always contains a marker. Seeds
+// few echoed settings; the secret itself always contains a marker. The etcd
+// password is shaped like the fal key. Seeds
 // are in testdata/fuzz/FuzzLoad.
 func FuzzLoad(f *testing.F) {
 	f.Fuzz(func(t *testing.T, botPrefix, appPrefix, falPrefix, prices, approvers, httpAddr string) {
@@ -30,6 +31,10 @@ func FuzzLoad(f *testing.F) {
 			"HOURLY_PRICES":     prices,
 			"APPROVERS":         approvers,
 			"HTTP_ADDR":         httpAddr,
+			"DB_PATH":           "",
+			"ETCD_ENDPOINTS":    "https://127.0.0.1:2379",
+			"ETCD_USERNAME":     "gpubot",
+			"ETCD_PASSWORD":     falPrefix + "SECRETPW",
 		})
 		cfg, err := Load(lookupIn(env))
 		if err != nil {

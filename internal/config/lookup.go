@@ -28,12 +28,21 @@ import (
 // The differences are deliberate: an empty value counts as unset (getenv
 // cannot tell them apart), and surrounding whitespace is trimmed.
 func decodeEnvironment(spec any, getenv func(string) string) (problems []string, failed map[string]bool) {
+	return decodeVariables(spec, getenv, func(string) bool { return true })
+}
+
+// decodeVariables is decodeEnvironment for the variables wanted says yes to;
+// the other fields keep their zero values.
+func decodeVariables(spec any, getenv func(string) string, wanted func(key string) bool) (problems []string, failed map[string]bool) {
 	failed = make(map[string]bool)
 	structValue := reflect.ValueOf(spec).Elem()
 	structType := structValue.Type()
 	for i := range structType.NumField() {
 		tags := structType.Field(i).Tag
 		key := tags.Get("envconfig")
+		if !wanted(key) {
+			continue
+		}
 		value := strings.TrimSpace(getenv(key))
 		if value == "" {
 			value = tags.Get("default")

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/slack-go/slack"
+
+	"github.com/gpubot/gpubot/handlers"
 	"go.yaml.in/yaml/v4"
 )
 
@@ -42,8 +44,11 @@ func TestManifestUsesSocketModeAndInteractivity(t *testing.T) {
 	if settings.Interactivity != nil && (settings.Interactivity.RequestUrl != "" || settings.Interactivity.MessageMenuOptionsUrl != "") {
 		t.Error("interactivity has a request URL; Socket Mode needs none")
 	}
-	if settings.EventSubscriptions != nil {
-		t.Error("the manifest subscribes to events; gpubot handles none")
+	if settings.EventSubscriptions == nil || !slices.Equal(settings.EventSubscriptions.BotEvents, []string{"app_home_opened"}) {
+		t.Errorf("event subscriptions %+v; want exactly the bot event app_home_opened, which gpubot answers", settings.EventSubscriptions)
+	}
+	if subs := settings.EventSubscriptions; subs != nil && (subs.RequestUrl != "" || len(subs.UserEvents) > 0) {
+		t.Error("the event subscriptions have a request URL or user events; Socket Mode needs no URL and gpubot reads no user events")
 	}
 	if settings.OrgDeployEnabled || settings.TokenRotationEnabled {
 		t.Error("org deploy or token rotation is on; gpubot uses one workspace's long-lived bot token")
@@ -84,5 +89,31 @@ func TestManifestRequestsExactlyTheBotScopes(t *testing.T) {
 	}
 	if len(scopes.User) > 0 || len(scopes.BotOptional) > 0 || len(scopes.UserOptional) > 0 {
 		t.Errorf("manifest asks for user or optional scopes %+v; gpubot needs none", scopes)
+	}
+}
+
+// The Home tab is on, the messages tab stays as it was, and the one global shortcut
+// is "Request a GPU" with the callback id the handlers answer.
+func TestManifestHasTheHomeTabAndTheShortcut(t *testing.T) {
+	t.Parallel()
+	features := loadManifest(t).Features
+	if !features.AppHome.HomeTabEnabled {
+		t.Error("features.app_home.home_tab_enabled is not true: nobody would see gpubot's Home tab")
+	}
+	if !features.AppHome.MessagesTabEnabled || !features.AppHome.MessagesTabReadOnlyEnabled {
+		t.Error("the messages tab must stay on and read-only: DMs from gpubot arrive there")
+	}
+	if len(features.Shortcuts) != 1 {
+		t.Fatalf("manifest declares %d shortcuts, want exactly \"Request a GPU\"", len(features.Shortcuts))
+	}
+	shortcut := features.Shortcuts[0]
+	if shortcut.Type != slack.GlobalShortcut || shortcut.CallbackID != handlers.ShortcutCreate || shortcut.Name != "Request a GPU" {
+		t.Errorf("shortcut %+v; want the global shortcut \"Request a GPU\" with callback %s", shortcut, handlers.ShortcutCreate)
+	}
+	if n := len(shortcut.Name); n > 24 {
+		t.Errorf("shortcut name has %d characters; Slack takes at most 24", n)
+	}
+	if n := len(shortcut.Description); n == 0 || n > 150 {
+		t.Errorf("shortcut description has %d characters; Slack wants 1 to 150", n)
 	}
 }

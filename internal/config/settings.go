@@ -45,7 +45,15 @@ type settings struct {
 	SlackAPIURL      slackAPIURL      `envconfig:"SLACK_API_URL" default:"https://slack.com/api/" desc:"Slack Web API base URL, ending in /api/"`
 	FalAdminAPIKey   falAPIKey        `envconfig:"FAL_ADMIN_API_KEY" required:"true" desc:"a fal admin API key with compute permission"`
 	FalAPIURL        baseURL          `envconfig:"FAL_API_URL" default:"https://api.fal.ai/v1" desc:"fal Platform API base URL"`
-	DBPath           dbPath           `envconfig:"DB_PATH" default:"gpubot.db" desc:"path of the bbolt database file"`
+	DBPath           dbPath           `envconfig:"DB_PATH" default:"gpubot.db" desc:"path of the bbolt database file; not with ETCD_ENDPOINTS"`
+	EtcdEndpoints    etcdEndpoints    `envconfig:"ETCD_ENDPOINTS" desc:"comma-separated etcd client URLs (http:// or https://); set, state lives in etcd and several replicas may run; empty: the bbolt file at DB_PATH"`
+	EtcdPrefix       etcdPrefix       `envconfig:"ETCD_PREFIX" default:"/gpubot/" desc:"key prefix in etcd, so several gpubots (or other programs) share one etcd"`
+	EtcdUsername     etcdUsername     `envconfig:"ETCD_USERNAME" desc:"etcd user, with ETCD_PASSWORD; empty when etcd needs no authentication"`
+	EtcdPassword     etcdPassword     `envconfig:"ETCD_PASSWORD" desc:"password of ETCD_USERNAME"`
+	EtcdCAFile       pemFile          `envconfig:"ETCD_CA_FILE" desc:"PEM file of the CA that signed etcd's certificates; empty: the system's CAs"`
+	EtcdCertFile     pemFile          `envconfig:"ETCD_CERT_FILE" desc:"PEM client certificate for etcd, with ETCD_KEY_FILE"`
+	EtcdKeyFile      pemFile          `envconfig:"ETCD_KEY_FILE" desc:"PEM private key of ETCD_CERT_FILE"`
+	LeaderTTL        leaderTTL        `envconfig:"LEADER_TTL" default:"10s" desc:"how long a replica that died holds the background work before another takes over (with ETCD_ENDPOINTS); whole seconds, at least 2s"`
 	ApprovalChannel  channelID        `envconfig:"APPROVAL_CHANNEL" desc:"channel ID (C…) for approval cards; required unless APPROVAL_REQUIRED=none"`
 	NotifyChannel    channelID        `envconfig:"NOTIFY_CHANNEL" desc:"channel ID (C…) for readiness notices; empty for none"`
 	Approvers        peopleList       `envconfig:"APPROVERS" desc:"comma-separated user IDs (U…) and user group IDs (S…) who approve or deny requests"`
@@ -74,13 +82,9 @@ type settings struct {
 // range a field type cannot know. Variables in failed were already reported
 // as malformed and hold zero values, so rules about them are skipped rather
 // than reported twice.
-func (s settings) crossCheck(failed map[string]bool) []string {
+func (s settings) crossCheck(failed map[string]bool, set func(key string) bool) []string {
 	var problems []string
-	report := func(key, format string, args ...any) {
-		if !failed[key] {
-			problems = append(problems, key+": "+fmt.Sprintf(format, args...))
-		}
-	}
+	report := reporter(&problems, failed)
 	defaultLifetime, maxLifetime := time.Duration(s.DefaultLifetime), time.Duration(s.MaxLifetime)
 	if defaultLifetime <= 0 {
 		report("DEFAULT_LIFETIME", "must be positive; use e.g. 8h")
@@ -109,7 +113,18 @@ func (s settings) crossCheck(failed map[string]bool) []string {
 		report("APPROVAL_CHANNEL", "required because APPROVAL_REQUIRED lists %s; set it to the approvers' channel ID (C…), or set APPROVAL_REQUIRED=none",
 			strings.Join(s.ApprovalRequired, ", "))
 	}
+	s.crossCheckStorage(report, failed, set, false)
 	return problems
+}
+
+// reporter adds "KEY: problem" lines to problems, except for the variables
+// in failed, which were reported as malformed already.
+func reporter(problems *[]string, failed map[string]bool) func(key, format string, args ...any) {
+	return func(key, format string, args ...any) {
+		if !failed[key] {
+			*problems = append(*problems, key+": "+fmt.Sprintf(format, args...))
+		}
+	}
 }
 
 // crossCheckApprovals checks the approval settings against each other: the timers,
@@ -147,7 +162,9 @@ func (s settings) config() Config {
 		SlackAPIURL:      string(s.SlackAPIURL),
 		FalAdminAPIKey:   string(s.FalAdminAPIKey),
 		FalAPIURL:        string(s.FalAPIURL),
-		DBPath:           string(s.DBPath),
+		DBPath:           s.dbPathInUse(),
+		Etcd:             s.etcd(),
+		LeaderTTL:        time.Duration(s.LeaderTTL),
 		ApprovalChannel:  string(s.ApprovalChannel),
 		NotifyChannel:    string(s.NotifyChannel),
 		Approvers:        slices.Clone(s.Approvers),

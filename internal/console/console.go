@@ -23,6 +23,7 @@ import (
 
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
+	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/app"
 	"github.com/gpubot/gpubot/internal/config"
 )
@@ -116,7 +117,9 @@ You are alice in #general. bob and carol approve; admin is an admin. Type "help"
 const help = `  /gpu …                 a slash command, as the current user in the current channel
   as <name>              become alice, bob, carol or admin
   in #<channel>          type in #general, #gpu-approvals or #gpu-notices
-  click <label>          press the newest button with that label that you can see
+  click <label>          press the newest button with that label that you can see (or on your Home tab)
+  home                   open your Home tab: your machines and key; approvers' and admins' parts
+  shortcut               the "Request a GPU" shortcut: opens the create form
   submit [k=v …]         submit your open form; values like reason="no budget" (see the form's fields)
   wait <text>            wait until gpubot posts a message containing text (for scripts)
   sleep <duration>       pause, e.g. sleep 2s
@@ -250,6 +253,11 @@ func (c *console) do(ctx context.Context, line string) error {
 		return nil
 	case word == "click":
 		return c.click(ctx, rest)
+	case word == "home":
+		return c.openHome(ctx)
+	case word == "shortcut":
+		_, err := c.sim.Shortcut(ctx, c.user.id, handlers.ShortcutCreate)
+		return err
 	case word == "submit":
 		return c.submit(ctx, rest)
 	case word == "wait":
@@ -281,7 +289,48 @@ func (c *console) click(ctx context.Context, label string) error {
 		_, err := c.sim.Click(ctx, c.user.id, m, label)
 		return err
 	}
+	if home, ok := c.sim.HomeView(c.user.id); ok {
+		if button, found := buttonLabelled(home.Blocks, label); found {
+			_, err := c.sim.ClickHome(ctx, c.user.id, button.ActionID, button.Value)
+			return err
+		}
+	}
 	return fmt.Errorf("no button %q that %s can see", label, c.user.name)
+}
+
+// openHome opens the current person's Home tab and waits until gpubot has published
+// it, so a script's next line can press its buttons.
+func (c *console) openHome(ctx context.Context) error {
+	before := len(c.sim.HomePublishes(c.user.id))
+	if _, err := c.sim.OpenHome(ctx, c.user.id); err != nil {
+		return err
+	}
+	if err := c.sim.WaitUntil(ctx, func() bool { return len(c.sim.HomePublishes(c.user.id)) > before }); err != nil {
+		return fmt.Errorf("gpubot did not publish your Home tab within %s", waitMax)
+	}
+	return nil
+}
+
+// buttonLabelled is the first button labelled label among blocks: on a Home tab, the
+// one of the newest machine.
+func buttonLabelled(blocks slack.Blocks, label string) (*slack.ButtonBlockElement, bool) {
+	for _, block := range blocks.BlockSet {
+		var elements []slack.BlockElement
+		switch b := block.(type) {
+		case *slack.ActionBlock:
+			elements = b.Elements.ElementSet
+		case *slack.SectionBlock:
+			if b.Accessory != nil && b.Accessory.ButtonElement != nil {
+				elements = []slack.BlockElement{b.Accessory.ButtonElement}
+			}
+		}
+		for _, e := range elements {
+			if button, ok := e.(*slack.ButtonBlockElement); ok && button.Text != nil && button.Text.Text == label {
+				return button, true
+			}
+		}
+	}
+	return nil, false
 }
 
 var fieldPattern = regexp.MustCompile(`(\w+)=("([^"]*)"|\S+)`)
@@ -336,6 +385,10 @@ func (c *console) show(e slacksim.Event) {
 	case "post", "ephemeral", "update":
 		c.event(c.render(e.Kind, e.Message))
 	case "view_open", "view_update":
+		if e.View.Type == "home" {
+			c.event(renderHome(e.View))
+			return
+		}
 		c.event(renderView(e.View))
 	case "view_close":
 		c.event(fmt.Sprintf("  (%s's form closed)", nameOf(e.View.User)))
@@ -378,6 +431,17 @@ func blocksText(m slacksim.Message) string {
 		return all
 	}
 	return m.Text
+}
+
+// renderHome shows a Home tab as its owner reads it, with its buttons apart.
+func renderHome(v slacksim.View) string {
+	m := slacksim.Message{Blocks: v.Blocks}
+	body := strings.ReplaceAll(plainText(blocksText(m)), "\n", "\n      ")
+	out := fmt.Sprintf("  [Home of %s] %s", nameOf(v.User), body)
+	if buttons := m.Buttons(); len(buttons) > 0 {
+		out += "\n      [" + strings.Join(buttons, "] [") + "]"
+	}
+	return out
 }
 
 func renderView(v slacksim.View) string {

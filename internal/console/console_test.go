@@ -95,3 +95,29 @@ func TestConsoleExplainsMistakes(t *testing.T) {
 		}
 	}
 }
+
+// The Home tab and the shortcut can be tried from the console: the tab is printed as
+// its owner sees it, its buttons can be clicked, and the shortcut opens the create form.
+func TestConsoleShowsTheHomeTabAndTheShortcut(t *testing.T) {
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script := "home\nclick Set key\nshortcut\n"
+	err := Run(ctx, Options{Getenv: func(string) string { return "" }, In: strings.NewReader(script), Out: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inOrder(t, out.String(),
+		"alice in #general> home",
+		"[Home of alice] Your GPU machines",
+		"You have no SSH key yet",
+		"[Request a GPU] [Set key]",
+		"alice in #general> click Set key",
+		`(form "Your SSH key" open for alice; fields: key`,
+		"alice in #general> shortcut",
+		`(form "New GPU machine" open for alice; fields: type, sector, lifetime, reason`,
+	)
+	if strings.Contains(out.String(), " ! ") {
+		t.Fatalf("a command failed:\n%s", out.String())
+	}
+}

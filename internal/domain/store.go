@@ -95,6 +95,17 @@ type Store interface {
 	// MarkOrphanReported records that the admins were told of an orphan;
 	// first is false when they were told already.
 	MarkOrphanReported(ctx context.Context, id string) (first bool, err error)
+	// Orphans returns what is remembered of untracked instances, as
+	// SightOrphans left it, without counting a listing (for the admins' Home tab).
+	Orphans(ctx context.Context) (map[string]OrphanSighting, error)
+
+	// MarkHomeOpened records, for good, that u opened gpubot's Home tab. It is
+	// idempotent: marking again changes nothing (and need not write). A user
+	// with no UserID is refused.
+	MarkHomeOpened(ctx context.Context, u UserRef) error
+	// HomeOpened reports whether u (team and user id) ever opened the Home tab,
+	// as marked through any replica: a tab is published only to such people.
+	HomeOpened(ctx context.Context, u UserRef) (bool, error)
 
 	Close() error
 }

@@ -27,6 +27,7 @@ type Metrics struct {
 	Requests         *prometheus.GaugeVec     // gpubot_requests{state}, set from the store
 	ApprovalsWaiting prometheus.Gauge         // gpubot_approvals_waiting
 	TrackingPasses   *prometheus.CounterVec   // gpubot_tracking_passes_total{outcome}
+	Leader           prometheus.Gauge         // gpubot_leader: 1 while this replica does the background work
 	Registry         *prometheus.Registry
 }
 
@@ -75,14 +76,28 @@ func New() *Metrics {
 			Name: "gpubot_tracking_passes_total",
 			Help: "Background passes over the unfinished requests (tracking, reminders, expiries), by outcome (ok or error).",
 		}, []string{"outcome"}),
+		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gpubot_leader",
+			Help: "1 while this replica is the elected leader doing the background work (tracking, reminders, expiries), else 0.",
+		}),
 		Registry: prometheus.NewRegistry(),
 	}
 	m.Registry.MustRegister(
-		m.Commands, m.AckLatency, m.FalCalls, m.FalLatency, m.SlackCalls, m.Requests, m.ApprovalsWaiting, m.TrackingPasses,
+		m.Commands, m.AckLatency, m.FalCalls, m.FalLatency, m.SlackCalls, m.Requests, m.ApprovalsWaiting, m.TrackingPasses, m.Leader,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// SetLeading sets gpubot_leader; it is what a replica's elector calls when
+// it gains or loses the lead.
+func (m *Metrics) SetLeading(leading bool) {
+	if leading {
+		m.Leader.Set(1)
+	} else {
+		m.Leader.Set(0)
+	}
 }
 
 // Check is one condition for readiness, such as "slack" meaning the Socket

@@ -230,3 +230,20 @@ func TestProbeFailsWhenNothingListens(t *testing.T) {
 		t.Error("probe of an address without a port succeeded")
 	}
 }
+
+func TestLeaderGaugeFollowsLeadership(t *testing.T) {
+	t.Parallel()
+	m := New()
+	server := serve(t, m.Handler())
+	expect := func(when, want string) {
+		t.Helper()
+		if _, body := get(t, server, "/metrics"); !strings.Contains(body, "\n"+want+"\n") {
+			t.Errorf("%s, /metrics lacks %q:\n%s", when, want, body)
+		}
+	}
+	expect("before any election", "gpubot_leader 0")
+	m.SetLeading(true)
+	expect("once leading", "gpubot_leader 1")
+	m.SetLeading(false)
+	expect("after losing the lead", "gpubot_leader 0")
+}

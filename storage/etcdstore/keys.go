@@ -25,6 +25,7 @@ import (
 //	key/<team>/<user>                        an SSH key, as JSON
 //	seen/<key>                               a seen key until its expiry, as JSON
 //	orphans                                  the orphan sightings, as JSON
+//	home/<team>/<user>                       when the user first opened the Home tab (RFC 3339)
 //
 // Times and sequence numbers are 16 hex digits that sort in order; names
 // inside a composite key are path-escaped, so none can run into the next.
@@ -89,9 +90,14 @@ func (k keyspace) sshKeys() string { return k.prefix + "key/" }
 func (k keyspace) sshKey(u domain.UserRef) string {
 	return k.sshKeys() + escape(u.TeamID) + "/" + escape(u.UserID)
 }
-func (k keyspace) seenKeys() string       { return k.prefix + "seen/" }
-func (k keyspace) seen(key string) string { return k.seenKeys() + escape(key) }
-func (k keyspace) orphans() string        { return k.prefix + "orphans" }
+func (k keyspace) seenKeys() string                   { return k.prefix + "seen/" }
+func (k keyspace) seen(key string) string             { return k.seenKeys() + escape(key) }
+func (k keyspace) homeOpened(u domain.UserRef) string { return k.prefix + "home/" + ownerTag(u) }
+
+// timeFormat writes times as values in full, in UTC.
+const timeFormat = time.RFC3339Nano
+
+func (k keyspace) orphans() string { return k.prefix + "orphans" }
 
 func escape(s string) string { return url.PathEscape(s) }
 

@@ -20,7 +20,7 @@ var ErrTargetNotEmpty = errors.New("the etcd prefix already holds data")
 // hold nothing but its schema version: the SSH keys, every request with its
 // state, version and indexes, the audit trail in order with its sequence,
 // the seen keys not yet expired (envelopes with their answers, alert
-// throttles, report marks) and the orphan sightings. Then it reads the whole
+// throttles, report marks), the orphan sightings and who opened the Home tab. Then it reads the whole
 // prefix back and checks it key by key against what the bbolt store holds,
 // and says so on progress. Nobody may write to either store meanwhile
 // (gpubot is stopped). After a failure the prefix may hold part of the copy:
@@ -36,8 +36,8 @@ func Migrate(ctx context.Context, from *storage.Store, to *Store, progress io.Wr
 	if err := m.flush(); err != nil {
 		return m.failed(err)
 	}
-	fmt.Fprintf(progress, "copied %d requests, %d audit events, %d SSH keys, %d seen keys, %d orphan sightings\n",
-		m.counts.requests, m.counts.audit, m.counts.keys, m.counts.seen, m.counts.orphans)
+	fmt.Fprintf(progress, "copied %d requests, %d audit events, %d SSH keys, %d seen keys, %d orphan sightings, %d Home tab marks\n",
+		m.counts.requests, m.counts.audit, m.counts.keys, m.counts.seen, m.counts.orphans, m.counts.homes)
 	if err := m.verify(); err != nil {
 		return m.failed(err)
 	}
@@ -71,7 +71,7 @@ type migration struct {
 	progress io.Writer
 	batch    []clientv3.Op
 	want     map[string][sha256.Size]byte
-	counts   struct{ requests, live, audit, keys, seen, orphans int }
+	counts   struct{ requests, live, audit, keys, seen, orphans, homes int }
 }
 
 func (m *migration) failed(err error) error {
@@ -107,6 +107,9 @@ func (m *migration) copy(rec storage.Record) error {
 		return m.put(keys.auditSeq(), []byte(strconv.FormatUint(*rec.AuditSeq, 10)))
 	case rec.Seen != nil:
 		return m.copySeen(rec.Seen)
+	case rec.Home != nil:
+		m.counts.homes++
+		return m.put(keys.homeOpened(rec.Home.User), []byte(rec.Home.At.UTC().Format(timeFormat)))
 	case rec.Orphans != nil:
 		m.counts.orphans = len(rec.Orphans)
 		return m.putJSON(keys.orphans(), rec.Orphans)

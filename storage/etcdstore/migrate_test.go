@@ -84,6 +84,9 @@ func boltWithHistory(t *testing.T, clock *testkit.Clock) *storage.Store {
 			t.Fatal(err)
 		}
 	}
+	if err := from.MarkHomeOpened(ctx, domain.UserRef{TeamID: "T2", UserID: "U/odd name"}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := from.MarkSeen(ctx, "alert:fal key refused", 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +153,14 @@ func TestMigrateCopiesEverythingAndChecksIt(t *testing.T) {
 	same("a request by a short id", func(s domain.Store) (any, error) { return s.RequestsWithIDPrefix(ctx, all[3].ID[:8], 10) })
 	same("an odd user's key", func(s domain.Store) (any, error) {
 		return s.Key(ctx, domain.UserRef{TeamID: "T2", UserID: "U/odd name"})
+	})
+	same("who opened the Home tab", func(s domain.Store) (any, error) {
+		odd, err := s.HomeOpened(ctx, domain.UserRef{TeamID: "T2", UserID: "U/odd name"})
+		if err != nil {
+			return nil, err
+		}
+		other, err := s.HomeOpened(ctx, domain.UserRef{TeamID: "T1", UserID: "U001"})
+		return [2]bool{odd, other}, err
 	})
 	same("an envelope's answer", func(s domain.Store) (any, error) {
 		answer, done, err := s.EnvelopeAnswer(ctx, "Ev03000")

@@ -58,6 +58,20 @@ func (s *Store) SightOrphans(ctx context.Context, ids []string) (map[string]doma
 	return out, nil
 }
 
+// Orphans returns the instances remembered as untracked, as SightOrphans left
+// them, without counting a listing.
+func (s *Store) Orphans(ctx context.Context) (map[string]domain.OrphanSighting, error) {
+	var out map[string]domain.OrphanSighting
+	err := s.read(ctx, func(t *txn) (err error) {
+		out, err = s.readOrphans(t)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("orphan sightings: %w", err)
+	}
+	return out, nil
+}
+
 // MarkOrphanReported records that the admins are being told of instance id and
 // reports whether this call is the first ever to do so.
 func (s *Store) MarkOrphanReported(ctx context.Context, id string) (first bool, err error) {

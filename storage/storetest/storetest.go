@@ -39,7 +39,7 @@ type testCase struct {
 }
 
 func cases() []testCase {
-	return slices.Concat(requestCases(), approvalCases(), auditCases(), envelopeCases(), seenCases(), orphanCases(), spendCases(), claimCases())
+	return slices.Concat(requestCases(), approvalCases(), auditCases(), envelopeCases(), seenCases(), orphanCases(), spendCases(), claimCases(), homeCases())
 }
 
 // newClock is the clock the suite's stores start from.
