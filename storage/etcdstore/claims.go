@@ -18,7 +18,7 @@ type session struct {
 	current *concurrency.Session
 }
 
-// lease is the session's lease, starting a session when there is none or
+// sessionLease is the session's lease, starting a session when there is none or
 // the last one ended.
 func (s *Store) sessionLease(ctx context.Context) (clientv3.LeaseID, error) {
 	s.session.mu.Lock()
@@ -92,18 +92,14 @@ func (s *Store) ClaimWork(ctx context.Context, id string) (release func(), ok bo
 		ok = true
 		return nil
 	})
-	if err != nil || !ok {
-		return nil, false, errOrNil(err, id)
+	if err != nil {
+		return nil, false, fmt.Errorf("claim work on request %s: %w", id, err)
+	}
+	if !ok {
+		return nil, false, nil
 	}
 	var once sync.Once
 	return func() { once.Do(func() { s.releaseClaim(key, lease) }) }, true, nil
-}
-
-func errOrNil(err error, id string) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("claim work on request %s: %w", id, err)
 }
 
 // releaseClaim deletes a claim if it is still the one made under lease. A

@@ -54,8 +54,12 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 		if err := s.claimEnvelope(t, opts, now); err != nil {
 			return err
 		}
-		if _, taken, err := t.get(s.keys.request(rec.ID)); err != nil || taken {
-			return cmp(err, fmt.Errorf("id %s is taken: %w", rec.ID, domain.ErrDuplicate))
+		_, taken, err := t.get(s.keys.request(rec.ID))
+		if err != nil {
+			return err
+		}
+		if taken {
+			return fmt.Errorf("id %s is taken: %w", rec.ID, domain.ErrDuplicate)
 		}
 		if err := s.writeRequest(t, nil, &rec); err != nil {
 			return err
@@ -70,14 +74,6 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 	}
 	*r = rec
 	return nil
-}
-
-// cmp is err when there is one, else otherwise.
-func cmp(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
 }
 
 func summary(r *domain.Request) string {

@@ -180,7 +180,8 @@ func (s *Store) write(ctx context.Context, audited bool, fn func(*txn) error) er
 		t := s.newTxn(ctx)
 		t.local = attempt == 1
 		err := fn(t)
-		if t.local && (err != nil || t.empty()) {
+		unreached := errors.Is(err, domain.ErrUnavailable) || ctx.Err() != nil
+		if t.local && !unreached && (err != nil || t.empty()) {
 			// Only a commit checks what a local read saw: a refusal, or a
 			// write found needless, is decided again on what the leader holds.
 			continue
