@@ -416,3 +416,53 @@ func TestConcurrentWritesShareTransactions(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A write that loses its compare to another runs again on what is there now:
+// an Update racing a notice keeps both, as on bbolt, where they would have
+// queued; a move racing a move that won is refused by the state table.
+func TestALostCompareIsDecidedAgainOnWhatIsThere(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	s := openStore(t, cluster.Client(t), "/race/", Options{})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, domain.StateApproved))
+
+	runs := 0
+	updated, err := s.Update(ctx, r.ID, func(u *domain.Request) error {
+		runs++
+		if runs == 1 { // another replica marks a notice between this read and its commit
+			if _, err := s.MarkNotice(ctx, r.ID, "thread_root"); err != nil {
+				return err
+			}
+		}
+		u.FalStatus = "pending"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs < 2 || !updated.NoticeSent("thread_root") || updated.FalStatus != "pending" || updated.Version != r.Version+2 {
+		t.Errorf("update after a racing notice: %d runs, %+v; want the notice and the edit, version %d", runs, updated, r.Version+2)
+	}
+
+	runs = 0
+	_, err = s.Move(ctx, r.ID, domain.StateCreating, "gpubot", "", func(*domain.Request) error {
+		runs++
+		if runs == 1 { // the requester cancels between this read and its commit
+			if _, err := s.Move(ctx, r.ID, domain.StateCancelled, "UALICE", "", nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	moveErr, ok := errors.AsType[*domain.MoveError](err)
+	if !ok || moveErr.Current.State != domain.StateCancelled {
+		t.Fatalf("a move that lost to a cancel: %v, want a *domain.MoveError with the request cancelled", err)
+	}
+	events, _ := s.AuditFor(ctx, r.ID)
+	if last := events[len(events)-1]; len(events) != 2 || last.Action != string(domain.StateCancelled) {
+		t.Errorf("audit after the race: %+v, want requested and cancelled only", events)
+	}
+	if err := checkConsistent(ctx, s); err != nil {
+		t.Error(err)
+	}
+}
