@@ -45,8 +45,9 @@ func exitCode(err error) int {
 	return 1
 }
 
-const usage = `usage: gpubot [serve|console|version|healthcheck|help]
+const usage = `usage: gpubot [serve|migrate|console|version|healthcheck|help]
   serve        run the bot (the default); settings come from the environment
+  migrate      copy the bbolt file at DB_PATH into the etcd at ETCD_ENDPOINTS (gpubot stopped)
   console      try gpubot without Slack or fal: type /gpu commands at a prompt
   version      print the version
   healthcheck  ask a running gpubot's /healthz on HTTP_ADDR (for container health checks)
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	switch cmd {
 	case "serve":
 		return serve(ctx, getenv, stderr)
+	case "migrate":
+		return migrate(ctx, getenv, stdout)
 	case "console":
 		return console.Run(ctx, console.Options{Getenv: getenv, In: stdin, Out: stdout, Log: stderr, Version: version})
 	case "version", "--version":
@@ -91,6 +94,15 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 }
 
 // healthcheck asks the local /healthz, so a container needs no curl.
+// migrate moves a team from one replica on the bbolt file to replicas on etcd.
+func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	settings, err := config.LoadMigration(getenv)
+	if err != nil {
+		return err
+	}
+	return app.Migrate(ctx, settings, stdout)
+}
+
 func healthcheck(ctx context.Context, getenv func(string) string) error {
 	addr := getenv("HTTP_ADDR")
 	switch addr {

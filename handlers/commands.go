@@ -85,13 +85,18 @@ func redelivered(err error) (answer []byte, ok bool) {
 // answeredBefore returns the answer recorded for an envelope that already took
 // effect: Slack delivers an envelope again when it missed the ack, also to a gpubot
 // that restarted, and the redelivery gets the first answer and does nothing else.
-// It only reads; when two deliveries race, the write made ForEnvelope decides.
-func (h *Handlers) answeredBefore(ctx context.Context, envelopeID string) ([]byte, bool) {
+// It only reads; when two deliveries race, the write made ForEnvelope decides. A
+// store out of reach is the one error it returns: nothing else can be done then, and
+// asking the store again would keep the user waiting past the ack.
+func (h *Handlers) answeredBefore(ctx context.Context, envelopeID string) ([]byte, bool, error) {
 	answer, done, err := h.store.EnvelopeAnswer(ctx, envelopeID)
 	if err != nil {
 		h.log.Error("read what an envelope did", "envelope", envelopeID, "err", err)
+		if errors.Is(err, domain.ErrUnavailable) {
+			return nil, false, err
+		}
 	}
-	return answer, done
+	return answer, done, nil
 }
 
 func reply(m Message) *Reply {
@@ -109,7 +114,11 @@ func textReply(text string) *Reply {
 // is committed with its envelopeID and answer, so a redelivered command, even to a
 // gpubot that restarted since, is answered as the first time and does nothing else.
 func (h *Handlers) Command(ctx context.Context, envelopeID string, c slack.SlashCommand) *Reply {
-	if answer, done := h.answeredBefore(ctx, envelopeID); done {
+	answer, done, err := h.answeredBefore(ctx, envelopeID)
+	if err != nil {
+		return refusal(err)
+	}
+	if done {
 		return recordedReply(answer)
 	}
 	cmd, err := ParseCommand(c.Text)

@@ -119,9 +119,13 @@ type Handlers struct {
 	mu sync.Mutex
 	// workers holds the requests that have a piece of work queued or running;
 	// true when it must look at the request again once done.
-	workers         map[string]bool
-	watchingOrphans bool // an untracked instance is being watched: list fal every pass
-	lastOrphanSweep time.Time
+	workers map[string]bool
+	// claimedElsewhere holds the requests whose last kick found their claim held by
+	// another replica (or one that died, whose claim ends with its session): the
+	// next pass takes them up again rather than waiting for them to stall.
+	claimedElsewhere map[string]bool
+	watchingOrphans  bool // an untracked instance is being watched: list fal every pass
+	lastOrphanSweep  time.Time
 
 	homes homeThrottle
 }
@@ -153,7 +157,7 @@ func New(cfg Config, store domain.Store, f Fal, s Slack, log *slog.Logger, now f
 		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
 		groups: groups, groupReader: cfg.Groups, links: cfg.Links,
 		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
-		workers: map[string]bool{},
+		workers: map[string]bool{}, claimedElsewhere: map[string]bool{},
 	}
 }
 
@@ -358,13 +362,18 @@ func (h *Handlers) kick(ctx context.Context, id string) {
 // it, that one takes the step, and a pass looks again if it stalls.
 func (h *Handlers) runWorker(ctx context.Context, id string) {
 	release, ok, err := h.store.ClaimWork(ctx, id)
-	if err != nil || !ok {
+	h.mu.Lock()
+	if ok {
+		delete(h.claimedElsewhere, id)
+	} else {
+		delete(h.workers, id)
+		h.claimedElsewhere[id] = true
+	}
+	h.mu.Unlock()
+	if !ok {
 		if err != nil {
 			h.log.Warn("claim request to advance", "request_id", id, "err", err)
 		}
-		h.mu.Lock()
-		delete(h.workers, id)
-		h.mu.Unlock()
 		return
 	}
 	defer release()

@@ -22,7 +22,11 @@ import (
 // gpubot's does nothing. The effect is committed with envelopeID and the answer, so a
 // redelivered envelope gets the first answer and does nothing else.
 func (h *Handlers) Interaction(ctx context.Context, envelopeID string, cb slack.InteractionCallback) json.RawMessage {
-	if answer, done := h.answeredBefore(ctx, envelopeID); done {
+	answer, done, err := h.answeredBefore(ctx, envelopeID)
+	if err != nil {
+		return h.unreachable(cb)
+	}
+	if done {
 		return answer
 	}
 	switch cb.Type {
@@ -289,4 +293,21 @@ func keyNotSaved(err error) string {
 		return "I can't reach gpubot's storage right now, so your key was not saved; please try again in a minute."
 	}
 	return "I couldn't save it; please try again in a minute."
+}
+
+// unreachable answers a click or a form that found the store out of reach: the form
+// says so in place of its fields, a click by a message only the clicker sees.
+func (h *Handlers) unreachable(cb slack.InteractionCallback) json.RawMessage {
+	if cb.Type == slack.InteractionTypeViewSubmission {
+		notice := slack.ModalViewRequest{
+			Type: slack.VTModal, Title: plain("gpubot"), Close: plain("Close"),
+			Blocks: slack.Blocks{BlockSet: textMessage(storageUnreachable).Blocks},
+		}
+		return viewJSON(slack.NewUpdateViewSubmissionResponse(&notice))
+	}
+	if cb.User.ID != "" {
+		channel, user := cmp.Or(cb.Channel.ID, cb.Container.ChannelID), cb.User.ID
+		h.spawn("tell store unreachable", func(ctx context.Context) { h.tell(ctx, channel, user, textMessage(storageUnreachable)) })
+	}
+	return nil
 }

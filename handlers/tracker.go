@@ -132,15 +132,42 @@ const stalledAfter = time.Minute
 // every pass). A request whose work is still queued or running is not given more.
 func (h *Handlers) advanceStalled(ctx context.Context, reqs []domain.Request, minAge time.Duration) {
 	now := h.now()
+	h.forgetClaimsOfEnded(reqs)
 	for _, r := range reqs {
 		stalled := r.ThreadTS == "" || r.State == domain.StateApproved || r.State == domain.StateCreating ||
 			(r.State == domain.StateAwaitingApproval && r.ApprovalTS == "")
-		due := r.State == domain.StateDeleting || (stalled && now.Sub(r.UpdatedAt) >= minAge)
+		due := r.State == domain.StateDeleting || (stalled && (now.Sub(r.UpdatedAt) >= minAge || h.wasClaimedElsewhere(r.ID)))
 		if !due {
 			continue
 		}
 		h.reqLog(r).Debug("taking up unfinished request", "state", r.State)
 		h.kick(ctx, r.ID)
+	}
+}
+
+// wasClaimedElsewhere says whether the last kick of request id found another holding
+// its claim.
+func (h *Handlers) wasClaimedElsewhere(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.claimedElsewhere[id]
+}
+
+// forgetClaimsOfEnded drops what claimedElsewhere holds of requests no longer live.
+func (h *Handlers) forgetClaimsOfEnded(live []domain.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.claimedElsewhere) == 0 {
+		return
+	}
+	ids := make(map[string]bool, len(live))
+	for _, r := range live {
+		ids[r.ID] = true
+	}
+	for id := range h.claimedElsewhere {
+		if !ids[id] {
+			delete(h.claimedElsewhere, id)
+		}
 	}
 }
 

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/slack-go/slack"
 
+	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
 )
 
@@ -53,5 +55,38 @@ func TestCommandsSayTheStoreIsOutOfReachAndDoNothing(t *testing.T) {
 	}
 	if listed := e.listed(); len(listed) != 1 {
 		t.Errorf("fal lists %v, want only the one machine from before", listed)
+	}
+}
+
+// A replica that died holding a request's claim keeps it until its session ends; the
+// leader's kick in the meantime finds it taken. The next pass takes the request up
+// again, without waiting for it to count as stalled.
+func TestPassTakesUpARequestWhoseClaimWasHeldElsewhere(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	r := domain.Request{
+		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
+		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
+	}
+	if err := e.store.CreateRequest(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	release, ok, err := e.store.ClaimWork(ctx, r.ID) // the dead replica's claim
+	if err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	if err := e.h.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.idle()
+	if got := e.get(r.ID).State; got != domain.StateApproved {
+		t.Fatalf("the request moved to %s while another held its claim", got)
+	}
+	release() // its session ended
+	if err := e.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.get(r.ID); got.State == domain.StateApproved || got.CreateCalls != 1 {
+		t.Errorf("after the claim ended, a pass left the request %s with %d create calls; want it sent to fal once", got.State, got.CreateCalls)
 	}
 }

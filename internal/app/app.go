@@ -7,7 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/gpubot/gpubot/bot"
@@ -15,9 +18,13 @@ import (
 	"github.com/gpubot/gpubot/handlers"
 	"github.com/gpubot/gpubot/internal/config"
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/leader"
 	"github.com/gpubot/gpubot/internal/metrics"
 	"github.com/gpubot/gpubot/internal/spend"
 	"github.com/gpubot/gpubot/storage"
+	"github.com/gpubot/gpubot/storage/etcdstore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Options are what the settings do not say: the clock, the logger, and knobs for tests.
@@ -34,12 +41,13 @@ type Options struct {
 
 // App is gpubot, assembled.
 type App struct {
-	cfg      config.Config
-	log      *slog.Logger
-	store    domain.Store
-	handlers *handlers.Handlers
-	metrics  *metrics.Metrics
-	bot      *bot.Bot
+	cfg        config.Config
+	log        *slog.Logger
+	store      domain.Store
+	closeStore func() error
+	handlers   *handlers.Handlers
+	metrics    *metrics.Metrics
+	bot        *bot.Bot
 }
 
 // New opens the store and builds every part. It does not connect yet: Run does.
@@ -67,9 +75,9 @@ func New(cfg config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fal client: %w", err)
 	}
-	store, err := storage.Open(cfg.DBPath, storage.Options{Now: opts.Now})
+	store, leadership, closeStore, err := openStore(cfg, opts, m)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	link := bot.NewLink(bot.LinkConfig{BotToken: cfg.SlackBotToken, AppToken: cfg.SlackAppToken, APIURL: cfg.SlackAPIURL}, m)
 	h := handlers.New(handlers.Config{
@@ -88,6 +96,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		Links:            link.Permalinks(),
 		Home:             link.Homes(),
 		HomeEvery:        opts.HomeEvery,
+		Leadership:       leadership,
 		PassDone:         countPass(m),
 		Budgets:          spend.NewBudgets(cfg.MonthlyBudgets),
 		Enforcement:      cfg.Enforcement,
@@ -95,7 +104,7 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		ReportChannel:    cfg.ReportChannel,
 		ReportEvery:      cfg.ReportEvery,
 	}, store, falClient, link.WebAPI(), opts.Logger, opts.Now)
-	a := &App{cfg: cfg, log: opts.Logger, store: store, handlers: h, metrics: m}
+	a := &App{cfg: cfg, log: opts.Logger, store: store, closeStore: closeStore, handlers: h, metrics: m}
 	a.bot = bot.New(link, h, m, bot.Options{
 		HTTPAddr:      cfg.HTTPAddr,
 		Logger:        opts.Logger,
@@ -103,6 +112,86 @@ func New(cfg config.Config, opts Options) (*App, error) {
 		Checks:        []metrics.Check{{Name: "store", Ready: a.storeReady}},
 	})
 	return a, nil
+}
+
+// storeTimeout bounds each call to a store shared over the network: a command's
+// work must end in time for its ack to reach Slack within 3 seconds, also when
+// etcd is out of reach (the user is then told nothing was done).
+const storeTimeout = 1500 * time.Millisecond
+
+// openStore opens where gpubot's state lives: the bbolt file at DB_PATH, where this
+// process alone does the background work, or the etcd at ETCD_ENDPOINTS that
+// replicas share, with the election they hold for the background work. close
+// closes what it opened.
+func openStore(cfg config.Config, opts Options, m *metrics.Metrics) (store domain.Store, leadership handlers.Leadership, close func() error, err error) {
+	if !cfg.Etcd.Enabled() {
+		bolt, err := storage.Open(cfg.DBPath, storage.Options{Now: opts.Now})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("open store: %w", err)
+		}
+		m.SetLeading(true)
+		return bolt, nil, bolt.Close, nil
+	}
+	shared, cli, err := openEtcd(cfg.Etcd, etcdstore.Options{Now: opts.Now, Timeout: storeTimeout, SessionTTL: cfg.LeaderTTL})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	elector := leader.New(cli, leader.ElectionKey(cfg.Etcd.Prefix), cfg.LeaderTTL, replicaName(), opts.Logger, m.SetLeading)
+	return shared, elector, func() error { return errors.Join(shared.Close(), cli.Close()) }, nil
+}
+
+// openEtcd connects to the etcd of settings and opens the store under its prefix.
+func openEtcd(settings config.Etcd, opts etcdstore.Options) (*etcdstore.Store, *clientv3.Client, error) {
+	clientConfig, err := settings.ClientConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The etcd client's own logs would be a second format on standard error; what
+	// gpubot needs to say about etcd it logs itself.
+	clientConfig.Logger = zap.NewNop()
+	cli, err := clientv3.New(clientConfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clientConfig.DialTimeout)
+	defer cancel()
+	store, err := etcdstore.Open(ctx, cli, settings.Prefix, opts)
+	if err != nil {
+		_ = cli.Close()
+		return nil, nil, fmt.Errorf("open store in etcd at %s: %w", strings.Join(settings.Endpoints, ","), err)
+	}
+	return store, cli, nil
+}
+
+// Migrate copies the bbolt file at DB_PATH into the empty prefix of the etcd at
+// ETCD_ENDPOINTS and checks the copy, saying how it goes on progress. gpubot must
+// be stopped meanwhile: the file's lock makes sure of it on that side.
+func Migrate(ctx context.Context, settings config.Migration, progress io.Writer) error {
+	if _, err := os.Stat(settings.DBPath); err != nil {
+		return fmt.Errorf("migrate: the bbolt file to copy (DB_PATH): %w", err)
+	}
+	from, err := storage.Open(settings.DBPath, storage.Options{})
+	if err != nil {
+		return fmt.Errorf("migrate: open %s: %w", settings.DBPath, err)
+	}
+	defer from.Close()
+	to, cli, err := openEtcd(settings.Etcd, etcdstore.Options{})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer cli.Close()
+	defer to.Close()
+	return etcdstore.Migrate(ctx, from, to, progress)
+}
+
+// replicaName tells replicas apart in etcd and in logs: the host (a pod's name)
+// and the process.
+func replicaName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "gpubot"
+	}
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
 
 // countPass counts the handlers' background passes by outcome.
@@ -129,7 +218,7 @@ func (a *App) Store() domain.Store { return a.store }
 // current meanwhile, then closes the store.
 func (a *App) Run(ctx context.Context) (err error) {
 	defer func() {
-		if closeErr := a.store.Close(); closeErr != nil {
+		if closeErr := a.closeStore(); closeErr != nil {
 			err = errors.Join(err, fmt.Errorf("close store: %w", closeErr))
 		}
 	}()
@@ -170,6 +259,8 @@ func (a *App) gaugeRequests(ctx context.Context) {
 
 // storeReady says whether the store answers, for /readyz.
 func (a *App) storeReady() error {
-	_, err := a.store.AuditLog(context.Background(), 0, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	_, err := a.store.AuditLog(ctx, 0, 1)
 	return err
 }
