@@ -16,7 +16,6 @@ import (
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/internal/domain"
-	"github.com/gpubot/gpubot/storage"
 )
 
 // TestChaos drives requests (1x and 8x, approvals and denials) through slacksim while
@@ -40,31 +39,55 @@ import (
 // with SIGTERM. The only bound is the test's own deadline (go test -timeout).
 // GPUBOT_SOAK=1 runs a longer soak with a random seed.
 func TestChaos(t *testing.T) {
-	seed, requests, kills := uint64(20261130), 50, 20
+	runChaos(t, chaosRun{seed: 20261130, requests: 50, kills: 20, replicas: 1})
+}
+
+// TestChaosWithReplicas is TestChaos with three replicas on a three-member etcd
+// cluster: each kill takes a random replica, and now and then an etcd member is
+// stopped and started again. A command may reach any replica; one that reached
+// none is one slacksim counted as undeliverable.
+func TestChaosWithReplicas(t *testing.T) {
+	runChaos(t, chaosRun{seed: 20261202, requests: 50, kills: 30, replicas: 3, etcdMembers: 3})
+}
+
+// chaosRun is one chaos test's plan.
+type chaosRun struct {
+	seed            uint64
+	requests, kills int
+	replicas        int // gpubot processes at once
+	etcdMembers     int // 0: the processes share the bbolt file, one at a time
+}
+
+func runChaos(t *testing.T, run chaosRun) {
 	if os.Getenv("GPUBOT_SOAK") != "" {
-		seed, requests, kills = uint64(time.Now().UnixNano()), 200, 80
+		run.seed, run.requests, run.kills = uint64(time.Now().UnixNano()), 200, 80
 	}
-	t.Logf("chaos seed %d (GPUBOT_SOAK=1 runs a longer soak with a random seed)", seed)
+	t.Logf("chaos seed %d (GPUBOT_SOAK=1 runs a longer soak with a random seed)", run.seed)
 
 	h := start(t, notStarted(),
 		withFal(func(o *falsim.Options) {
 			o.ProvisionAfter = 50 * time.Millisecond
 			o.ReadyAfter = 200 * time.Millisecond
 		}))
+	if run.etcdMembers > 0 {
+		h.useEtcd(run.etcdMembers)
+	}
 	ctx := untilDeadline(t)
-	proc := h.spawn()
+	k := &killer{h: h, etcdMembers: run.etcdMembers}
+	for range run.replicas {
+		k.procs = append(k.procs, h.spawn())
+	}
 	h.registerKey(alice)
 	h.registerKey(mallory)
-	h.fal.SetFaultRate(0.2, int64(seed))
+	h.fal.SetFaultRate(0.2, int64(run.seed))
 
-	plan := planRequests(requests, rand.New(rand.NewPCG(seed, 2)))
-	k := &killer{h: h, proc: proc}
+	plan := planRequests(run.requests, rand.New(rand.NewPCG(run.seed, 2)))
 	decideCtx, stopDeciding := context.WithCancel(ctx)
 	var deciding sync.WaitGroup
 	deciding.Go(func() { decideCards(decideCtx, h) })
 	var chaos sync.WaitGroup
-	chaos.Go(func() { k.run(ctx, kills, rand.New(rand.NewPCG(seed, 1))) })
-	outcomes := driveRequests(ctx, t, h, plan, rand.New(rand.NewPCG(seed, 3)))
+	chaos.Go(func() { k.run(ctx, run.kills, rand.New(rand.NewPCG(run.seed, 1))) })
+	outcomes := driveRequests(ctx, t, h, plan, rand.New(rand.NewPCG(run.seed, 3)))
 	chaos.Wait()
 
 	// Which commands did a killed process commit before its ack? The store says.
@@ -157,15 +180,20 @@ func driveRequests(ctx context.Context, t *testing.T, h *harness, plan []planned
 	return outcomes
 }
 
-// killer SIGKILLs the bot process at random moments and starts it again.
+// killer SIGKILLs a random bot process at random moments and starts it again; with
+// etcd, it also stops an etcd member now and then, and starts it again a kill later.
 type killer struct {
-	h     *harness
-	mu    sync.Mutex
-	proc  *process
-	kills int
+	h           *harness
+	etcdMembers int
+	mu          sync.Mutex
+	procs       []*process
+	kills       int
+	stopped     int // the etcd member stopped, or -1
 }
 
 func (k *killer) run(ctx context.Context, n int, rng *rand.Rand) {
+	k.stopped = -1
+	defer k.restartMember()
 	for range n {
 		select {
 		case <-ctx.Done():
@@ -175,8 +203,10 @@ func (k *killer) run(ctx context.Context, n int, rng *rand.Rand) {
 		if rng.IntN(4) == 0 {
 			k.h.slack.DropConnections()
 		}
+		k.shakeEtcd(rng)
 		k.mu.Lock()
-		k.proc.kill()
+		victim := rng.IntN(len(k.procs))
+		k.procs[victim].kill()
 		k.kills++
 		k.mu.Unlock()
 		p, err := k.h.spawnProcess()
@@ -185,13 +215,43 @@ func (k *killer) run(ctx context.Context, n int, rng *rand.Rand) {
 			return
 		}
 		k.mu.Lock()
-		k.proc = p
+		k.procs[victim] = p
 		k.mu.Unlock()
 	}
 }
 
+// shakeEtcd starts the member it stopped last time, or stops one (about one kill in
+// six): the cluster keeps its quorum with one member down.
+func (k *killer) shakeEtcd(rng *rand.Rand) {
+	switch {
+	case k.etcdMembers == 0:
+	case k.stopped >= 0:
+		k.restartMember()
+	case rng.IntN(6) == 0:
+		k.stopped = rng.IntN(k.etcdMembers)
+		k.h.etcd.Stop(k.stopped)
+	}
+}
+
+func (k *killer) restartMember() {
+	if k.stopped < 0 {
+		return
+	}
+	if err := k.h.etcd.Restart(k.stopped); err != nil {
+		k.h.t.Errorf("etcd: %v", err)
+	}
+	k.stopped = -1
+}
+
 func (k *killer) count() int { k.mu.Lock(); defer k.mu.Unlock(); return k.kills }
-func (k *killer) stop()      { k.mu.Lock(); defer k.mu.Unlock(); k.proc.kill() }
+
+func (k *killer) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, p := range k.procs {
+		p.kill()
+	}
+}
 
 var chaosTag = regexp.MustCompile(`chaos-\d+`)
 
@@ -232,14 +292,11 @@ func decideCards(ctx context.Context, h *harness) {
 	}
 }
 
-// storedRequests reads every request from the store file, once no process holds it.
+// storedRequests reads every request from the store, once no process writes to it.
 func (h *harness) storedRequests(t *testing.T) []domain.Request {
 	t.Helper()
-	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, closeStore := h.openStore()
+	defer closeStore()
 	var all []domain.Request
 	for _, u := range []string{alice, mallory} {
 		reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: u})
@@ -267,11 +324,8 @@ func (h *harness) waitSettled(ctx context.Context, t *testing.T, r domain.Reques
 
 func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes map[string]commandOutcome, finalStart time.Time, kills int) {
 	t.Helper()
-	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, closeStore := h.openStore()
+	defer closeStore()
 	byTag := map[string][]domain.Request{}
 	for _, u := range []string{alice, mallory} {
 		reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: u})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpubot/gpubot/internal/etcdtest"
 	"github.com/gpubot/gpubot/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -57,6 +58,9 @@ type harness struct {
 	app    *app.App
 	cancel context.CancelFunc
 	done   chan error
+	// etcd, when set, is the store the gpubot processes share instead of the bbolt
+	// file (see useEtcd).
+	etcd *etcdtest.Cluster
 }
 
 type setup struct {

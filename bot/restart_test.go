@@ -59,22 +59,23 @@ func runBotProcess() int {
 // environ is the harness's configuration as the environment a gpubot process reads.
 func (h *harness) environ() []string {
 	c := h.cfg
-	return append(os.Environ(),
+	return append(os.Environ(), append(h.storeEnviron(),
 		childEnv+"=1",
 		"SLACK_BOT_TOKEN="+c.SlackBotToken, "SLACK_APP_TOKEN="+c.SlackAppToken, "SLACK_API_URL="+c.SlackAPIURL,
-		"FAL_ADMIN_API_KEY="+c.FalAdminAPIKey, "FAL_API_URL="+c.FalAPIURL, "DB_PATH="+c.DBPath,
+		"FAL_ADMIN_API_KEY="+c.FalAdminAPIKey, "FAL_API_URL="+c.FalAPIURL,
 		"APPROVAL_CHANNEL="+c.ApprovalChannel, "NOTIFY_CHANNEL="+c.NotifyChannel,
 		"APPROVERS="+strings.Join(c.Approvers, ","), "ADMINS="+strings.Join(c.Admins, ","),
 		"APPROVAL_REQUIRED="+strings.Join(c.ApprovalRequired, ","),
 		"HOURLY_PRICES=gpu_1x_h100_sxm5=2.5,gpu_8x_h100_sxm5=20",
 		"POLL_INTERVAL=20ms", "HTTP_ADDR=off", "LOG_LEVEL=debug",
-	)
+	)...)
 }
 
 // process is a gpubot process started by a test.
 type process struct {
-	cmd  *exec.Cmd
-	logs *testkit.Buffer // this process's logs alone (the harness's logs hold every process's)
+	cmd      *exec.Cmd
+	logs     *testkit.Buffer // this process's logs alone (the harness's logs hold every process's)
+	httpAddr string          // its /metrics and /readyz, when spawnWithHTTP gave it one
 }
 
 // spawn starts a gpubot process on the harness's store file and waits until it is connected.
@@ -88,10 +89,13 @@ func (h *harness) spawn() *process {
 }
 
 // spawnProcess is spawn for goroutines other than the test's: it returns its error.
-func (h *harness) spawnProcess() (*process, error) {
+func (h *harness) spawnProcess() (*process, error) { return h.spawnProcessWith() }
+
+// spawnProcessWith is spawnProcess with settings added to the environment.
+func (h *harness) spawnProcessWith(settings ...string) (*process, error) {
 	before := h.slack.TotalConnections()
 	p := &process{cmd: exec.Command(os.Args[0], "-test.run=^$"), logs: &testkit.Buffer{}}
-	p.cmd.Env = h.environ()
+	p.cmd.Env = append(h.environ(), settings...)
 	p.cmd.Stderr = io.MultiWriter(p.logs, h.logs)
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start bot process: %w", err)
@@ -132,14 +136,25 @@ func (p *process) kill() {
 	_ = p.cmd.Wait()
 }
 
-// requestOf reads user's one request from the store file, once no process holds it.
-func (h *harness) requestOf(user string) domain.Request {
+// openStore opens the store the gpubot processes use, to read what they did: the
+// bbolt file once no process holds it, or the etcd replicas share. close must follow.
+func (h *harness) openStore() (store domain.Store, close func()) {
 	h.t.Helper()
-	store, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
+	if h.etcd != nil {
+		return h.openEtcdStore()
+	}
+	bolt, err := storage.Open(h.cfg.DBPath, storage.Options{OpenTimeout: 5 * time.Second})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	defer store.Close()
+	return bolt, func() { _ = bolt.Close() }
+}
+
+// requestOf reads user's one request from the store.
+func (h *harness) requestOf(user string) domain.Request {
+	h.t.Helper()
+	store, closeStore := h.openStore()
+	defer closeStore()
 	reqs, err := store.RequestsByUser(h.ctx(), domain.UserRef{TeamID: "T0GPUBOT", UserID: user})
 	if err != nil || len(reqs) != 1 {
 		h.t.Fatalf("requests of %s: %v (%d)", user, err, len(reqs))
