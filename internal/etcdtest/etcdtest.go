@@ -16,6 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // readyWithin bounds a member's start. One member is ready in well under a
@@ -92,7 +93,7 @@ func (c *Cluster) Endpoints() []string {
 // Client is a client of the cluster, closed when the test ends.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}
@@ -139,7 +140,8 @@ func (c *Cluster) start(m *member) error {
 	cfg.AdvertisePeerUrls = []url.URL{m.peerURL}
 	cfg.InitialCluster = c.initialCluster()
 	cfg.InitialClusterToken = "gpubot-test"
-	cfg.LogLevel = "error"
+	// etcd logs its own shutdown as errors; a test reads what gpubot logs.
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	// Short ticks make elections (and a member's restart) take a fraction of
 	// a second; no fsync keeps a busy test machine's disk out of the way.
 	cfg.TickMs = 10
