@@ -15,6 +15,7 @@ import (
 	"github.com/gpubot/gpubot/bot/slacksim"
 	"github.com/gpubot/gpubot/fal/falsim"
 	"github.com/gpubot/gpubot/internal/config"
+	"github.com/gpubot/gpubot/internal/etcdtest"
 )
 
 // burstMix is what arrives at once: `/gpu help` and `/gpu create 1x` by distinct users.
@@ -47,57 +48,107 @@ func BenchmarkAckLatency(b *testing.B) {
 
 func benchmarkAckLatency(b *testing.B, mix burstMix) {
 	users := benchUsers(mix.helps + mix.creates)
+	gpubot := startGpubotTarget(b, mix, users, nil)
+	floor := startFloorBot(b, users)
+	onFloor, onGpubot := alternateRounds(b, mix, users, floor, gpubot)
+	reportAgainst(b, "", onGpubot, "floor-", onFloor)
+}
+
+// BenchmarkAckLatencyOnEtcd measures, in the same run and alternating round by
+// round, gpubot's ack latency on its bbolt file and on one local etcd member
+// (ETCD_ENDPOINTS), each on its own simulated Slack and fal. Both fsync every
+// commit a create makes before its ack. It reports each store's p50 and p99 and
+// etcd's as a ratio to bbolt's.
+//
+//	go test -run '^$' -bench BenchmarkAckLatencyOnEtcd -benchtime 5x ./bot
+func BenchmarkAckLatencyOnEtcd(b *testing.B) {
+	for _, mix := range []burstMix{
+		{name: "one-create", creates: 20, lone: true},
+		{name: "250", helps: 200, creates: 50},
+	} {
+		b.Run(mix.name, func(b *testing.B) {
+			users := benchUsers(mix.helps + mix.creates)
+			onBbolt := startGpubotTarget(b, mix, users, nil)
+			etcd := etcdtest.StartWith(b, 1, etcdtest.Options{Fsync: true})
+			onEtcd := startGpubotTarget(b, mix, users, func(c *config.Config) {
+				c.Etcd = config.Etcd{Endpoints: etcd.Endpoints(), Prefix: "/gpubot/"}
+				c.LeaderTTL = 10 * time.Second
+			})
+			bboltLatencies, etcdLatencies := alternateRounds(b, mix, users, onBbolt, onEtcd)
+			reportAgainst(b, "etcd-", etcdLatencies, "bbolt-", bboltLatencies)
+		})
+	}
+}
+
+// startGpubotTarget starts gpubot for the ack benchmarks: fal takes 2 s per
+// create, and nothing polls during a round. store, if not nil, changes where
+// gpubot keeps its state.
+func startGpubotTarget(b *testing.B, mix burstMix, users []string, store func(*config.Config)) *ackTarget {
 	h := start(b,
 		withFal(func(o *falsim.Options) { o.CreateDelay = 2 * time.Second; o.Manual = true }),
-		withConfig(func(c *config.Config) { c.PollInterval = time.Hour; c.LogLevel = "info" }),
+		withConfig(func(c *config.Config) {
+			c.PollInterval = time.Hour
+			c.LogLevel = "info"
+			if store != nil {
+				store(c)
+			}
+		}),
 		withUsers(users...))
 	for i, u := range users {
 		if creator(mix, i) {
 			h.registerKey(u)
 		}
 	}
-	floor := startFloorBot(b, users)
-	gpubot := &ackTarget{sim: h.slack,
+	return &ackTarget{sim: h.slack,
 		started: func(ctx context.Context, creates int) error {
 			return h.slack.WaitUntil(ctx, func() bool { return h.fal.Counters().CreateCalls >= creates })
 		},
 		settled: func(ctx context.Context, creates int) error { return gpubotSettled(ctx, h, creates) },
 	}
+}
 
-	var bot, bare []time.Duration
+// alternateRounds runs b.N rounds on each of base and measured, alternating which
+// goes first, so neither always runs on a warmer machine, and returns each one's
+// ack latencies.
+func alternateRounds(b *testing.B, mix burstMix, users []string, base, measured *ackTarget) (onBase, onMeasured []time.Duration) {
 	creates := 0
 	b.ResetTimer()
 	for round := range b.N {
-		// Alternate which goes first, so neither always runs on a warmer machine.
-		first, second := floor, gpubot
+		first, second := base, measured
 		if round%2 == 1 {
-			first, second = gpubot, floor
+			first, second = measured, base
 		}
 		creates += mix.creates
 		for _, target := range []*ackTarget{first, second} {
 			latencies := target.round(b, mix, users, creates)
-			if target == gpubot {
-				bot = append(bot, latencies...)
+			if target == measured {
+				onMeasured = append(onMeasured, latencies...)
 			} else {
-				bare = append(bare, latencies...)
+				onBase = append(onBase, latencies...)
 			}
 		}
 	}
 	b.StopTimer()
-	p50, p99 := percentileMS(bot, 0.50), percentileMS(bot, 0.99)
-	floor50, floor99 := percentileMS(bare, 0.50), percentileMS(bare, 0.99)
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(p50, "p50-ms")
-	b.ReportMetric(p99, "p99-ms")
-	b.ReportMetric(floor50, "floor-p50-ms")
-	b.ReportMetric(floor99, "floor-p99-ms")
-	b.ReportMetric(p50/floor50, "p50-ratio")
-	b.ReportMetric(p99/floor99, "p99-ratio")
-	for _, sim := range []*slacksim.Server{h.slack, floor.sim} {
-		if late := sim.LateAcks(); len(late) > 0 {
+	for _, target := range []*ackTarget{base, measured} {
+		if late := target.sim.LateAcks(); len(late) > 0 {
 			b.Fatalf("%d envelopes acked after 3 s", len(late))
 		}
 	}
+	return onBase, onMeasured
+}
+
+// reportAgainst reports the p50 and p99 of measured and of base, each under its
+// prefix, and measured's as a ratio to base's.
+func reportAgainst(b *testing.B, measuredPrefix string, measured []time.Duration, basePrefix string, base []time.Duration) {
+	p50, p99 := percentileMS(measured, 0.50), percentileMS(measured, 0.99)
+	base50, base99 := percentileMS(base, 0.50), percentileMS(base, 0.99)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(p50, measuredPrefix+"p50-ms")
+	b.ReportMetric(p99, measuredPrefix+"p99-ms")
+	b.ReportMetric(base50, basePrefix+"p50-ms")
+	b.ReportMetric(base99, basePrefix+"p99-ms")
+	b.ReportMetric(p50/base50, "p50-ratio")
+	b.ReportMetric(p99/base99, "p99-ratio")
 }
 
 // creator says whether the burst's person i asks for a machine: creates spread

@@ -27,8 +27,18 @@ const readyWithin = 60 * time.Second
 // Cluster is an etcd running in the test process.
 type Cluster struct {
 	t       testing.TB
+	opts    Options
 	mu      sync.Mutex
 	members []*member
+}
+
+// Options change how the members run.
+type Options struct {
+	// Fsync makes members fsync their log on every commit, as a production
+	// member does, so a benchmark compares etcd's commits with bbolt's (which
+	// fsyncs every commit). Tests leave it off: a busy machine's disk would
+	// only make them slow.
+	Fsync bool
 }
 
 type member struct {
@@ -42,7 +52,13 @@ type member struct {
 // Start starts a cluster of n members and stops it when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t}
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with members run as opts say.
+func StartWith(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, opts: opts}
 	for i := range n {
 		c.members = append(c.members, &member{
 			name:      fmt.Sprintf("m%d", i),
@@ -130,7 +146,7 @@ func (c *Cluster) start(m *member) error {
 	// a second; no fsync keeps a busy test machine's disk out of the way.
 	cfg.TickMs = 10
 	cfg.ElectionMs = 100
-	cfg.UnsafeNoFsync = true
+	cfg.UnsafeNoFsync = !c.opts.Fsync
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("member %s: %w", m.name, err)

@@ -4,57 +4,22 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/url"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gpubot/gpubot/internal/domain"
+	"github.com/gpubot/gpubot/internal/etcdtest"
 	"github.com/gpubot/gpubot/storage"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
-// benchEtcd is one local etcd member that, unlike the tests' etcdtest,
-// fsyncs its log as a production member does, so a commit costs on etcd what
-// it costs on bbolt.
+// benchEtcd is one local etcd member that fsyncs its log as a production
+// member does, so a commit costs on etcd what it costs on bbolt.
 func benchEtcd(b *testing.B) *clientv3.Client {
 	b.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = b.TempDir()
-	client, peer := freeURL(b), freeURL(b)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.LogLevel = "error"
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(time.Minute):
-		b.Fatal("etcd not ready within a minute")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cli.Close() })
-	return cli
-}
-
-func freeURL(b *testing.B) url.URL {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return url.URL{Scheme: "http", Host: l.Addr().String()}
+	return etcdtest.StartWith(b, 1, etcdtest.Options{Fsync: true}).Client(b)
 }
 
 // BenchmarkCreate commits requests as /gpu create does before its ack, on a

@@ -142,6 +142,17 @@ type leaseBuckets struct {
 
 	mu    sync.Mutex
 	byEnd map[bucket]clientv3.LeaseID
+	// granting holds the grant under way for a bucket: writes arriving
+	// meanwhile wait for it, rather than each granting a lease of its own
+	// (every grant is a commit in etcd, in front of the write that asked).
+	granting map[bucket]*grant
+}
+
+// grant is a lease being granted; done closes when id or err is set.
+type grant struct {
+	done chan struct{}
+	id   clientv3.LeaseID
+	err  error
 }
 
 type bucket struct {
@@ -169,18 +180,45 @@ func (l *leaseBuckets) until(ctx context.Context, ttl time.Duration) (clientv3.L
 	end := now.Add(ttl).Truncate(width).Add(width)
 	b := bucket{end: end.Unix(), width: width}
 	l.mu.Lock()
-	lease, ok := l.byEnd[b]
-	l.mu.Unlock()
-	if ok {
+	if lease, ok := l.byEnd[b]; ok {
+		l.mu.Unlock()
 		return lease, nil
+	}
+	g, wait := l.granting[b]
+	if !wait {
+		g = &grant{done: make(chan struct{})}
+		if l.granting == nil {
+			l.granting = map[bucket]*grant{}
+		}
+		l.granting[b] = g
+	}
+	l.mu.Unlock()
+	if wait {
+		select {
+		case <-g.done:
+			if g.err != nil {
+				// That grant failed on its writer's context or connection:
+				// this write tries on its own.
+				return l.until(ctx, ttl)
+			}
+			return g.id, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	seconds := int64(math.Ceil(end.Add(width).Sub(now).Seconds()))
 	resp, err := l.cli.Grant(ctx, seconds)
+	if err == nil {
+		g.id = resp.ID
+	}
+	g.err = err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.granting, b)
+	close(g.done)
 	if err != nil {
 		return 0, err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.byEnd == nil {
 		l.byEnd = map[bucket]clientv3.LeaseID{}
 	}
@@ -188,9 +226,6 @@ func (l *leaseBuckets) until(ctx context.Context, ttl time.Duration) (clientv3.L
 		if old.end < now.Unix() { // no new key falls in a bucket that ended
 			delete(l.byEnd, old)
 		}
-	}
-	if existing, ok := l.byEnd[b]; ok {
-		return existing, nil // another write granted one meanwhile; ours simply ends unused
 	}
 	l.byEnd[b] = resp.ID
 	return resp.ID, nil

@@ -260,6 +260,38 @@ func TestSeenKeysShareLeasesAndGoWhenTheyEnd(t *testing.T) {
 	}
 }
 
+// Writes that arrive at once, as a burst of commands does, wait for one
+// lease of their bucket rather than each granting its own: every grant is a
+// commit in etcd, in front of the write that asked for it.
+func TestSeenKeysWrittenAtOnceGrantOneLease(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	cli := cluster.Client(t)
+	ctx := context.Background()
+	s := openStore(t, cli, "/seen-burst/", Options{})
+	var writers sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		writers.Go(func() {
+			_, err := s.MarkSeen(ctx, fmt.Sprintf("envelope:%d", i), 30*time.Minute)
+			errs <- err
+		})
+	}
+	writers.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(leases.Leases); n < 1 || n > 2 { // 2 when the writes crossed a bucket's end
+		t.Errorf("%d leases for 50 keys written at once, want 1 or 2", n)
+	}
+}
+
 // Two replicas share one prefix: twenty approvers clicking at once on either
 // get one winner, and each replica's cached listing shows the other's writes.
 func TestTwoStoresOnOnePrefixAgree(t *testing.T) {
