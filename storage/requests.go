@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gpubot/gpubot/internal/domain"
 	bolt "go.etcd.io/bbolt"
 )
@@ -20,31 +19,12 @@ import (
 // updated in place on success.
 // ForEnvelope makes a redelivered command create nothing.
 func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...domain.WriteOption) error {
-	if r == nil {
-		return errors.New("create request: nil request")
-	}
-	if r.State != domain.StateAwaitingApproval && r.State != domain.StateApproved {
-		return fmt.Errorf("create request: a new request must be %s or %s, not %q",
-			domain.StateAwaitingApproval, domain.StateApproved, r.State)
-	}
-	if err := r.Owner().Validate(); err != nil {
+	now := s.now()
+	rec, err := domain.NewRecord(r, now)
+	if err != nil {
 		return fmt.Errorf("create request: %w", err)
 	}
-	now := s.now()
-	rec := r.Clone()
-	if rec.ID == "" {
-		rec.ID = uuid.NewString()
-	}
-	if rec.IdempotencyKey == "" {
-		rec.IdempotencyKey = uuid.NewString()
-	}
-	if rec.CreatedAt.IsZero() {
-		rec.CreatedAt = now
-	}
-	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
-	rec.UpdatedAt = now
-	rec.Version = 1
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err = s.update(ctx, func(tx *bolt.Tx) error {
 		if err := s.claimEnvelope(tx, opts, now); err != nil {
 			return err
 		}
@@ -55,7 +35,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 			return err
 		}
 		return appendAudit(tx, domain.AuditEvent{
-			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: summary(&rec),
+			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: rec.Summary(),
 		})
 	})
 	if err != nil {
@@ -63,17 +43,6 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 	}
 	*r = rec
 	return nil
-}
-
-func summary(r *domain.Request) string {
-	s := r.InstanceType
-	if r.Sector != "" {
-		s += " " + r.Sector
-	}
-	if r.Lifetime > 0 {
-		s += " for " + r.Lifetime.String()
-	}
-	return s
 }
 
 // Request returns the request with the given id, or ErrNotFound.

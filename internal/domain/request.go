@@ -1,9 +1,13 @@
 package domain
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Request is one ask for a GPU machine, from the slash command to the end of
@@ -111,4 +115,47 @@ type Approval struct {
 // ApprovedBy reports whether user's approval is recorded on the request.
 func (r Request) ApprovedBy(user string) bool {
 	return slices.ContainsFunc(r.Approvals, func(a Approval) bool { return a.UserID == user })
+}
+
+// NewRecord is what a store keeps of a request it is asked to create: r must be
+// awaiting_approval or approved and name its owner; empty ID and IdempotencyKey get
+// UUIDs, CreatedAt (when zero) and UpdatedAt are now, Version is 1. Both stores
+// create through it, so a request reads the same from either.
+func NewRecord(r *Request, now time.Time) (Request, error) {
+	if r == nil {
+		return Request{}, errors.New("nil request")
+	}
+	if r.State != StateAwaitingApproval && r.State != StateApproved {
+		return Request{}, fmt.Errorf("a new request must be %s or %s, not %q", StateAwaitingApproval, StateApproved, r.State)
+	}
+	if err := r.Owner().Validate(); err != nil {
+		return Request{}, err
+	}
+	rec := r.Clone()
+	if rec.ID == "" {
+		rec.ID = uuid.NewString()
+	}
+	if rec.IdempotencyKey == "" {
+		rec.IdempotencyKey = uuid.NewString()
+	}
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = now
+	}
+	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
+	rec.UpdatedAt = now
+	rec.Version = 1
+	return rec, nil
+}
+
+// Summary is the detail of a request's "requested" audit event: type, sector and
+// lifetime.
+func (r Request) Summary() string {
+	s := r.InstanceType
+	if r.Sector != "" {
+		s += " " + r.Sector
+	}
+	if r.Lifetime > 0 {
+		s += " for " + r.Lifetime.String()
+	}
+	return s
 }

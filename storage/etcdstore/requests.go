@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/gpubot/gpubot/internal/domain"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -20,31 +19,12 @@ import (
 // UUIDs, CreatedAt (when zero) and UpdatedAt with now, Version with 1; r is
 // updated in place on success.
 func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...domain.WriteOption) error {
-	if r == nil {
-		return errors.New("create request: nil request")
-	}
-	if r.State != domain.StateAwaitingApproval && r.State != domain.StateApproved {
-		return fmt.Errorf("create request: a new request must be %s or %s, not %q",
-			domain.StateAwaitingApproval, domain.StateApproved, r.State)
-	}
-	if err := r.Owner().Validate(); err != nil {
+	now := s.now()
+	rec, err := domain.NewRecord(r, now)
+	if err != nil {
 		return fmt.Errorf("create request: %w", err)
 	}
-	now := s.now()
-	rec := r.Clone()
-	if rec.ID == "" {
-		rec.ID = uuid.NewString()
-	}
-	if rec.IdempotencyKey == "" {
-		rec.IdempotencyKey = uuid.NewString()
-	}
-	if rec.CreatedAt.IsZero() {
-		rec.CreatedAt = now
-	}
-	rec.CreatedAt = rec.CreatedAt.UTC().Round(0)
-	rec.UpdatedAt = now
-	rec.Version = 1
-	err := s.write(ctx, true, func(t *txn) error {
+	err = s.write(ctx, true, func(t *txn) error {
 		if t.local { // a first try: a new id and a new envelope are not there
 			t.assumeAbsent(s.keys.request(rec.ID), s.envelopeKey(opts))
 		}
@@ -65,7 +45,7 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 			return err
 		}
 		t.audit(domain.AuditEvent{
-			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: summary(&rec),
+			At: now, Actor: rec.UserID, Action: "requested", RequestID: rec.ID, Detail: rec.Summary(),
 		})
 		return nil
 	})
@@ -74,17 +54,6 @@ func (s *Store) CreateRequest(ctx context.Context, r *domain.Request, opts ...do
 	}
 	*r = rec
 	return nil
-}
-
-func summary(r *domain.Request) string {
-	s := r.InstanceType
-	if r.Sector != "" {
-		s += " " + r.Sector
-	}
-	if r.Lifetime > 0 {
-		s += " for " + r.Lifetime.String()
-	}
-	return s
 }
 
 // Request returns the request with the given id, or ErrNotFound.
