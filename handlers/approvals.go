@@ -73,27 +73,22 @@ func approvalIndex(r domain.Request, user string) int {
 // tellDecisionByDM sends the requester the decision directly, once: who decided, the
 // reason of a denial, and a link to the thread.
 func (h *Handlers) tellDecisionByDM(ctx context.Context, r domain.Request) {
-	first, err := h.store.MarkNotice(ctx, r.ID, noticeDecisionDM)
-	if err != nil {
-		h.reqLog(r).Error("record decision DM", "err", err)
-		return
-	}
-	if !first {
-		return
-	}
-	link := ""
-	if h.links != nil && r.ThreadTS != "" {
-		if link, err = h.links.Permalink(ctx, r.ChannelID, r.ThreadTS); err != nil {
-			h.reqLog(r).Warn("get the thread's permalink; the DM goes without it", "err", err)
+	h.noticeDone(ctx, r, noticeDecisionDM, func(ctx context.Context) {
+		link := ""
+		if h.links != nil && r.ThreadTS != "" {
+			var err error
+			if link, err = h.links.Permalink(ctx, r.ChannelID, r.ThreadTS); err != nil {
+				h.reqLog(r).Warn("get the thread's permalink; the DM goes without it", "err", err)
+			}
 		}
-	}
-	dm, err := h.slack.OpenDM(ctx, r.UserID)
-	if err == nil {
-		_, err = h.slack.PostMessage(ctx, dm, "", decisionDM(r, link))
-	}
-	if err != nil {
-		h.reqLog(r).Error("send the decision by DM", "err", err)
-	}
+		dm, err := h.slack.OpenDM(ctx, r.UserID)
+		if err == nil {
+			_, err = h.slack.PostMessage(ctx, dm, "", decisionDM(r, link))
+		}
+		if err != nil {
+			h.reqLog(r).Error("send the decision by DM", "err", err)
+		}
+	})
 }
 
 // card is the request's approval card as it stands.

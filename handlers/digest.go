@@ -29,15 +29,15 @@ func (h *Handlers) postDigest(ctx context.Context) {
 	period := every.LastEnded(now)
 	// Remembered for two periods: long after it stops being the last one ended.
 	key := fmt.Sprintf("digest:%s:%d", h.cfg.ReportChannel, period.From.Unix())
-	first, err := h.store.MarkSeen(ctx, key, 2*every.Every+time.Hour)
+	mark := func(ctx context.Context) (bool, error) { return h.store.MarkSeen(ctx, key, 2*every.Every+time.Hour) }
+	err := doOnce(ctx, mark, func(ctx context.Context) { h.postDigestOf(ctx, period, now.Sub(period.To) > h.digestGrace()) })
 	if err != nil {
 		h.log.Error("record the digest's period; not posting it", "period_start", period.From, "err", err)
-		return
 	}
-	if !first {
-		return
-	}
-	late := now.Sub(period.To) > h.digestGrace()
+}
+
+// postDigestOf builds and posts the digest of period, recorded as due.
+func (h *Handlers) postDigestOf(ctx context.Context, period spend.Window, late bool) {
 	m, err := h.digest(ctx, period, late)
 	if err != nil {
 		h.log.Error("build the spend digest", "period_start", period.From, "err", err)

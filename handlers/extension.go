@@ -58,28 +58,23 @@ func (h *Handlers) postExtensionCards(ctx context.Context, reqs []domain.Request
 
 // postExtensionCard asks the approvers for a waiting extension, once, and tells the thread.
 func (h *Handlers) postExtensionCard(ctx context.Context, r domain.Request) {
-	first, err := h.store.MarkNotice(ctx, r.ID, extensionCardNotice(r))
-	if err != nil || !first {
+	h.noticeDone(ctx, r, extensionCardNotice(r), func(ctx context.Context) {
+		ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", extensionCard(r, h.cfg.Policy.approverMentions(map[string]bool{r.UserID: true})))
 		if err != nil {
+			h.reqLog(r).Error("post extension card", "err", err)
+			return
+		}
+		if _, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
+			if u.ExtensionAsked > 0 {
+				u.ExtensionCardTS = ts
+			}
+			return nil
+		}); err != nil {
 			h.reqLog(r).Error("record extension card", "err", err)
 		}
-		return
-	}
-	ts, err := h.slack.PostMessage(ctx, h.cfg.ApprovalChannel, "", extensionCard(r, h.cfg.Policy.approverMentions(map[string]bool{r.UserID: true})))
-	if err != nil {
-		h.reqLog(r).Error("post extension card", "err", err)
-		return
-	}
-	if _, err := h.store.Update(ctx, r.ID, func(u *domain.Request) error {
-		if u.ExtensionAsked > 0 {
-			u.ExtensionCardTS = ts
-		}
-		return nil
-	}); err != nil {
-		h.reqLog(r).Error("record extension card", "err", err)
-	}
-	h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> asked to extend this machine by %s. That would go over budget (%s), so an approver decides in <#%s>; until then it keeps its expiry.",
-		r.ExtensionAskedBy, FormatDuration(r.ExtensionAsked), r.ExtensionNote, h.cfg.ApprovalChannel)))
+		h.say(ctx, r, textMessage(fmt.Sprintf("<@%s> asked to extend this machine by %s. That would go over budget (%s), so an approver decides in <#%s>; until then it keeps its expiry.",
+			r.ExtensionAskedBy, FormatDuration(r.ExtensionAsked), r.ExtensionNote, h.cfg.ApprovalChannel)))
+	})
 }
 
 // decideExtension records an approver's decision on a waiting extension before the

@@ -477,9 +477,7 @@ func (h *Handlers) finishDelete(ctx context.Context, r domain.Request) {
 // reports the request as known, or false while fal's answer is still unknown.
 func (h *Handlers) learnCreatedInstance(ctx context.Context, r domain.Request) (domain.Request, bool) {
 	if h.keyExpired(r) {
-		if first, err := h.store.MarkNotice(ctx, r.ID, noticeCreateUnknown); err == nil && first {
-			h.alertAdmins(ctx, abandonedCreateAlert(r))
-		}
+		h.noticeDone(ctx, r, noticeCreateUnknown, func(ctx context.Context) { h.alertAdmins(ctx, abandonedCreateAlert(r)) })
 		h.lookForOrphans()
 		return r, true
 	}
@@ -535,12 +533,10 @@ func (h *Handlers) deleteFailed(ctx context.Context, r domain.Request, err error
 	if r.DeleteFailures < deleteAlertAfter {
 		return
 	}
-	first, markErr := h.store.MarkNotice(ctx, r.ID, "delete_failed")
-	if markErr != nil || !first {
-		return
-	}
-	h.alertAdmins(ctx, fmt.Sprintf("I can't delete fal instance `%s` (request `%s`, owner <@%s>): %d attempts failed, the last with %s. It may still be running and costing money; I keep trying every %s.",
-		r.InstanceID, shortID(r.ID), r.UserID, r.DeleteFailures, statusOf(err), h.cfg.PollInterval))
+	h.noticeDone(ctx, r, noticeDeleteFailed, func(ctx context.Context) {
+		h.alertAdmins(ctx, fmt.Sprintf("I can't delete fal instance `%s` (request `%s`, owner <@%s>): %d attempts failed, the last with %s. It may still be running and costing money; I keep trying every %s.",
+			r.InstanceID, shortID(r.ID), r.UserID, r.DeleteFailures, statusOf(err), h.cfg.PollInterval))
+	})
 }
 
 // extend pushes a machine's expiry out by d, never further than MaxLifetime from now.

@@ -282,11 +282,10 @@ func (h *Handlers) alertAdmins(ctx context.Context, text string) {
 // alertAdminsEvery alerts the admins about a standing problem (a refused key, a channel
 // gpubot cannot post in) at most once per period, however many requests run into it.
 func (h *Handlers) alertAdminsEvery(ctx context.Context, problem string, period time.Duration, text string) {
-	first, err := h.store.MarkSeen(ctx, "alert:"+problem, period)
-	if err != nil {
+	mark := func(ctx context.Context) (bool, error) { return h.store.MarkSeen(ctx, "alert:"+problem, period) }
+	if err := doOnce(ctx, mark, func(ctx context.Context) { h.alertAdmins(ctx, text) }); err != nil {
+		// Better twice than never: the admins must hear of it.
 		h.log.Error("record alert", "problem", problem, "err", err)
-	}
-	if first || err != nil {
 		h.alertAdmins(ctx, text)
 	}
 }

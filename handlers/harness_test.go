@@ -50,7 +50,10 @@ type threadSlack struct {
 	beforeUpdate func()
 }
 
-func (s *threadSlack) PostMessage(_ context.Context, channel, thread string, m Message) (string, error) {
+func (s *threadSlack) PostMessage(ctx context.Context, channel, thread string, m Message) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err // as an HTTP call made with it fails
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++

@@ -23,6 +23,8 @@ const (
 	noticeCreateUnknown = "create_unknown"
 	// noticeLingering: fal still lists the instance of a request that has ended.
 	noticeLingering = "lingering"
+	// noticeDeleteFailed: deletes keep failing; the admins were told.
+	noticeDeleteFailed = "delete_failed"
 
 	// endExpired marks a deletion that the lifetime decided.
 	endExpired = "expired"
@@ -316,31 +318,18 @@ func (h *Handlers) becameReady(ctx context.Context, r domain.Request, inst fal.I
 }
 
 func (h *Handlers) announceReady(ctx context.Context, r domain.Request) {
-	first, err := h.store.MarkNotice(ctx, r.ID, noticeReady)
-	if err != nil || !first {
-		return
-	}
-	h.say(ctx, r, readyReply(r))
-	if h.cfg.NotifyChannel != "" {
+	h.noticeDone(ctx, r, noticeReady, func(ctx context.Context) {
+		h.say(ctx, r, readyReply(r))
+		if h.cfg.NotifyChannel == "" {
+			return
+		}
 		if _, err := h.slack.PostMessage(ctx, h.cfg.NotifyChannel, "", readyNotice(r)); err != nil {
 			h.reqLog(r).Error("post ready notice", "channel", h.cfg.NotifyChannel, "err", err)
 			if cannotPost(err) {
 				h.alertAdminsEvery(ctx, "notify-channel", time.Hour, fmt.Sprintf("I can't post readiness notices in <#%s> (Slack said: %v). Invite me there or fix NOTIFY_CHANNEL.", h.cfg.NotifyChannel, err))
 			}
 		}
-	}
-}
-
-// noticeOnce posts a thread reply under a notice name, never twice.
-func (h *Handlers) noticeOnce(ctx context.Context, r domain.Request, name, text string) {
-	first, err := h.store.MarkNotice(ctx, r.ID, name)
-	if err != nil {
-		h.reqLog(r).Error("record notice", "notice", name, "err", err)
-		return
-	}
-	if first {
-		h.say(ctx, r, textMessage(text))
-	}
+	})
 }
 
 // vanished closes a request whose instance fal no longer knows.
@@ -372,11 +361,10 @@ func (h *Handlers) keepLifetimes(ctx context.Context) error {
 			h.expire(ctx, r)
 			continue
 		}
-		first, err := h.store.MarkNotice(ctx, r.ID, noticeReminder)
-		if err == nil && first {
+		h.noticeDone(ctx, r, noticeReminder, func(ctx context.Context) {
 			h.say(ctx, r, reminderMessage(r, h.extendStep(r)))
 			h.homesChanged(ctx, r)
-		}
+		})
 	}
 	return nil
 }
@@ -533,10 +521,10 @@ func (h *Handlers) deleteLingering(ctx context.Context, r domain.Request, inst f
 	if !h.claim(r.ID) {
 		return
 	}
-	if first, err := h.store.MarkNotice(ctx, r.ID, noticeLingering); err == nil && first {
+	h.noticeDone(ctx, r, noticeLingering, func(ctx context.Context) {
 		h.reqLog(r).Warn("fal still lists the instance of an ended request; deleting it again", "instance", inst.ID, "state", r.State)
 		h.alertAdmins(ctx, lingeringAlert(r, inst, h.now()))
-	}
+	})
 	h.spawn("delete lingering instance", func(ctx context.Context) {
 		defer h.release(r.ID)
 		if err := h.fal.Delete(ctx, inst.ID); err != nil && !fal.IsNotFound(err) {
@@ -548,18 +536,16 @@ func (h *Handlers) deleteLingering(ctx context.Context, r domain.Request, inst f
 // reportOrphan tells the admins of an instance gpubot did not make, once ever: the
 // store remembers it across restarts.
 func (h *Handlers) reportOrphan(ctx context.Context, inst fal.Instance, firstSeen time.Time) {
-	first, err := h.store.MarkOrphanReported(ctx, inst.ID)
+	mark := func(ctx context.Context) (bool, error) { return h.store.MarkOrphanReported(ctx, inst.ID) }
+	err := doOnce(ctx, mark, func(ctx context.Context) {
+		h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
+		if err := h.store.Audit(ctx, domain.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
+			h.log.Error("audit orphan", "err", err)
+		}
+		h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s ago. If nobody owns it, delete it at fal: it costs money.",
+			inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), FormatDuration(h.now().Sub(firstSeen))))
+	})
 	if err != nil {
 		h.log.Error("record orphan", "instance", inst.ID, "err", err)
-		return
 	}
-	if !first {
-		return
-	}
-	h.log.Warn("instance at fal that gpubot did not create", "instance", inst.ID, "type", inst.InstanceType)
-	if err := h.store.Audit(ctx, domain.AuditEvent{Actor: actorBot, Action: "orphan_reported", Detail: inst.ID}); err != nil {
-		h.log.Error("audit orphan", "err", err)
-	}
-	h.alertAdmins(ctx, fmt.Sprintf("fal lists instance `%s` (%s, %s%s) that gpubot did not create and does not track. fal does not say how old it is; gpubot first saw it %s ago. If nobody owns it, delete it at fal: it costs money.",
-		inst.ID, ShortType(inst.InstanceType), inst.Status, ipText(inst.IP), FormatDuration(h.now().Sub(firstSeen))))
 }
