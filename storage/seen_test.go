@@ -3,9 +3,10 @@ package storage
 import (
 	"context"
 	"fmt"
-	"github.com/gpubot/gpubot/internal/domain"
 	"testing"
 	"time"
+
+	"github.com/gpubot/gpubot/internal/domain"
 
 	bolt "go.etcd.io/bbolt"
 )
