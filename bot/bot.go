@@ -91,7 +91,7 @@ type Bot struct {
 
 	connected atomic.Bool
 	envelopes sync.WaitGroup // envelopes being handled; waited for at shutdown
-	inFlight  atomic.Int64   // envelopes taken and not yet acked
+	intake    intake         // admits envelopes until the link closes
 }
 
 // New builds the bot on link, handing envelopes to flows. It does not connect yet:
@@ -125,11 +125,15 @@ func (b *Bot) Run(ctx context.Context) error {
 		b.drain()
 		closeLink()
 	}()
+	linkDown := make(chan struct{})
 	errc := make(chan error, 3)
 	go func() { errc <- b.serveHTTP(ctx) }()
-	go func() { errc <- b.runSocket(linkCtx) }()
+	go func() {
+		defer close(linkDown)
+		errc <- b.runSocket(linkCtx)
+	}()
 	go func() { errc <- b.handlers.Run(ctx) }()
-	go b.readEvents(linkCtx)
+	go b.readEvents(context.WithoutCancel(ctx), linkDown)
 	var first error
 	for range 3 {
 		if err := <-errc; err != nil && first == nil {
@@ -145,23 +149,18 @@ func (b *Bot) Run(ctx context.Context) error {
 	return first
 }
 
-// drain waits, within the shutdown grace, until no envelope taken has waited for its
-// ack for a quiet moment: slack-go queues an ack before it writes it, so the link
-// stays up a little after the last one. Envelopes that arrive meanwhile are taken
-// and acked too.
+// drain waits, within the shutdown grace, until the intake is quiet and closes it:
+// envelopes that arrive meanwhile are taken and acked too.
 func (b *Bot) drain() {
 	deadline := time.Now().Add(b.opts.ShutdownGrace)
-	var quietSince time.Time
 	for now := time.Now(); now.Before(deadline); now = time.Now() {
-		switch {
-		case b.inFlight.Load() > 0:
-			quietSince = time.Time{}
-		case quietSince.IsZero():
-			quietSince = now
-		case now.Sub(quietSince) >= quietBeforeClose:
+		if b.intake.closeIfQuiet(now, quietBeforeClose, len(b.socket.Events)) {
 			return
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if waiting := b.intake.close(); waiting > 0 {
+		b.log.Warn("closing the Slack link with envelopes not yet acked: the shutdown grace is over", "envelopes", waiting)
 	}
 }
 
@@ -179,17 +178,24 @@ func (b *Bot) runSocket(ctx context.Context) error {
 	return fmt.Errorf("socket mode (check SLACK_APP_TOKEN: an app-level token with connections:write): %w", err)
 }
 
-// readEvents drains the client's event channel and never blocks on a handler: each
-// envelope is handled and acked in its own goroutine, so a slow one cannot stall the
-// websocket reader behind it.
-func (b *Bot) readEvents(ctx context.Context) {
+// readEvents drains the client's event channel until the link is down, and never
+// blocks on a handler: each envelope is handled and acked in its own goroutine, so a
+// slow one cannot stall the websocket reader behind it. An envelope taken is finished
+// even if shutdown begins meanwhile (ctx does not end).
+func (b *Bot) readEvents(ctx context.Context, linkDown <-chan struct{}) {
 	for {
 		select {
-		case <-ctx.Done():
-			return
+		case <-linkDown:
+			for {
+				select {
+				case evt := <-b.socket.Events:
+					b.dispatch(ctx, evt) // read before the link closed: the intake refuses it
+				default:
+					return
+				}
+			}
 		case evt := <-b.socket.Events:
-			// An envelope taken is finished even if shutdown begins meanwhile.
-			b.dispatch(context.WithoutCancel(ctx), evt)
+			b.dispatch(ctx, evt)
 		}
 	}
 }
@@ -208,16 +214,16 @@ func (b *Bot) dispatch(ctx context.Context, evt socketmode.Event) {
 	case socketmode.EventTypeSlashCommand:
 		cmd, ok := evt.Data.(slack.SlashCommand)
 		if ok && evt.Request != nil {
-			b.handleBeforeBackground(func() { b.onSlashCommand(ctx, *evt.Request, cmd) })
+			b.handle(evt, true, func() { b.onSlashCommand(ctx, *evt.Request, cmd) })
 		}
 	case socketmode.EventTypeInteractive:
 		cb, ok := evt.Data.(slack.InteractionCallback)
 		if ok && evt.Request != nil {
-			b.handleBeforeBackground(func() { b.onInteraction(ctx, *evt.Request, cb) })
+			b.handle(evt, true, func() { b.onInteraction(ctx, *evt.Request, cb) })
 		}
 	case socketmode.EventTypeEventsAPI:
 		if evt.Request != nil {
-			b.handle(func() { b.onEvent(ctx, *evt.Request, evt.Data) })
+			b.handle(evt, false, func() { b.onEvent(ctx, *evt.Request, evt.Data) })
 		}
 	case socketmode.EventTypeErrorWriteFailed, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage:
 		b.log.Warn("Socket Mode error", "event", evt.Type, "err", socketError(evt.Data))
@@ -238,26 +244,30 @@ func socketError(data any) string {
 	return fmt.Sprintf("%T", data)
 }
 
-// handle runs one envelope in its own goroutine, counted so shutdown can wait for it.
-func (b *Bot) handle(fn func()) {
+// handle runs one envelope in its own goroutine, counted so shutdown can wait for it,
+// unless the link is closing: then its ack could not reach Slack, so it is left
+// undone. While an envelope whose ack someone waits for (foreground) is handled,
+// background work holds back, so a burst of commands is acked before the slow work
+// they started competes with it.
+func (b *Bot) handle(evt socketmode.Event, foreground bool, fn func()) {
+	id := evt.Request.EnvelopeID
+	if !b.intake.take() {
+		b.log.Warn("an envelope arrived as the Slack link closed: not handled, so Slack tells its sender it failed",
+			"envelope", id, "type", evt.Type)
+		return
+	}
+	b.log.Debug("envelope taken", "envelope", id, "type", evt.Type)
+	acked := func() {}
+	if foreground {
+		acked = b.handlers.Foreground()
+	}
 	b.envelopes.Add(1)
-	b.inFlight.Add(1)
 	go func() {
 		defer b.envelopes.Done()
-		defer b.inFlight.Add(-1)
-		fn()
-	}()
-}
-
-// handleBeforeBackground handles an envelope whose ack someone waits for: from the
-// moment it is taken until it is acked, background work holds back, so a burst of
-// commands is acked before the slow work they started competes with it.
-func (b *Bot) handleBeforeBackground(fn func()) {
-	acked := b.handlers.Foreground()
-	b.handle(func() {
+		defer func() { b.intake.done(time.Now()) }()
 		defer acked()
 		fn()
-	})
+	}()
 }
 
 // onSlashCommand answers a command. A redelivered envelope the handlers find already
