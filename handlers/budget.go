@@ -162,19 +162,19 @@ const (
 )
 
 // admit holds the cap and budget checks of owner's request or extension until it is
-// committed: requests of one person arriving at once are weighed one after the other
-// (on every replica, through the store's claims), so together they never pass the cap
-// or a budget. release must be called once the request or extension is committed or
-// refused.
+// committed: requests of one person, or of members of one budgeted group, arriving at
+// once are weighed one after the other (on every replica, through the store's claims),
+// so together they never pass the cap or a budget. release must be called once the
+// request or extension is committed or refused.
 func (h *Handlers) admit(ctx context.Context, owner domain.UserRef) (release func(), err error) {
 	if h.cfg.MaxMachines <= 0 && !h.cfg.Budgets.Set() {
 		return func() {}, nil
 	}
-	key := "admit:" + owner.String()
+	keys := h.admitKeys(owner)
 	deadline := time.NewTimer(admitWait)
 	defer deadline.Stop()
 	for {
-		release, ok, err := h.store.ClaimWork(ctx, key)
+		release, ok, err := h.claimAll(ctx, keys)
 		if err != nil {
 			return nil, fmt.Errorf("claim the checks of %s's request: %w", owner, err)
 		}
@@ -183,12 +183,42 @@ func (h *Handlers) admit(ctx context.Context, owner domain.UserRef) (release fun
 		}
 		select {
 		case <-deadline.C:
-			return nil, refusef("I'm still checking another request of yours against your budget; try again in a moment.")
+			return nil, refusef("I'm still weighing another request against the same budget; try again in a moment.")
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(admitRetry):
 		}
 	}
+}
+
+// admitKeys names what owner's request is weighed against: the owner, and each
+// budgeted user group they are in.
+func (h *Handlers) admitKeys(owner domain.UserRef) []string {
+	keys := []string{"admit:" + owner.String()}
+	for _, g := range h.budgetGroupsOf(owner.UserID) {
+		keys = append(keys, "admit-group:"+owner.TeamID+"/"+g)
+	}
+	return keys
+}
+
+// claimAll claims every key or none: holding some while waiting for the rest could
+// hold up another request that waits for those.
+func (h *Handlers) claimAll(ctx context.Context, keys []string) (release func(), ok bool, err error) {
+	var held []func()
+	releaseAll := func() {
+		for _, r := range slices.Backward(held) {
+			r()
+		}
+	}
+	for _, key := range keys {
+		r, ok, err := h.store.ClaimWork(ctx, key)
+		if err != nil || !ok {
+			releaseAll()
+			return nil, false, err
+		}
+		held = append(held, r)
+	}
+	return releaseAll, true, nil
 }
 
 // checkCap refuses a request that would give its owner more machines at once than

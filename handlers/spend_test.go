@@ -29,16 +29,22 @@ func newSpendEnv(t *testing.T, change func(*Config)) *env {
 	e.config.Prices = spend.Prices{fal.Type1xH100: 2.5, fal.Type8xH100: 20}
 	change(&e.config)
 	e.restart()
-	for _, user := range []string{testOwner, "UCAROL", testAdmin} {
-		pk, err := domain.ParsePublicKey(testKey)
-		if err != nil {
-			t.Fatal(err)
-		}
+	e.registerKeys(testOwner, "UCAROL", testAdmin)
+	return e
+}
+
+// registerKeys gives users the test key.
+func (e *env) registerKeys(users ...string) {
+	e.t.Helper()
+	pk, err := domain.ParsePublicKey(testKey)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, user := range users {
 		if err := e.store.SetKey(context.Background(), domain.UserRef{TeamID: "T1", UserID: user}, pk); err != nil {
-			t.Fatal(err)
+			e.t.Fatal(err)
 		}
 	}
-	return e
 }
 
 // command runs a slash command as user and waits for the work it started.
@@ -348,6 +354,43 @@ func TestConcurrentRequestsStayWithinTheCap(t *testing.T) {
 	}
 	if len(live) != 2 || ok != 2 {
 		t.Fatalf("%d requests stored and %d accepted of 6 sent at once; the cap is 2", len(live), ok)
+	}
+}
+
+// Members of one budgeted group asking at once are weighed one after the other too,
+// so together they never pass the group's budget.
+func TestGroupMembersAskingAtOnceStayWithinTheGroupBudget(t *testing.T) {
+	members := []string{testOwner, "UCAROL", "UDAVE", "UERIN", "UFRANK", "UGRACE"}
+	e := newSpendEnv(t, func(c *Config) {
+		c.Budgets = spend.NewBudgets(map[string]float64{"S0ML": 30, "default": 1000})
+		c.Enforcement = EnforceRefuse
+		c.Groups = groupTable{"S0ML": members}
+	})
+	e.registerKeys(members...)
+	if err := e.tick(); err != nil { // reads the groups
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	replies := make([]*Reply, len(members))
+	for i, user := range members {
+		wg.Go(func() {
+			// $10 each: the group's $30 fits three.
+			replies[i] = e.h.Command(context.Background(), uuid.NewString(), slack.SlashCommand{TeamID: "T1", UserID: user, ChannelID: "CGENERAL", Text: "create 1x for 4h"})
+		})
+	}
+	wg.Wait()
+	e.idle()
+	ok := 0
+	for i, r := range replies {
+		switch {
+		case r.Outcome == OutcomeOK:
+			ok++
+		case !strings.Contains(r.Text, "user group `S0ML` has spent"):
+			t.Errorf("%s refused for another reason than the group's budget: %q", members[i], r.Text)
+		}
+	}
+	if ok != 3 {
+		t.Fatalf("%d of %d members' requests accepted at once; the group's budget fits 3", ok, len(members))
 	}
 }
 
