@@ -289,6 +289,9 @@ func (h *Handlers) submitCreate(ctx context.Context, envelopeID string, user dom
 
 // keyNotSaved is the key form's answer when the store refused the key.
 func keyNotSaved(err error) string {
+	if errors.Is(err, domain.ErrOutcomeUnknown) {
+		return "I lost touch with gpubot's storage while saving your key, so it may or may not be saved: `/gpu key` shows which."
+	}
 	if errors.Is(err, domain.ErrUnavailable) {
 		return "I can't reach gpubot's storage right now, so your key was not saved; please try again in a minute."
 	}

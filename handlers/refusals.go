@@ -33,11 +33,18 @@ func refusal(err error) *Reply {
 // A store's writes are whole or not at all, so nothing happened and trying again is safe.
 const storageUnreachable = ":warning: gpubot can't reach its storage right now, so nothing was done. Please try again in a minute; if it keeps happening, tell an admin."
 
+// storageOutcomeUnknown answers a command or click whose write was sent to the store
+// and then lost: it may have been done, whole, so trying again blindly could do it twice.
+const storageOutcomeUnknown = ":warning: gpubot lost touch with its storage while saving this, so it may or may not have been done. Check with `/gpu list` before trying again; if it keeps happening, tell an admin."
+
 // userMessage is what to tell the person of an error: a UserError's words, or an
 // apology for gpubot's own failure.
 func userMessage(err error) string {
 	if ue, ok := errors.AsType[*UserError](err); ok {
 		return ue.Message
+	}
+	if errors.Is(err, domain.ErrOutcomeUnknown) {
+		return storageOutcomeUnknown
 	}
 	if errors.Is(err, domain.ErrUnavailable) {
 		return storageUnreachable

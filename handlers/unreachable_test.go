@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,34 @@ func TestCommandsSayTheStoreIsOutOfReachAndDoNothing(t *testing.T) {
 	}
 	if listed := e.listed(); len(listed) != 1 {
 		t.Errorf("fal lists %v, want only the one machine from before", listed)
+	}
+}
+
+// lostAnswerStore applies creates but loses their answers, as a store shared over the
+// network does when the link drops after a write was sent.
+type lostAnswerStore struct{ domain.Store }
+
+func (s lostAnswerStore) CreateRequest(ctx context.Context, r *domain.Request, opts ...domain.WriteOption) error {
+	if err := s.Store.CreateRequest(ctx, r, opts...); err != nil {
+		return err
+	}
+	return fmt.Errorf("create request: %w", domain.ErrOutcomeUnknown)
+}
+
+// A command whose write was sent and whose answer was lost is not told that nothing
+// was done: it may well have been, and `/gpu list` shows it.
+func TestACommandWhoseWriteMayHaveBeenAppliedSaysSo(t *testing.T) {
+	e := newEnv(t)
+	h := New(e.config, lostAnswerStore{e.store}, e.fal, e.slack, slog.New(slog.NewTextHandler(io.Discard, nil)), e.clock.Now)
+	t.Cleanup(func() { h.Shutdown(0) })
+	e.registerKeys(testOwner)
+	reply := h.Command(context.Background(), "E-create", slack.SlashCommand{TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", Text: "create 1x"})
+	if reply == nil || reply.Text != storageOutcomeUnknown {
+		t.Fatalf("/gpu create answered %+v, want %q", reply, storageOutcomeUnknown)
+	}
+	list := h.Command(context.Background(), "E-list", slack.SlashCommand{TeamID: "T1", UserID: testOwner, ChannelID: "CGENERAL", Text: "list"})
+	if list == nil || !strings.Contains(messageText(Message{Text: list.Text, Blocks: list.Blocks}), "1x H100") {
+		t.Errorf("/gpu list after the lost answer shows %+v; want the request that was stored", list)
 	}
 }
 

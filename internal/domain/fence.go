@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // ErrFenced refuses a write made for a leadership that no longer holds: a
@@ -11,8 +12,14 @@ import (
 var ErrFenced = errors.New("no longer the leader: write refused")
 
 // ErrUnavailable says the store could not be reached; the write it refused
-// did not happen (a store's writes are atomic), so the user can try again.
+// did not happen (a store's writes are atomic), so the user can try again,
+// unless it is also ErrOutcomeUnknown.
 var ErrUnavailable = errors.New("storage unreachable")
+
+// ErrOutcomeUnknown says the store was lost after a write was sent: the store
+// may have applied it, whole, and the answer never came back. It is an
+// ErrUnavailable too.
+var ErrOutcomeUnknown = fmt.Errorf("%w after the write was sent: it may have been applied", ErrUnavailable)
 
 // Fence is the proof of a leadership: the leader's election key and the
 // revision at which it was created. A store shared by replicas makes every

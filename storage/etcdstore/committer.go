@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -35,10 +36,17 @@ type committer struct {
 
 // submission is one write waiting for its group's commit.
 type submission struct {
-	t         *txn
-	done      chan error
-	abandoned atomic.Bool // its caller gave up: leave it out of groups not yet sent
+	t     *txn
+	done  chan error
+	state atomic.Int32 // queued, sending or abandoned
 }
+
+// A submission's states: its caller, giving up, must know whether it was sent.
+const (
+	queued    int32 = iota // waiting for a group
+	sending                // in a group being committed
+	abandoned              // its caller gave up: leave it out of groups to come
+)
 
 // commit queues t and waits for its outcome, or for ctx to end.
 func (c *committer) commit(ctx context.Context, t *txn) error {
@@ -55,8 +63,12 @@ func (c *committer) commit(ctx context.Context, t *txn) error {
 	case err := <-sub.done:
 		return err
 	case <-ctx.Done():
-		sub.abandoned.Store(true)
-		return c.s.rpcError(ctx, fmt.Errorf("commit: %w", ctx.Err()))
+		err := fmt.Errorf("commit: %w", ctx.Err())
+		if sub.state.CompareAndSwap(queued, abandoned) {
+			return c.s.rpcError(ctx, err) // never sent
+		}
+		sub.state.Store(abandoned) // sent: etcd may have applied it
+		return c.s.commitError(ctx, err)
 	}
 }
 
@@ -72,7 +84,9 @@ func (c *committer) drain() {
 			return
 		}
 		c.mu.Unlock()
-		retry := c.commitGroup(group)
+		retry := slices.DeleteFunc(c.commitGroup(group), func(sub *submission) bool {
+			return !sub.state.CompareAndSwap(sending, queued) // its caller left
+		})
 		if len(retry) > 0 {
 			c.mu.Lock()
 			c.queue = append(retry, c.queue...)
@@ -92,7 +106,7 @@ func formGroup(queue []*submission) (group, rest []*submission) {
 	read := map[string]int64{}
 	thenOps, elseOps := 0, 0
 	for _, sub := range queue {
-		if sub.abandoned.Load() {
+		if sub.state.Load() == abandoned {
 			continue
 		}
 		t := sub.t
@@ -101,6 +115,9 @@ func formGroup(queue []*submission) (group, rest []*submission) {
 		if !fits || conflicts(t, written, read) {
 			rest = append(rest, sub)
 			continue
+		}
+		if !sub.state.CompareAndSwap(queued, sending) {
+			continue // abandoned meanwhile
 		}
 		group = append(group, sub)
 		thenOps, elseOps = thenOps+then, elseOps+orElse
@@ -173,7 +190,7 @@ func (c *committer) commitGroup(group []*submission) (retry []*submission) {
 	resp, err := c.s.cli.Txn(ctx).If(plan.cmps...).Then(plan.then...).Else(plan.orElse...).Commit()
 	if err != nil {
 		c.seqMod = 0 // unknown whether it was written: read it again
-		finish(group, c.s.rpcError(ctx, err))
+		finish(group, c.s.commitError(ctx, err))
 		return nil
 	}
 	if resp.Succeeded {
@@ -187,8 +204,9 @@ func (c *committer) commitGroup(group []*submission) (retry []*submission) {
 }
 
 // groupContext ends at the earliest deadline of the group's members: a
-// member's caller is told its write did not happen when its deadline passes,
-// so the transaction must not be sent, or go on, after that.
+// member's caller gives up when its deadline passes, told that its write did
+// not happen or, once sent, that it may have; so the transaction must not be
+// sent, or go on, after that.
 func groupContext(group []*submission) (context.Context, context.CancelFunc) {
 	deadline, _ := group[0].t.ctx.Deadline()
 	for _, sub := range group[1:] {

@@ -170,6 +170,16 @@ func (s *Store) rpcError(ctx context.Context, err error) error {
 	return err
 }
 
+// commitError is rpcError for a transaction that was sent: when etcd could not
+// be reached or did not answer, it may have applied the transaction all the same.
+func (s *Store) commitError(ctx context.Context, err error) error {
+	err = s.rpcError(ctx, err)
+	if errors.Is(err, domain.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", domain.ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
 func unreachable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return true

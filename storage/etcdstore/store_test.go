@@ -4,13 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gpubot/gpubot/internal/domain"
 	"github.com/gpubot/gpubot/internal/etcdtest"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var alice = domain.UserRef{TeamID: "T1", UserID: "UALICE"}
@@ -497,4 +504,63 @@ func TestALostCompareIsDecidedAgainOnWhatIsThere(t *testing.T) {
 	if err := checkConsistent(ctx, s); err != nil {
 		t.Error(err)
 	}
+}
+
+// A write whose answer is lost on its way back was applied all the same: the
+// caller is told its outcome is unknown (still ErrUnavailable), never that
+// nothing was done. Both paths are covered: the committer's shared
+// transactions (Move, audited) and a write of its own (MarkNotice).
+func TestAWriteWhoseAnswerIsLostSaysItMayHaveBeenApplied(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	var loseAnswers atomic.Bool
+	loseTxnAnswers := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if txn, ok := req.(*etcdserverpb.TxnRequest); ok && writes(txn) && loseAnswers.Load() {
+			return status.Error(codes.Unavailable, "the connection dropped before the answer came")
+		}
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: cluster.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(loseTxnAnswers)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	s := openStore(t, cli, "/lost/", Options{})
+	ctx := context.Background()
+	r := mustCreate(t, s, newRequest(alice, domain.StateAwaitingApproval))
+
+	loseAnswers.Store(true)
+	_, moveErr := s.Move(ctx, r.ID, domain.StateApproved, "UBOB", "", nil)
+	_, markErr := s.MarkNotice(ctx, r.ID, "ready")
+	loseAnswers.Store(false)
+
+	for name, err := range map[string]error{"Move": moveErr, "MarkNotice": markErr} {
+		if !errors.Is(err, domain.ErrOutcomeUnknown) || !errors.Is(err, domain.ErrUnavailable) {
+			t.Errorf("%s whose answer was lost: %v; want domain.ErrOutcomeUnknown", name, err)
+		}
+	}
+	got, err := s.Request(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != domain.StateApproved || !got.NoticeSent("ready") {
+		t.Errorf("after the lost answers the request is %s (notice recorded: %v): the writes were applied, as the error allows", got.State, got.NoticeSent("ready"))
+	}
+	if err := checkConsistent(ctx, s); err != nil {
+		t.Error(err)
+	}
+}
+
+// writes says whether a transaction puts or deletes anything, unlike the
+// transactions that only read several keys at one revision.
+func writes(txn *etcdserverpb.TxnRequest) bool {
+	for _, op := range slices.Concat(txn.Success, txn.Failure) {
+		if op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil {
+			return true
+		}
+	}
+	return false
 }

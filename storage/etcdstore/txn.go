@@ -152,7 +152,7 @@ func (t *txn) commit() error {
 	}
 	resp, err := t.s.cli.Txn(t.ctx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 	if err != nil {
-		return t.s.rpcError(t.ctx, err)
+		return t.s.commitError(t.ctx, err)
 	}
 	if resp.Succeeded {
 		return nil
