@@ -36,14 +36,20 @@ func (h *Handlers) postDigest(ctx context.Context) {
 	}
 }
 
-// postDigestOf builds and posts the digest of period, recorded as due.
+// postDigestOf builds and posts the digest of period, recorded as due. A late digest
+// with nothing to say is left out: on gpubot's first start, that is the period
+// before it ran at all.
 func (h *Handlers) postDigestOf(ctx context.Context, period spend.Window, late bool) {
-	m, err := h.digest(ctx, period, late)
+	facts, err := h.digest(ctx, period, late)
 	if err != nil {
 		h.log.Error("build the spend digest", "period_start", period.From, "err", err)
 		return
 	}
-	if _, err := h.slack.PostMessage(ctx, h.cfg.ReportChannel, "", m); err != nil {
+	if late && facts.empty() {
+		h.log.Info("spend digest left out: it is late and has nothing to say", "period_start", period.From)
+		return
+	}
+	if _, err := h.slack.PostMessage(ctx, h.cfg.ReportChannel, "", digestMessage(facts)); err != nil {
 		h.log.Error("post the spend digest", "channel", h.cfg.ReportChannel, "err", err)
 		if cannotPost(err) {
 			h.alertAdminsEvery(ctx, "report-channel", 24*time.Hour, fmt.Sprintf("I can't post the spend digest in <#%s> (Slack said: %v). Invite me there or fix REPORT_CHANNEL. (I say this at most once a day.)", h.cfg.ReportChannel, err))
@@ -61,30 +67,30 @@ func (h *Handlers) digestGrace() time.Duration {
 
 // digest gathers what the digest says: the period's spend, what runs and waits now, and
 // who is past budgetWarnShare of a budget this month.
-func (h *Handlers) digest(ctx context.Context, period spend.Window, late bool) (Message, error) {
+func (h *Handlers) digest(ctx context.Context, period spend.Window, late bool) (digestFacts, error) {
 	now := h.now()
 	ran, err := h.store.RanDuring(ctx, period.From, period.To)
 	if err != nil {
-		return Message{}, fmt.Errorf("read the period's machines: %w", err)
+		return digestFacts{}, fmt.Errorf("read the period's machines: %w", err)
 	}
 	live, err := h.store.Unfinished(ctx)
 	if err != nil {
-		return Message{}, fmt.Errorf("read live requests: %w", err)
+		return digestFacts{}, fmt.Errorf("read live requests: %w", err)
 	}
 	month := spend.MonthOf(now)
 	w := month.Window()
 	monthRan, err := h.store.RanDuring(ctx, w.From, w.To)
 	if err != nil {
-		return Message{}, fmt.Errorf("read the month's machines: %w", err)
+		return digestFacts{}, fmt.Errorf("read the month's machines: %w", err)
 	}
 	committed := spend.Summarize(append(monthRan, live...), h.cfg.Prices, w, now, spend.Committed)
-	return digestMessage(digestFacts{
+	return digestFacts{
 		period: period, late: late, now: now,
 		spent:   spend.Summarize(ran, h.cfg.Prices, period, now, spend.SoFar),
 		live:    live,
 		prices:  h.cfg.Prices,
 		nearing: h.nearBudget(committed),
-	}), nil
+	}, nil
 }
 
 // nearBudget lists the budgets past budgetWarnShare this month, the fullest first.
@@ -126,6 +132,12 @@ type digestFacts struct {
 	live    []domain.Request
 	prices  spend.Prices
 	nearing []digestStanding
+}
+
+// empty says the digest has nothing to say: no machine ran in its period, none runs or
+// waits now, and no budget is nearly used.
+func (f digestFacts) empty() bool {
+	return f.spent.Total.Machines == 0 && len(f.live) == 0 && len(f.nearing) == 0
 }
 
 // digestMessage is the digest posted to REPORT_CHANNEL.

@@ -148,6 +148,32 @@ func TestDigestPostedOncePerPeriod(t *testing.T) {
 	}
 }
 
+// gpubot started for the first time long after a period ended has nothing to say of
+// it: that late digest is left out, and stays out once there is something to say.
+// The next period's digest is posted as usual.
+func TestFirstStartPostsNoEmptyLateDigest(t *testing.T) {
+	e := newSpendEnv(t, func(c *Config) { c.ReportChannel, c.ReportEvery = "CSPEND", spend.Daily })
+	digests := func() []string { return e.slack.said("CSPEND", "GPU spend digest") }
+	e.clock.Advance(time.Hour)       // 10:00: the last day's period ended at 09:00
+	if err := e.tick(); err != nil { // the first pass of a new gpubot
+		t.Fatal(err)
+	}
+	e.readyMachine()
+	if err := e.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if got := digests(); len(got) != 0 {
+		t.Fatalf("a first start posted %d digests of a period before it ran: %q", len(got), got)
+	}
+	e.clock.Advance(23 * time.Hour) // 09:00 the next day: today's period ends
+	if err := e.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if got := digests(); len(got) != 1 || strings.Contains(got[0], "late") || !strings.Contains(got[0], "*Running now*: 1 machine") {
+		t.Fatalf("at the next boundary: %q", got)
+	}
+}
+
 func TestDigestNamesWhoIsPastMostOfABudget(t *testing.T) {
 	e := newSpendEnv(t, func(c *Config) {
 		c.ReportChannel, c.ReportEvery = "CSPEND", spend.Daily
