@@ -112,6 +112,8 @@ type Handlers struct {
 
 	workCtx    context.Context
 	cancelWork context.CancelFunc
+	stopping   chan struct{} // closed when Shutdown begins
+	stopOnce   sync.Once
 	work       sync.WaitGroup
 	slots      chan struct{} // one per background flow running
 	foreground foregroundGate
@@ -156,7 +158,7 @@ func New(cfg Config, store domain.Store, f Fal, s Slack, log *slog.Logger, now f
 	return &Handlers{
 		cfg: cfg, store: store, fal: f, slack: s, log: log, now: now,
 		groups: groups, groupReader: cfg.Groups, links: cfg.Links,
-		workCtx: ctx, cancelWork: cancel, slots: make(chan struct{}, maxBackgroundWork),
+		workCtx: ctx, cancelWork: cancel, stopping: make(chan struct{}), slots: make(chan struct{}, maxBackgroundWork),
 		workers: map[string]bool{}, claimedElsewhere: map[string]bool{},
 	}
 }
@@ -213,6 +215,7 @@ func (h *Handlers) Foreground() (acked func()) { return h.foreground.enter() }
 // Shutdown lets background work finish for up to grace, then cancels what is left and
 // waits for it to stop. A request cut short stays committed and resumes at the next start.
 func (h *Handlers) Shutdown(grace time.Duration) {
+	h.stopOnce.Do(func() { close(h.stopping) })
 	done := make(chan struct{})
 	go func() { h.work.Wait(); close(done) }()
 	select {

@@ -176,11 +176,14 @@ func (e *env) open() {
 	e.h = New(e.config, store, e.fal, e.slack, slog.New(slog.NewTextHandler(io.Discard, nil)), e.clock.Now)
 }
 
+// shutdownGrace is what close gives work in flight to finish.
+const shutdownGrace = time.Minute
+
 func (e *env) close() {
 	if e.h == nil {
 		return
 	}
-	e.h.Shutdown(time.Minute)
+	e.h.Shutdown(shutdownGrace)
 	if err := e.store.Close(); err != nil {
 		e.t.Error(err)
 	}

@@ -92,6 +92,8 @@ func (h *Handlers) refreshHome(ctx context.Context, user domain.UserRef) {
 		defer timer.Stop()
 		select {
 		case <-timer.C:
+		case <-h.stopping:
+			return // a tab is shown afresh when next opened: not worth holding a stop for
 		case <-ctx.Done():
 			return
 		}

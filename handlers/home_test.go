@@ -297,6 +297,30 @@ func TestFirstOpeningIsNotHeldBackByEarlierChanges(t *testing.T) {
 	}
 }
 
+// A publish waiting out HomeEvery does not hold a stop: it is dropped, and the tab
+// shows the newest state when next opened.
+func TestStopDropsAWaitingHomePublish(t *testing.T) {
+	const every = 10 * shutdownGrace
+	e, homes := newHomeEnv(t, every)
+	ctx := context.Background()
+	e.h.HomeOpened(ctx, alice) // published at once
+	e.idle()
+	e.h.refreshHome(ctx, alice) // waits out every
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.close()
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownGrace / 2):
+		t.Fatalf("the stop waited for a Home publish held back for %s", every)
+	}
+	if got := homes.published(testOwner); len(got) != 1 {
+		t.Errorf("%d publishes, want only the one at opening", len(got))
+	}
+}
+
 // Extend on the Home tab offers what one click may add: the default lifetime, or what
 // the maximum leaves, counted on the expiry of a ready machine and on the lifetime of
 // one not ready yet; none when nothing is left.
