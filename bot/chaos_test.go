@@ -25,8 +25,10 @@ import (
 // slacksim behaves as Slack does: a slash command or click that reaches no connection,
 // or whose connection dies before the ack, fails for its user and is not sent again.
 // So the test checks what gpubot promises, exactly: every command it acked is stored
-// and settles; a command that failed for its user may be stored (gpubot committed it,
-// then died before the ack) and then settles too, or is missing, and only such a
+// and settles, unless the ack said otherwise (with etcd electing a leader, "can't
+// reach its storage, nothing was done": never stored; "may or may not have been
+// done": either); a command that failed for its user may be stored (gpubot committed
+// it, then died before the ack) and then settles too, or is missing, and only such a
 // command is missing. At the end every approved request has exactly one machine, every
 // denial is the one the approvers made, every ready machine was announced once (unless
 // the process that recorded the notice was killed before it posted it), the audit
@@ -138,11 +140,25 @@ func planRequests(n int, rng *rand.Rand) []plannedRequest {
 	return plan
 }
 
-// commandOutcome is what the user saw of a command: acked, or failed (and why).
+// commandOutcome is what the user saw of a command: acked (and with what answer), or
+// failed (and why).
 type commandOutcome struct {
 	envelopeID string
 	acked      bool
+	answer     string // the ack's payload
 	failure    string // slacksim's reason, when it failed for the user
+}
+
+// nothingDone says the ack told the user that nothing was done: the store was out of
+// reach before anything was written.
+func (o commandOutcome) nothingDone() bool {
+	return o.acked && strings.Contains(o.answer, "can't reach its storage") && strings.Contains(o.answer, "nothing was done")
+}
+
+// maybeDone says the ack told the user the command may or may not have been done:
+// the store was lost after the write was sent.
+func (o commandOutcome) maybeDone() bool {
+	return o.acked && strings.Contains(o.answer, "may or may not have been done")
 }
 
 // driveRequests types the planned commands at a random pace while the killer runs, and
@@ -159,8 +175,8 @@ func driveRequests(ctx context.Context, t *testing.T, h *harness, plan []planned
 			break
 		}
 		wg.Go(func() {
-			_, err := h.slack.AwaitAck(ctx, id)
-			outcome := commandOutcome{envelopeID: id, acked: err == nil}
+			ack, err := h.slack.AwaitAck(ctx, id)
+			outcome := commandOutcome{envelopeID: id, acked: err == nil, answer: string(ack.Payload)}
 			switch {
 			case errors.Is(err, slacksim.ErrFailed):
 				outcome.failure = strings.TrimPrefix(err.Error(), fmt.Sprintf("await ack of envelope %s: %v: ", id, slacksim.ErrFailed))
@@ -342,18 +358,23 @@ func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes
 		failed[f.Reason]++
 	}
 	instances := map[string]bool{}
-	missing, cut := 0, 0
+	missing, unreachable, cut := 0, 0, 0
 	for _, p := range plan {
 		outcome, reqs := outcomes[p.tag], byTag[p.tag]
+		if outcome.nothingDone() || outcome.maybeDone() {
+			unreachable++
+		}
 		switch {
 		case len(reqs) > 1:
 			t.Errorf("%s: %d requests for one command", p.tag, len(reqs))
 			continue
-		case len(reqs) == 0 && outcome.acked:
+		case len(reqs) > 0 && outcome.nothingDone():
+			t.Errorf("%s: stored, yet its user was told nothing was done", p.tag)
+		case len(reqs) == 0 && outcome.acked && !outcome.nothingDone() && !outcome.maybeDone():
 			t.Errorf("%s: acked but never stored", p.tag)
 			continue
 		case len(reqs) == 0:
-			missing++ // failed for the user, and gpubot never committed it
+			missing++ // failed for the user, or told it was not (or may not be) done
 			continue
 		case outcome.failure == slacksim.FailedNoConnection:
 			t.Errorf("%s: stored, yet the command reached no connection", p.tag)
@@ -378,8 +399,8 @@ func checkChaosOutcome(t *testing.T, h *harness, plan []plannedRequest, outcomes
 	if c.Instances != len(instances) || len(h.fal.Instances()) != len(instances) {
 		t.Errorf("fal made %d instances (%d live) for %d ready requests", c.Instances, len(h.fal.Instances()), len(instances))
 	}
-	t.Logf("%d kills, %d fal faults, %d commands, %d failed for their users %v (%d of them never stored), %d ready, %d ready notices cut by a kill",
-		kills, c.Faults, len(plan), len(h.slack.Failures()), failed, missing, len(instances), cut)
+	t.Logf("%d kills, %d fal faults, %d commands, %d failed for their users %v, %d told the store was out of reach, %d never stored, %d ready, %d ready notices cut by a kill",
+		kills, c.Faults, len(plan), len(h.slack.Failures()), failed, unreachable, missing, len(instances), cut)
 }
 
 // checkDecision holds each request to the plan: 8x requests decided by their approver,
