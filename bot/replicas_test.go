@@ -130,6 +130,14 @@ func (h *harness) waitLeader(ctx context.Context, procs ...*process) *process {
 	return leader
 }
 
+// leaderAndFollower starts a replica, waits until it leads, then starts a second.
+func (h *harness) leaderAndFollower(ctx context.Context) (leader, follower *process) {
+	h.t.Helper()
+	first := h.spawnWithHTTP()
+	leader = h.waitLeader(ctx, first)
+	return leader, h.spawnWithHTTP()
+}
+
 // TestRollingRestartLosesNoCommand restarts each of two replicas in turn, with
 // SIGTERM as a deploy does, while commands arrive at a steady pace: every command a
 // replica takes is acked before its link closes, every request gets exactly one
@@ -272,9 +280,7 @@ func TestLeaderKilledWhileAMachineProvisions(t *testing.T) {
 	h := start(t, notStarted(), withFal(func(o *falsim.Options) { o.Manual = true }))
 	h.useEtcd(1)
 	ctx := untilDeadline(t)
-	first := h.spawnWithHTTP()
-	leader := h.waitLeader(ctx, first)
-	second := h.spawnWithHTTP()
+	leader, second := h.leaderAndFollower(ctx)
 	h.registerKey(alice)
 	h.command(alice, general, "create 1x for 2h failover")
 	var instance string
@@ -394,9 +400,7 @@ func TestPausedLeaderStepsDownAndWritesNothing(t *testing.T) {
 	h := start(t, notStarted())
 	h.useEtcd(1)
 	ctx := untilDeadline(t)
-	first := h.spawnWithHTTP()
-	paused := h.waitLeader(ctx, first)
-	second := h.spawnWithHTTP()
+	paused, second := h.leaderAndFollower(ctx)
 	h.registerKey(alice)
 	h.command(alice, general, "create 1x for 2h fenced")
 	h.waitFor(notify, "is ready")
@@ -420,7 +424,7 @@ func TestPausedLeaderStepsDownAndWritesNothing(t *testing.T) {
 	if err := poll(ctx, func() bool { return paused.metric(ctx, "gpubot_leader") == 0 }); err != nil {
 		t.Fatalf("the woken replica still says it leads: %v", err)
 	}
-	if h.waitLeader(ctx, first, second) != second {
+	if h.waitLeader(ctx, paused, second) != second {
 		t.Fatal("leadership moved back to the woken replica")
 	}
 	woken := strings.TrimPrefix(paused.logs.String(), pausedLogs)

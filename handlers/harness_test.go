@@ -208,9 +208,9 @@ func (e *env) tick() error {
 	return err
 }
 
-// request stores a new 1x request for alice (approved: 1x needs no approval) and has
-// gpubot take it up as it does after a start.
-func (e *env) request() domain.Request {
+// approvedRequest stores a new 1x request for alice, approved (1x needs no
+// approval), that gpubot has not taken up yet.
+func (e *env) approvedRequest() domain.Request {
 	e.t.Helper()
 	r := domain.Request{
 		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
@@ -219,6 +219,14 @@ func (e *env) request() domain.Request {
 	if err := e.store.CreateRequest(context.Background(), &r); err != nil {
 		e.t.Fatal(err)
 	}
+	return r
+}
+
+// request stores a new approved 1x request for alice and has gpubot take it up as it
+// does after a start.
+func (e *env) request() domain.Request {
+	e.t.Helper()
+	r := e.approvedRequest()
 	if err := e.h.Resume(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}

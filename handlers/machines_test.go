@@ -17,13 +17,7 @@ import (
 func TestDeleteWhileCreatingLeavesNoMachine(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r := domain.Request{
-		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
-	}
-	if err := e.store.CreateRequest(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := e.approvedRequest()
 	deleted := false
 	e.slack.setBeforeUpdate(func() {
 		if deleted || e.get(r.ID).State != domain.StateCreating {
@@ -74,13 +68,7 @@ func TestDeleteDuringCreateCallDeletesItsMachine(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.sim.InjectNext("create", 1, falsim.Fault{Hang: 200 * time.Millisecond})
-	r := domain.Request{
-		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
-	}
-	if err := e.store.CreateRequest(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := e.approvedRequest()
 	if err := e.h.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}

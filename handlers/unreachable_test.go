@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/slack-go/slack"
 
-	"github.com/gpubot/gpubot/fal"
 	"github.com/gpubot/gpubot/internal/domain"
 )
 
@@ -93,13 +91,7 @@ func TestACommandWhoseWriteMayHaveBeenAppliedSaysSo(t *testing.T) {
 func TestPassTakesUpARequestWhoseClaimWasHeldElsewhere(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r := domain.Request{
-		TeamID: "T1", UserID: testOwner, CommandChannel: "CGENERAL", InstanceType: fal.Type1xH100,
-		SSHKey: testKey, Lifetime: 2 * time.Hour, State: domain.StateApproved,
-	}
-	if err := e.store.CreateRequest(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := e.approvedRequest()
 	release, ok, err := e.store.ClaimWork(ctx, r.ID) // the dead replica's claim
 	if err != nil || !ok {
 		t.Fatalf("claim: %v %v", ok, err)
