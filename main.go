@@ -93,7 +93,6 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	return gpubot.Run(ctx)
 }
 
-// healthcheck asks the local /healthz, so a container needs no curl.
 // migrate moves a team from one replica on the bbolt file to replicas on etcd.
 func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	settings, err := config.LoadMigration(getenv)
@@ -103,6 +102,7 @@ func migrate(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	return app.Migrate(ctx, settings, stdout)
 }
 
+// healthcheck asks the local /healthz, so a container needs no curl.
 func healthcheck(ctx context.Context, getenv func(string) string) error {
 	addr := getenv("HTTP_ADDR")
 	switch addr {
